@@ -1,0 +1,39 @@
+"""Domain errors of the media plane.
+
+Library errors (socket, PyAV, aiortc) are wrapped in these with ``raise ... from err``
+so that callers handle one small hierarchy. Messages never contain credentials.
+"""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Base of every media-plane error."""
+
+
+class SourceError(StreamError):
+    """A source could not be opened or failed while reading."""
+
+
+class SourceUnreachable(SourceError):
+    """Connection refused, host unreachable or the connect timed out."""
+
+
+class SourceAuthError(SourceError):
+    """The camera refused the credentials."""
+
+
+class SourceProtocolError(SourceError):
+    """The camera answered something we cannot use (bad RTSP, no video, bad SDP)."""
+
+
+class UnsupportedCodec(SourceError):
+    """The stream's codec is not one the relay can pass through."""
+
+
+class CapacityError(StreamError):
+    """A viewer cap was reached."""
+
+
+class NegotiationError(StreamError):
+    """A WebRTC offer cannot be answered (malformed SDP, no usable codec)."""

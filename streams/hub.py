@@ -1,0 +1,289 @@
+"""One hub per camera: fans encoded packets out to subscribers.
+
+The hub keeps a GOP cache (the packets since the last keyframe) so that a new
+subscriber starts decoding at once instead of waiting for the camera's next
+keyframe, and keeps timestamps monotonic across source reconnects.
+
+Every subscriber has a bounded queue. A subscriber that falls behind is
+skipped forward to the next keyframe (its video stays decodable) and the
+skipped packets are counted; publishing never waits for anyone.
+
+Event loop only: ``publish`` and ``subscribe`` must be called on the loop that
+owns the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from streams import h264
+from streams.packets import CLOCK_RATE, MediaPacket, StreamInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_PACKETS = 256
+DEFAULT_GOP_CACHE_BYTES = 32 * 1024 * 1024
+_DEFAULT_FRAME_TICKS = CLOCK_RATE // 25
+
+
+class HubClosed(Exception):
+    """The hub or the subscription was closed; no more packets will come."""
+
+
+class Subscription:
+    """A consumer's view of a hub: an async iterator of packets.
+
+    Created by :meth:`Hub.subscribe`; call :meth:`close` (or use ``async with``)
+    when done. ``backlog`` counts the packets still queued that were replayed from
+    the GOP cache: consumers use it to hurry those to the live edge.
+    """
+
+    def __init__(self, hub: Hub, maxsize: int) -> None:
+        self._hub = hub
+        self._queue: collections.deque[MediaPacket] = collections.deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._need_keyframe = True
+        self._closed = False
+        self.delivered = 0
+        self.dropped = 0
+        self.skips = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _offer(self, packet: MediaPacket) -> None:
+        if self._need_keyframe:
+            if not packet.keyframe:
+                if self.skips:  # waiting for the first keyframe is not a loss
+                    self._drop(1)
+                return
+            self._need_keyframe = False
+        elif len(self._queue) >= self._maxsize:
+            # Too far behind: throw the backlog away and resume at the next keyframe.
+            self._drop(len(self._queue))
+            self._queue.clear()
+            self.skips += 1
+            if not packet.keyframe:
+                self._need_keyframe = True
+                self._drop(1)
+                return
+            self._need_keyframe = False
+        self._queue.append(packet)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._hub.stats.dropped += count
+
+    def _preload(self, packets: list[MediaPacket]) -> None:
+        if packets and packets[0].keyframe:
+            self._queue.extend(packets)
+            self._need_keyframe = False
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> MediaPacket | None:
+        """The next queued packet, or None when the queue is empty."""
+        if self._queue:
+            self.delivered += 1
+            return self._queue.popleft()
+        if self._closed:
+            raise HubClosed
+        return None
+
+    def pending(self) -> int:
+        """Packets queued and not yet taken."""
+        return len(self._queue)
+
+    async def get(self) -> MediaPacket:
+        """Wait for the next packet. Raises :class:`HubClosed` once closed."""
+        while True:
+            if self._queue:
+                self.delivered += 1
+                return self._queue.popleft()
+            if self._closed:
+                raise HubClosed
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def __aiter__(self) -> AsyncIterator[MediaPacket]:
+        return self
+
+    async def __anext__(self) -> MediaPacket:
+        try:
+            return await self.get()
+        except HubClosed:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Leave the hub. Idempotent; a pending ``get`` raises HubClosed."""
+        if not self._closed:
+            self._closed = True
+            self._queue.clear()
+            self._hub._remove(self)
+            self._wake()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Hub:
+    """Fan-out point of one camera. See the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        queue_packets: int = DEFAULT_QUEUE_PACKETS,
+        gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES,
+    ) -> None:
+        self.name = name
+        self._queue_packets = queue_packets
+        self._gop_cache_bytes = gop_cache_bytes
+        self._subscribers: list[Subscription] = []
+        self._gop: list[MediaPacket] = []
+        self._gop_bytes = 0
+        self._offset = 0
+        self._rebase = False
+        self._last_pts: int | None = None
+        self._frame_ticks = _DEFAULT_FRAME_TICKS
+        self._closed = False
+        self.info: StreamInfo | None = None
+        self.stats = HubStats()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def last_keyframe(self) -> MediaPacket | None:
+        """The most recent keyframe, if the GOP cache holds one."""
+        return self._gop[0] if self._gop else None
+
+    def discontinuity(self) -> None:
+        """The source restarted: the next packet's timestamp continues the timeline.
+
+        Also empties the GOP cache, whose packets belong to the old session.
+        """
+        self._rebase = True
+        self._gop.clear()
+        self._gop_bytes = 0
+
+    def publish(self, packet: MediaPacket) -> None:
+        """Hand one access unit to every subscriber. Never blocks."""
+        if self._closed:
+            return
+        if self._rebase:
+            self._rebase = False
+            if self._last_pts is not None:
+                self._offset = self._last_pts + self._frame_ticks - packet.pts
+        elif self._last_pts is not None:
+            delta = packet.pts + self._offset - self._last_pts
+            if 0 < delta < CLOCK_RATE:
+                self._frame_ticks = delta
+        packet = packet.shifted(self._offset)
+        self._last_pts = packet.pts
+        if packet.keyframe:
+            self._on_keyframe(packet)
+        elif self._gop:
+            self._gop.append(packet)
+            self._gop_bytes += len(packet.data)
+            if self._gop_bytes > self._gop_cache_bytes:
+                log.warning("%s: GOP larger than %d bytes, not cached", self.name, self._gop_cache_bytes)
+                self._gop.clear()
+                self._gop_bytes = 0
+        self.stats.add(packet)
+        for sub in self._subscribers:
+            sub._offer(packet)
+
+    def _on_keyframe(self, packet: MediaPacket) -> None:
+        self._gop = [packet]
+        self._gop_bytes = len(packet.data)
+        try:
+            info = h264.stream_info(packet.data) if packet.codec == "h264" else None
+        except h264.BitstreamError as err:
+            log.warning("%s: unreadable SPS: %s", self.name, err)
+            info = None
+        if info is not None and info != self.info:
+            self.info = info
+
+    def subscribe(self, *, from_keyframe: bool = True, maxsize: int | None = None) -> Subscription:
+        """Join the hub. With ``from_keyframe`` the GOP cache is queued first, so the
+        first packet is the latest keyframe; otherwise delivery starts at the next one."""
+        if self._closed:
+            raise HubClosed
+        sub = Subscription(self, maxsize or self._queue_packets)
+        if from_keyframe:
+            sub._preload(self._gop)
+        self._subscribers.append(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        try:
+            self._subscribers.remove(sub)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """End every subscription. Idempotent."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub.close()
+
+
+class HubStats:
+    """Running figures of what a hub received: rates over a sliding window."""
+
+    WINDOW = 5.0
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.dropped = 0
+        """Packets skipped by subscribers that fell behind (all subscribers, ever)."""
+        self.last_packet: float | None = None
+        self.keyframe_interval: float | None = None
+        self._last_keyframe: float | None = None
+        self._window: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, packet: MediaPacket) -> None:
+        now = packet.received
+        self.packets += 1
+        self.bytes += len(packet.data)
+        self.last_packet = now
+        if packet.keyframe:
+            self.keyframes += 1
+            if self._last_keyframe is not None:
+                self.keyframe_interval = now - self._last_keyframe
+            self._last_keyframe = now
+        window = self._window
+        window.append((now, len(packet.data)))
+        while window and window[0][0] < now - self.WINDOW:
+            window.popleft()
+
+    def rates(self, now: float | None = None) -> tuple[float, float]:
+        """(frames per second, bits per second) over the last few seconds."""
+        now = time.monotonic() if now is None else now
+        recent = [(t, n) for t, n in self._window if t >= now - self.WINDOW]
+        if len(recent) < 2:
+            return 0.0, 0.0
+        span = max(now - recent[0][0], 1e-3)
+        return (len(recent) - 1) / span, sum(n for _, n in recent[1:]) * 8 / span

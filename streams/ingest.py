@@ -1,0 +1,218 @@
+"""The ingest supervisor: one task per camera that keeps its source flowing into its hub.
+
+Each camera runs a small state machine::
+
+    starting ──▶ online ⇄ stalled
+       ▲            │        │
+       └─ backoff ◀─ offline ◀┘
+
+* ``starting``: a connection attempt after start-up or after a backoff wait;
+* ``online``: packets are flowing;
+* ``stalled``: no packet for ``stall_timeout`` seconds (the watchdog fired; a
+  frozen camera keeps its TCP connection open, so we cannot rely on the
+  source's own read timeout); the session is torn down and one immediate
+  reconnect is tried while the state stays ``stalled``;
+* ``offline``: the source failed or ended; the next attempt waits a capped,
+  jittered exponential backoff that resets after a long healthy run;
+* ``disabled``: configured off; nothing runs.
+
+Every ingest is its own asyncio task on the event loop, so a dead, frozen or
+unreachable camera never delays another. Waiting on the stop event with a
+timeout is the backoff sleep, so stopping is immediate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streams.errors import SourceError
+from streams.hub import Hub
+from streams.redact import redact_text
+from streams.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+
+class IngestState(enum.StrEnum):
+    STARTING = "starting"
+    ONLINE = "online"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPolicy:
+    """Timeouts and backoff of one ingest; fields rather than constants so tests tune them."""
+
+    stall_timeout: float = 5.0
+    first_packet_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    backoff_factor: float = 2.0
+    backoff_jitter: float = 0.2
+    backoff_reset_after: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before the ``attempt``-th retry (1-based)."""
+        base = min(self.backoff_max, self.backoff_initial * self.backoff_factor ** max(0, attempt - 1))
+        return base * (1.0 + rng.uniform(-self.backoff_jitter, self.backoff_jitter))
+
+
+StateListener = Callable[[str, IngestState, IngestState, str | None], None]
+"""Called on the event loop with (camera id, old state, new state, last error)."""
+
+
+class _Stalled(Exception):
+    pass
+
+
+class Ingest:
+    """Pulls one camera into its hub and keeps doing so. See the module docstring."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        source: Source,
+        hub: Hub,
+        policy: IngestPolicy,
+        *,
+        enabled: bool = True,
+        listener: StateListener | None = None,
+        secrets: list[str] | None = None,
+    ) -> None:
+        self.camera_id = camera_id
+        self.source = source
+        self.hub = hub
+        self.policy = policy
+        self.enabled = enabled
+        self._listener = listener
+        self._secrets = [s for s in (secrets or []) if s]
+        self._rng = random.Random()
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.state = IngestState.STARTING if enabled else IngestState.DISABLED
+        self.state_since = time.time()
+        self.reconnects = 0
+        self.sessions_opened = 0
+        self.stalls = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.next_attempt_at: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name=f"ingest:{self.camera_id}")
+
+    async def stop(self) -> None:
+        """Stop reading; idempotent. Returns once the source is closed."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            was_online = await self._session()
+            healthy_for = time.monotonic() - started
+            if self._stop.is_set():
+                return
+            self.reconnects += 1
+            if was_online and healthy_for >= self.policy.backoff_reset_after:
+                failures = 0
+            if self.state is IngestState.STALLED and was_online:
+                continue  # one immediate retry after a stall, state stays "stalled"
+            if was_online and failures == 0:
+                failures = 1
+                continue  # a healthy stream ended: retry at once
+            failures += 1
+            delay = self.policy.backoff(failures, self._rng)
+            self.next_attempt_at = time.time() + delay
+            log.info("%s: retrying in %.1f s (attempt %d)", self.camera_id, delay, failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            self.next_attempt_at = None
+            if not self._stop.is_set():
+                self._set_state(IngestState.STARTING)
+
+    async def _session(self) -> bool:
+        """One connection: returns whether any packet arrived."""
+        got_packet = False
+        self.sessions_opened += 1
+        self.hub.discontinuity()
+        packets = self.source.packets()
+        try:
+            timeout = self.policy.first_packet_timeout
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        packet = await anext(packets)
+                except TimeoutError:
+                    raise _Stalled from None
+                if not got_packet:
+                    got_packet = True
+                    timeout = self.policy.stall_timeout
+                    self._set_state(IngestState.ONLINE)
+                    log.info("%s: online", self.camera_id)
+                self.hub.publish(packet)
+        except StopAsyncIteration:
+            self._fail(IngestState.OFFLINE, "the stream ended")
+        except _Stalled:
+            if got_packet:
+                self.stalls += 1
+                self._fail(IngestState.STALLED, f"no packet for {self.policy.stall_timeout:g} s")
+            else:
+                self._fail(IngestState.OFFLINE, f"no packet within {self.policy.first_packet_timeout:g} s")
+        except SourceError as err:
+            self._fail(IngestState.OFFLINE, str(err) or type(err).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a bug in a source must not kill the supervisor
+            log.exception("%s: unexpected error from source", self.camera_id)
+            self._fail(IngestState.OFFLINE, f"internal error: {type(err).__name__}")
+        finally:
+            with contextlib.suppress(Exception):
+                await packets.aclose()
+        return got_packet
+
+    # -- state ---------------------------------------------------------------------
+
+    def _fail(self, state: IngestState, error: str) -> None:
+        error = redact_text(error, self._secrets)
+        self.last_error = error
+        self.last_error_at = time.time()
+        if state is not self.state:
+            log.warning("%s: %s (%s)", self.camera_id, state.value, error)
+        self._set_state(state)
+
+    def _set_state(self, state: IngestState) -> None:
+        old = self.state
+        if state is old:
+            return
+        self.state = state
+        self.state_since = time.time()
+        if self._listener is not None:
+            try:
+                self._listener(self.camera_id, old, state, self.last_error)
+            except Exception:
+                log.exception("%s: state listener failed", self.camera_id)

@@ -1,0 +1,57 @@
+"""The unit that flows through the relay: one encoded access unit.
+
+A :class:`MediaPacket` is immutable and shared by every subscriber of a hub, so
+fan-out costs a reference, not a copy. Timestamps use the RTP video clock
+(90 kHz) everywhere in the media plane; outputs convert where they must.
+
+Any thread may create packets; they are handed to the event loop once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+CLOCK_RATE = 90_000
+"""Ticks per second of every ``pts`` in the media plane."""
+
+Codec = Literal["h264", "h265"]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPacket:
+    """One video access unit in Annex-B form (start codes before each NAL unit).
+
+    Keyframes carry their parameter sets (SPS/PPS, and VPS for H.265) in-band, so
+    any subscriber can start decoding at any keyframe.
+    """
+
+    data: bytes
+    pts: int
+    keyframe: bool
+    codec: Codec = "h264"
+    received: float = dataclasses.field(default_factory=time.monotonic)
+    """``time.monotonic()`` when the last byte of the access unit arrived."""
+
+    def shifted(self, offset: int) -> MediaPacket:
+        """The same access unit with ``offset`` ticks added to its timestamp."""
+        if offset == 0:
+            return self
+        return dataclasses.replace(self, pts=self.pts + offset)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a decoder or a signalling answer needs to know about a stream."""
+
+    codec: Codec
+    width: int
+    height: int
+    profile: str
+    """Human name, for example ``"High"`` or ``"Constrained Baseline"``."""
+    profile_level_id: str
+    """H.264: six hex digits (profile_idc, constraint flags, level_idc) as in RFC 6184."""
+    codec_string: str
+    """RFC 6381 codec string for MSE, for example ``"avc1.64001f"``."""

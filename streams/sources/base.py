@@ -1,0 +1,42 @@
+"""What every source is: an async generator of access units.
+
+A source connects when iterated, yields :class:`~streams.packets.MediaPacket`
+objects until the stream ends (the generator returns) or fails (it raises a
+:class:`~streams.errors.SourceError`), and releases everything when closed. The
+ingest supervisor owns reconnecting, watchdogs and backoff; a source only reads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.packets import MediaPacket
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """How to reach one camera. Credentials travel here, never in the URL."""
+
+    url: str
+    transport: Literal["tcp", "udp"] = "tcp"
+    username: str | None = None
+    password: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 5.0
+    keepalive_interval: float = 20.0
+    label: str = ""
+    """Text drawn on synthetic pictures (demo sources), for example the hall and camera."""
+
+
+class Source(abc.ABC):
+    """An openable stream of access units. See the module docstring."""
+
+    def __init__(self, options: SourceOptions) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def packets(self) -> AsyncIterator[MediaPacket]:
+        """Connect and yield access units; returns at end of stream, raises SourceError on failure."""

@@ -1,0 +1,75 @@
+"""Real H.264 media for tests, encoded by PyAV: no mocked bitstreams."""
+
+from __future__ import annotations
+
+import fractions
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from streams.packets import CLOCK_RATE, MediaPacket
+
+
+def encode_h264(
+    frames: int = 50,
+    *,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 25,
+    gop: int = 25,
+    profile: str = "baseline",
+) -> list[MediaPacket]:
+    """``frames`` access units of a moving gradient, Annex-B, keyframe every ``gop`` frames."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, fps)
+    ctx.framerate = fractions.Fraction(fps, 1)
+    ctx.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": profile,
+        "g": str(gop),
+        "keyint_min": str(gop),
+        "sc_threshold": "0",
+        "bf": "0",
+    }
+    packets: list[MediaPacket] = []
+    ramp = (np.arange(width) % 256)[None, :].repeat(height, axis=0)
+    for i in range(frames):
+        img = np.dstack([(ramp + i * 4) % 256, ramp, 255 - ramp]).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        for pkt in ctx.encode(frame):
+            packets.append(_to_media(pkt, fps))
+    for pkt in ctx.encode(None):
+        packets.append(_to_media(pkt, fps))
+    return packets
+
+
+def _to_media(pkt: av.Packet, fps: int) -> MediaPacket:
+    assert pkt.pts is not None
+    return MediaPacket(
+        data=bytes(pkt),
+        pts=pkt.pts * CLOCK_RATE // fps,
+        keyframe=bool(pkt.is_keyframe),
+        received=time.monotonic(),
+    )
+
+
+def write_mp4(path: Path, seconds: float = 2.0, *, fps: int = 25, width: int = 320, height: int = 240) -> Path:
+    """An MP4 file with an H.264 track, for file:// sources."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": str(fps), "bf": "0"}
+        ramp = (np.arange(width) % 256)[None, :].repeat(height, axis=0)
+        for i in range(int(seconds * fps)):
+            img = np.dstack([(ramp + i * 4) % 256, ramp, 255 - ramp]).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
