@@ -1,0 +1,346 @@
+"""The configuration models: what a Hallwatch site file may say, and the checks across it.
+
+One YAML file describes the site (see ``default_config.yaml`` next to this module,
+which doubles as the annotated example). These pydantic models are its schema:
+every model forbids unknown keys and is frozen, credentials are ``SecretStr``, and
+timeouts and backoff are fields so tests tune them instead of patching.
+
+Reading the file and turning validation errors into messages that name a line is
+:mod:`vms.config_loader`'s job. Cross-references (a camera in an unknown hall, a
+duplicate id), checked by :mod:`vms.config_checks`, are raised by :class:`Config`
+as one ``config_inconsistent`` error whose context lists each ``Inconsistency``
+with the location of the offending item, so the loader can point at its line.
+
+Pure data, no I/O: any thread may read a loaded config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    IPvAnyAddress,
+    SecretStr,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from vms.config_checks import check_source_url, inconsistencies, ingest_order_problem, invalid
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+"""An id: 1-64 lowercase letters, digits, ``-`` or ``_``, starting with a letter or digit."""
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+
+
+class _Model(BaseModel):
+    # Inputs stay out of ValidationError's text: a URL or a password must never be echoed.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class ServerSettings(_Model):
+    """The HTTP server and where the service keeps its files."""
+
+    host: Text = Field(
+        default="127.0.0.1", description="Address to listen on; 0.0.0.0 listens on every interface."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on; 0 picks a free port.")
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Directory for recordings, the user store and audit logs; "
+        "a relative path is taken from the working directory.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Least severe level that is logged."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class IceServer(_Model):
+    """A STUN or TURN server offered to viewers' browsers and used by the relay's own ICE agent."""
+
+    urls: list[str] = Field(min_length=1, description="stun:, stuns:, turn: or turns: URLs (one or a list).")
+    username: str | None = Field(default=None, description="TURN user name.")
+    credential: SecretStr | None = Field(default=None, description="TURN password.")
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            scheme = url.partition(":")[0].lower()
+            if scheme not in ICE_SCHEMES or not url.partition(":")[2]:
+                raise invalid(
+                    "ice_url",
+                    f"{url!r} is not a STUN or TURN URL; write it like stun:stun.example.org:3478 "
+                    "or turn:turn.example.org:3478?transport=udp",
+                )
+        return urls
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> Self:
+        is_turn = any(url.lower().startswith("turn") for url in self.urls)
+        if is_turn and (self.username is None or self.credential is None):
+            raise invalid(
+                "turn_credentials", "a TURN server needs a username and a credential; add both next to urls"
+            )
+        return self
+
+
+class WebRtcSettings(_Model):
+    """WebRTC (WHEP) viewers: ICE and limits."""
+
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description="STUN/TURN servers. Empty by default: the service never contacts a public STUN server.",
+    )
+    ice_host_addresses: list[IPvAnyAddress] = Field(
+        default_factory=list,
+        description="Host addresses offered as ICE candidates. Empty means the machine's own interfaces; "
+        "add 127.0.0.1 for loopback-only setups and tests.",
+    )
+    max_viewers_per_camera: int = Field(
+        default=32, ge=1, description="WebRTC viewers one camera may have at once."
+    )
+    max_viewers_total: int = Field(
+        default=256, ge=1, description="WebRTC viewers the whole service may have at once."
+    )
+    session_timeout: Seconds = Field(
+        default=30.0,
+        description="A viewer session that has not connected within this many seconds, "
+        "or stays disconnected this long, is closed.",
+    )
+
+
+class IngestSettings(_Model):
+    """How cameras are pulled: timeouts, the stall watchdog and the reconnect backoff."""
+
+    connect_timeout: Seconds = Field(
+        default=5.0, description="Seconds to open a source (TCP connect and RTSP setup)."
+    )
+    read_timeout: Seconds = Field(default=5.0, description="Seconds one network read may block.")
+    stall_timeout: Seconds = Field(
+        default=5.0,
+        description="Watchdog: no packet for this many seconds means stalled, and the source reconnects.",
+    )
+    offline_after: Seconds = Field(
+        default=15.0, description="Seconds without a packet after which the camera is reported offline."
+    )
+    backoff_initial: Seconds = Field(
+        default=1.0, description="First wait before reconnecting; doubles each failure."
+    )
+    backoff_max: Seconds = Field(default=30.0, description="Longest wait between reconnect attempts.")
+    backoff_reset_after: Seconds = Field(
+        default=30.0,
+        description="A run this many seconds long without trouble resets the backoff to its start.",
+    )
+    keepalive_interval: Seconds = Field(
+        default=20.0,
+        description="Seconds between RTSP keep-alive requests (must be below the camera's session timeout).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        problem = ingest_order_problem(self.model_dump())
+        if problem:
+            raise invalid("ingest_order", problem)
+        return self
+
+
+class IngestOverrides(_Model):
+    """Per-camera replacements for some :class:`IngestSettings` values; unset keys keep the site value."""
+
+    connect_timeout: Seconds | None = None
+    read_timeout: Seconds | None = None
+    stall_timeout: Seconds | None = None
+    offline_after: Seconds | None = None
+    backoff_initial: Seconds | None = None
+    backoff_max: Seconds | None = None
+    backoff_reset_after: Seconds | None = None
+    keepalive_interval: Seconds | None = None
+
+
+class PictureSettings(_Model):
+    """Still pictures decoded from the stream: snapshots and MJPEG."""
+
+    jpeg_quality: int = Field(
+        default=80, ge=1, le=100, description="JPEG quality, 1 (smallest) to 100 (best)."
+    )
+    mjpeg_max_fps: float = Field(
+        default=5.0, gt=0, le=30, description="Most frames per second an MJPEG stream sends."
+    )
+    snapshot_timeout: Seconds = Field(
+        default=5.0, description="Seconds to wait for a decodable picture before a snapshot request fails."
+    )
+
+
+def _centre_halls_shape(value: Any) -> str:
+    return "all" if isinstance(value, str) else "list"
+
+
+class Centre(_Model):
+    """A monitoring centre and the halls its users may see."""
+
+    id: Slug = Field(description="Stable id used in URLs and user records.")
+    name: Text = Field(description="Display name.")
+    halls: Annotated[
+        Annotated[list[Slug], Tag("list")] | Annotated[Literal["all"], Tag("all")],
+        Discriminator(_centre_halls_shape),
+    ] = Field(default="all", description="The word all, or a list of hall ids.")
+
+    @field_validator("halls", mode="before")
+    @classmethod
+    def _all_or_list(cls, value: object) -> object:
+        if isinstance(value, str) and value != "all":
+            raise invalid(
+                "centre_halls",
+                f"expected the word all or a list of hall ids, found {value[:40]!r}; "
+                f"write halls: all, or halls: [{value[:40]}] for a single hall",
+            )
+        if not isinstance(value, str | list):
+            raise invalid("centre_halls", "expected the word all or a list of hall ids, e.g. [tax, police]")
+        return value
+
+
+class Hall(_Model):
+    """A branch hall: the place cameras belong to."""
+
+    id: Slug = Field(description="Stable id used in URLs and camera entries.")
+    name: Text = Field(description="Display name.")
+    department: str = Field(default="", description="The department that runs the hall.")
+
+
+class Credentials(_Model):
+    """RTSP login. Kept out of the URL so that it never reaches a log line."""
+
+    username: Text
+    password: SecretStr
+
+
+class Camera(_Model):
+    """One video source, pulled once and served to every viewer."""
+
+    id: Slug = Field(description="Stable id used in URLs.")
+    name: Text = Field(description="Display name.")
+    hall: Slug = Field(description="Id of the hall the camera is in.")
+    url: str = Field(description="rtsp://, rtsps://, file:///path or demo://name; no credentials in it.")
+    transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport (rtsp/rtsps only).")
+    enabled: bool = Field(default=True, description="A disabled camera is listed but never pulled.")
+    credentials: Credentials | None = Field(default=None, description="RTSP user name and password.")
+    ingest: IngestOverrides | None = Field(
+        default=None, description="Replaces some of the site's ingest settings."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        check_source_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _credentials_need_rtsp(self) -> Self:
+        if self.credentials is not None and self.scheme not in ("rtsp", "rtsps"):
+            raise invalid(
+                "credentials_unused",
+                f"credentials are only used by rtsp:// and rtsps:// cameras, this one is {self.scheme}://; "
+                "remove credentials: or fix the url",
+            )
+        return self
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme in lower case: rtsp, rtsps, file or demo."""
+        return urlsplit(self.url).scheme.lower()
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL without any ``user:password@`` part: safe for logs and API answers."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class Config(_Model):
+    """The whole site: service settings, centres, halls and cameras."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    pictures: PictureSettings = Field(default_factory=PictureSettings)
+    centres: list[Centre] = Field(default_factory=list, description="Monitoring centres.")
+    halls: list[Hall] = Field(default_factory=list, description="Branch halls.")
+    cameras: list[Camera] = Field(default_factory=list, description="Video sources.")
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Self:
+        problems = inconsistencies(self)
+        if problems:
+            raise PydanticCustomError(
+                "config_inconsistent",
+                "{summary}",
+                {"summary": "; ".join(p.message for p in problems), "problems": tuple(problems)},
+            )
+        return self
+
+    def camera(self, camera_id: str) -> Camera:
+        """The camera with this id; ``KeyError`` if there is none."""
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(camera_id)
+
+    def hall(self, hall_id: str) -> Hall:
+        """The hall with this id; ``KeyError`` if there is none."""
+        for hall in self.halls:
+            if hall.id == hall_id:
+                return hall
+        raise KeyError(hall_id)
+
+    def centre(self, centre_id: str) -> Centre:
+        """The centre with this id; ``KeyError`` if there is none."""
+        for centre in self.centres:
+            if centre.id == centre_id:
+                return centre
+        raise KeyError(centre_id)
+
+    def halls_for_centre(self, centre_id: str) -> list[Hall]:
+        """The halls a centre may see, in the order of ``halls:``; ``KeyError`` for an unknown centre."""
+        selection = self.centre(centre_id).halls
+        if selection == "all":
+            return list(self.halls)
+        return [hall for hall in self.halls if hall.id in selection]
+
+    def cameras_in_hall(self, hall_id: str) -> list[Camera]:
+        """The cameras of one hall, in config order."""
+        return [camera for camera in self.cameras if camera.hall == hall_id]
+
+    def ingest_for(self, camera_id: str) -> IngestSettings:
+        """The site's ingest settings with this camera's overrides applied."""
+        overrides = self.camera(camera_id).ingest
+        if overrides is None:
+            return self.ingest
+        merged = self.ingest.model_dump() | overrides.model_dump(exclude_none=True)
+        return IngestSettings.model_validate(merged)
