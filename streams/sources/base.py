@@ -9,7 +9,7 @@ ingest supervisor owns reconnecting, watchdogs and backoff; a source only reads.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,5 +38,5 @@ class Source(abc.ABC):
         self.options = options
 
     @abc.abstractmethod
-    def packets(self) -> AsyncIterator[MediaPacket]:
+    def packets(self) -> AsyncGenerator[MediaPacket, None]:
         """Connect and yield access units; returns at end of stream, raises SourceError on failure."""

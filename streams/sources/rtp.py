@@ -1,0 +1,308 @@
+"""RTP for H.264 video: packet parsing, SDP video-track description, depacketization.
+
+:class:`H264Depacketizer` turns RTP packets (RFC 6184: single NAL unit, STAP-A,
+FU-A) into Annex-B access units, completing each one on the RTP marker bit (or
+when the timestamp changes, for senders that forget the marker). A sequence gap
+discards the access unit in progress and everything up to the next keyframe, so
+subscribers never see a picture that references lost data. Timestamps are
+unwrapped to a monotonic 90 kHz count starting at 0.
+
+Pure code on bytes; one depacketizer belongs to one reader (the event loop task
+iterating an RTSP source).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import struct
+from dataclasses import dataclass, field
+
+from streams import h264
+from streams.errors import SourceProtocolError, UnsupportedCodec
+from streams.packets import CLOCK_RATE, MediaPacket, StreamInfo
+
+log = logging.getLogger(__name__)
+
+_MAX_AU_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPacket:
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    marker: bool
+    payload: bytes
+
+
+def parse_rtp(data: bytes) -> RtpPacket | None:
+    """The RTP packet in ``data``, or None if it is not a well-formed RTP version 2 packet."""
+    if len(data) < 12 or data[0] >> 6 != 2:
+        return None
+    first, second, seq, ts, ssrc = struct.unpack_from("!BBHII", data)
+    offset = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension
+        if len(data) < offset + 4:
+            return None
+        (words,) = struct.unpack_from("!H", data, offset + 2)
+        offset += 4 + 4 * words
+    end = len(data)
+    if first & 0x20:  # padding
+        end -= data[-1]
+    if end < offset:
+        return None
+    return RtpPacket(second & 0x7F, seq, ts, ssrc, bool(second & 0x80), data[offset:end])
+
+
+@dataclass(slots=True)
+class VideoTrack:
+    """What the SDP says about the first video media."""
+
+    control: str
+    payload_type: int
+    clock_rate: int = CLOCK_RATE
+    sps: bytes | None = None
+    pps: bytes | None = None
+    info: StreamInfo | None = None
+
+
+@dataclass(slots=True)
+class SessionDescription:
+    control: str | None
+    video: VideoTrack
+
+
+def _split_media(sdp: str) -> tuple[list[str], list[list[str]]]:
+    session: list[str] = []
+    media: list[list[str]] = []
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            media.append([line])
+        elif line:
+            (media[-1] if media else session).append(line)
+    return session, media
+
+
+def _attribute(lines: list[str], name: str) -> list[str]:
+    prefix = f"a={name}:"
+    return [line[len(prefix) :].strip() for line in lines if line.startswith(prefix)]
+
+
+def parse_sdp(sdp: str) -> SessionDescription:
+    """The session control and first video track of an SDP answer to DESCRIBE.
+
+    Raises SourceProtocolError without a video track, UnsupportedCodec when it is not H.264.
+    """
+    session, media = _split_media(sdp)
+    video = next((m for m in media if m[0].startswith("m=video")), None)
+    if video is None:
+        raise SourceProtocolError("the stream has no video track")
+    formats = video[0].split()[3:]
+    rtpmap: dict[int, tuple[str, int]] = {}
+    for value in _attribute(video, "rtpmap"):
+        pt_text, _, encoding = value.partition(" ")
+        name, _, rate = encoding.partition("/")
+        if pt_text.isdigit():
+            rtpmap[int(pt_text)] = (name.upper(), int(rate.split("/")[0] or CLOCK_RATE))
+    fmtp: dict[int, dict[str, str]] = {}
+    for value in _attribute(video, "fmtp"):
+        pt_text, _, fmtp_text = value.partition(" ")
+        if pt_text.isdigit():
+            pairs = (item.strip().partition("=") for item in fmtp_text.split(";") if item.strip())
+            fmtp[int(pt_text)] = {k.strip().lower(): v.strip() for k, _, v in pairs}
+    chosen = next((int(f) for f in formats if f.isdigit() and rtpmap.get(int(f), ("",))[0] == "H264"), None)
+    if chosen is None:
+        names = [rtpmap.get(int(f), (f"payload type {f}",))[0] for f in formats if f.isdigit()]
+        raise UnsupportedCodec(f"video codec {', '.join(names) or 'unknown'} is not supported (H.264 only)")
+    params = fmtp.get(chosen, {})
+    if params.get("packetization-mode", "0") not in ("0", "1"):
+        raise UnsupportedCodec("H.264 interleaved packetization (mode 2) is not supported")
+    controls = _attribute(video, "control")
+    track = VideoTrack(control=controls[0] if controls else "*", payload_type=chosen)
+    track.clock_rate = rtpmap[chosen][1]
+    for text in params.get("sprop-parameter-sets", "").split(","):
+        try:
+            nal = base64.b64decode(text.strip(), validate=False) if text.strip() else b""
+        except binascii.Error:
+            continue
+        if nal and h264.nal_type(nal) == h264.NAL_SPS:
+            track.sps = nal
+        elif nal and h264.nal_type(nal) == h264.NAL_PPS:
+            track.pps = nal
+    if track.sps is not None:
+        try:
+            track.info = h264.parse_sps(track.sps)
+        except h264.BitstreamError:
+            log.debug("unparsable SPS in SDP")
+    session_controls = _attribute(session, "control")
+    return SessionDescription(control=session_controls[0] if session_controls else None, video=track)
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """Unwraps 32-bit RTP timestamps into a 90 kHz count starting at 0."""
+
+    clock_rate: int = CLOCK_RATE
+    _last: int | None = None
+    _ticks: int = 0
+
+    def pts(self, timestamp: int) -> int:
+        if self._last is not None:
+            delta = (timestamp - self._last) & 0xFFFFFFFF
+            if delta >= 0x80000000:
+                delta -= 0x100000000
+            self._ticks += delta
+        self._last = timestamp
+        if self.clock_rate == CLOCK_RATE:
+            return self._ticks
+        return self._ticks * CLOCK_RATE // self.clock_rate
+
+
+@dataclass(slots=True)
+class _Unit:
+    timestamp: int
+    nals: list[bytes] = field(default_factory=list)
+    fragment: bytearray | None = None
+    size: int = 0
+
+
+class H264Depacketizer:
+    """RTP packets in, complete Annex-B access units out. See the module docstring."""
+
+    def __init__(
+        self,
+        parameter_sets: h264.ParameterSets | None = None,
+        *,
+        payload_type: int | None = None,
+        clock_rate: int = CLOCK_RATE,
+    ) -> None:
+        self.parameter_sets = parameter_sets or h264.ParameterSets()
+        self.payload_type = payload_type
+        self._timeline = _Timeline(clock_rate)
+        self._unit: _Unit | None = None
+        self._next_seq: int | None = None
+        self._ssrc: int | None = None
+        self._broken = False
+        self._need_keyframe = True
+        self.lost = 0
+        """RTP packets missing from the sequence."""
+        self.discarded = 0
+        """Access units thrown away because of loss or while waiting for a keyframe."""
+
+    def push(self, packet: RtpPacket, received: float) -> list[MediaPacket]:
+        """Feed one RTP packet; return the access units it completes (usually none or one)."""
+        if self.payload_type is not None and packet.payload_type != self.payload_type:
+            return []
+        out: list[MediaPacket] = []
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None:
+                log.info("RTP SSRC changed; waiting for a keyframe")
+                self._drop_unit()
+                self._need_keyframe = True
+            self._ssrc = packet.ssrc
+            self._next_seq = None
+        if self._next_seq is not None and packet.sequence != self._next_seq:
+            behind = (self._next_seq - packet.sequence) & 0xFFFF
+            if behind < 0x8000:  # duplicate or late packet: already counted as lost
+                return []
+            self.lost += (packet.sequence - self._next_seq) & 0xFFFF
+            self._broken = self._unit is not None  # the access unit in progress misses a part
+            self._need_keyframe = True
+        self._next_seq = (packet.sequence + 1) & 0xFFFF
+        if self._unit is not None and self._unit.timestamp != packet.timestamp:
+            self._finish(out, received)  # the previous access unit lacked its marker
+        if self._unit is None:
+            self._unit = _Unit(packet.timestamp)
+            self._broken = False
+        if not self._broken:
+            self._payload(self._unit, packet.payload)
+        if packet.marker:
+            self._finish(out, received)
+        return out
+
+    def _drop_unit(self) -> None:
+        if self._unit is not None:
+            self.discarded += 1
+        self._unit = None
+        self._broken = False
+
+    def _payload(self, unit: _Unit, payload: bytes) -> None:
+        if not payload:
+            return
+        kind = payload[0] & 0x1F
+        if 1 <= kind <= 23:
+            self._add(unit, payload)
+        elif kind == h264.NAL_STAP_A:
+            pos = 1
+            while pos + 2 <= len(payload):
+                (size,) = struct.unpack_from("!H", payload, pos)
+                pos += 2
+                if size == 0 or pos + size > len(payload):
+                    self._broken = True
+                    return
+                self._add(unit, payload[pos : pos + size])
+                pos += size
+        elif kind == h264.NAL_FU_A:
+            self._fragment(unit, payload)
+        else:
+            log.debug("ignoring RTP H.264 payload of NAL type %d", kind)
+
+    def _fragment(self, unit: _Unit, payload: bytes) -> None:
+        if len(payload) < 2:
+            self._broken = True
+            return
+        indicator, header = payload[0], payload[1]
+        start, end = bool(header & 0x80), bool(header & 0x40)
+        if start:
+            if unit.fragment is not None:  # previous fragment never ended
+                self._broken = True
+                return
+            unit.fragment = bytearray([(indicator & 0xE0) | (header & 0x1F)])
+        elif unit.fragment is None:  # continuation without a start: its start was lost
+            self._broken = True
+            return
+        unit.fragment += payload[2:]
+        unit.size += len(payload) - 2
+        if unit.size > _MAX_AU_BYTES:
+            self._broken = True
+            return
+        if end:
+            unit.nals.append(bytes(unit.fragment))
+            unit.fragment = None
+
+    def _add(self, unit: _Unit, nal: bytes) -> None:
+        if unit.fragment is not None:  # a fragmented NAL unit was cut short
+            self._broken = True
+            return
+        unit.size += len(nal)
+        if unit.size > _MAX_AU_BYTES:
+            self._broken = True
+            return
+        unit.nals.append(nal)
+
+    def _finish(self, out: list[MediaPacket], received: float) -> None:
+        unit, self._unit = self._unit, None
+        if unit is None:
+            return
+        if self._broken or unit.fragment is not None or not unit.nals:
+            self._broken = False
+            self._need_keyframe = True
+            self.discarded += 1
+            return
+        nals, keyframe = self.parameter_sets.complete(unit.nals)
+        if self._need_keyframe and not keyframe:
+            self.discarded += 1
+            return
+        self._need_keyframe = False
+        out.append(
+            MediaPacket(
+                data=h264.join_nals(nals),
+                pts=self._timeline.pts(unit.timestamp),
+                keyframe=keyframe,
+                received=received,
+            )
+        )

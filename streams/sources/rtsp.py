@@ -1,0 +1,268 @@
+"""The RTSP source: an asyncio RTSP client that yields H.264 access units.
+
+:class:`RtspSource` speaks RTSP 1.0 over one TCP connection (OPTIONS, DESCRIBE,
+SETUP, PLAY, keepalives, TEARDOWN) and receives RTP either interleaved on that
+connection (default) or on a UDP port pair. Access units are completed on the
+RTP marker bit by :class:`~streams.sources.rtp.H264Depacketizer`, so a frame is
+handed on as soon as its last packet arrives (no one-frame parser delay).
+
+No thread and no task: everything runs inside the ``packets()`` generator on the
+event loop that iterates it. Keepalives are written from the read loop; in TCP
+mode their answers come back between ``$`` frames and are parsed there.
+Closing or cancelling the generator sends TEARDOWN (best effort, short timeout)
+and closes every socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator
+from urllib.parse import unquote, urlsplit
+
+from streams import h264
+from streams.errors import SourceAuthError, SourceError, SourceProtocolError
+from streams.packets import MediaPacket, StreamInfo
+from streams.redact import redact_url
+from streams.sources.base import Source, SourceOptions
+from streams.sources.rtp import H264Depacketizer, parse_rtp, parse_sdp
+from streams.sources.rtsp_auth import Authenticator
+from streams.sources.rtsp_connection import RtspConnection, RtspMessage, UdpReceiver
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_SESSION_TIMEOUT = 60.0
+
+
+def _split_url(options: SourceOptions) -> tuple[str, str, int, bool, Authenticator | None]:
+    """Redacted URL, host, port, TLS and authenticator (credentials from options, else from the URL)."""
+    url = redact_url(options.url)
+    try:
+        parts = urlsplit(options.url)
+        tls = parts.scheme.lower() == "rtsps"
+        port = parts.port or (322 if tls else 554)
+    except ValueError as err:
+        raise SourceProtocolError(f"{url}: malformed URL") from err
+    if parts.scheme.lower() not in ("rtsp", "rtsps") or not parts.hostname:
+        raise SourceProtocolError(f"{url}: not an rtsp:// or rtsps:// URL")
+    username, password = options.username, options.password
+    if username is None and parts.username is not None:
+        username, password = unquote(parts.username), unquote(parts.password or "")
+    auth = Authenticator(username, password or "") if username is not None else None
+    return url, parts.hostname, port, tls, auth
+
+
+def _resolve(base: str, control: str | None) -> str:
+    """Absolute URL of a media or session ``a=control`` relative to the content base."""
+    if not control or control == "*":
+        return base
+    if re.match(r"[a-z][a-z0-9+.-]*://", control, re.IGNORECASE):
+        return redact_url(control)
+    path, sep, query = base.partition("?")
+    return (path if path.endswith("/") else path + "/") + control.lstrip("/") + sep + query
+
+
+def _session(reply: RtspMessage, url: str) -> tuple[str, float]:
+    value = reply.get("Session")
+    if not value:
+        raise SourceProtocolError(f"{url}: SETUP answer has no Session")
+    session_id, *params = (p.strip() for p in value.split(";"))
+    timeout = _DEFAULT_SESSION_TIMEOUT
+    for param in params:
+        key, _, number = param.partition("=")
+        if key.lower() == "timeout" and number.strip().isdigit():
+            timeout = float(number)
+    return session_id, timeout
+
+
+def _expect_ok(reply: RtspMessage, method: str, url: str) -> None:
+    if not 200 <= reply.status < 300:
+        raise SourceProtocolError(f"{url}: {method} answered {reply.status} {reply.reason}".rstrip())
+
+
+class RtspSource(Source):
+    """H.264 video from an RTSP camera. See the module docstring."""
+
+    def __init__(self, options: SourceOptions) -> None:
+        super().__init__(options)
+        self.info: StreamInfo | None = None
+        """Codec, size and profile, from the SDP and then from in-band SPS; None until known."""
+        self._info_sps: bytes | None = None
+
+    async def packets(self) -> AsyncGenerator[MediaPacket, None]:
+        url, host, port, tls, auth = _split_url(self.options)
+        conn = RtspConnection(url, host, port, tls, self.options.connect_timeout, auth)
+        udp = UdpReceiver() if self.options.transport == "udp" else None
+        play_url = url
+        try:
+            await conn.open()
+            public = ""
+            reply = await conn.request("OPTIONS", url)
+            if 200 <= reply.status < 300:
+                public = (reply.get("Public") or "").upper()
+            reply = await conn.request("DESCRIBE", url, {"Accept": "application/sdp"})
+            _expect_ok(reply, "DESCRIBE", url)
+            sdp = parse_sdp(reply.body.decode("utf-8", "replace"))
+            base = redact_url(reply.get("Content-Base") or reply.get("Content-Location") or url)
+            play_url = _resolve(base, sdp.control)
+            self.info = sdp.video.info
+            depacketizer = H264Depacketizer(
+                h264.ParameterSets(sdp.video.sps, sdp.video.pps),
+                payload_type=sdp.video.payload_type,
+                clock_rate=sdp.video.clock_rate,
+            )
+            channel, timeout = await self._setup(conn, udp, _resolve(base, sdp.video.control))
+            early: list[tuple[int, bytes, float]] = []
+            reply = await conn.request("PLAY", play_url, {"Range": "npt=0.000-"}, early)
+            _expect_ok(reply, "PLAY", url)
+            log.info("%s: playing H.264 over %s", url, self.options.transport.upper())
+            keepalive = _Keepalive(
+                conn,
+                play_url,
+                "GET_PARAMETER" if "GET_PARAMETER" in public else "OPTIONS",
+                min(self.options.keepalive_interval, timeout * 0.8),
+            )
+            batch = [p for ch, data, t in early if ch == channel for p in self._push(depacketizer, data, t)]
+            while True:
+                for packet in batch:
+                    yield packet
+                if udp is not None:
+                    batch = await self._read_udp(conn, udp, depacketizer, keepalive)
+                else:
+                    batch = await self._read_tcp(conn, channel, depacketizer, keepalive)
+        finally:
+            try:
+                await conn.teardown(play_url)
+            finally:
+                conn.close()
+                if udp is not None:
+                    udp.close()
+
+    async def _setup(
+        self, conn: RtspConnection, udp: UdpReceiver | None, track_url: str
+    ) -> tuple[int, float]:
+        if udp is not None:
+            await udp.open(conn.local_host)
+            transport = f"RTP/AVP;unicast;client_port={udp.port}-{udp.port + 1}"
+        else:
+            transport = "RTP/AVP/TCP;unicast;interleaved=0-1"
+        reply = await conn.request("SETUP", track_url, {"Transport": transport})
+        if reply.status == 461:
+            raise SourceProtocolError(
+                f"{conn.url}: the camera refuses RTP over {self.options.transport.upper()}"
+            )
+        _expect_ok(reply, "SETUP", conn.url)
+        conn.session, timeout = _session(reply, conn.url)
+        match = re.search(r"interleaved=(\d+)", reply.get("Transport") or "")
+        return (int(match[1]) if match else 0), timeout
+
+    def _push(self, depacketizer: H264Depacketizer, data: bytes, received: float) -> list[MediaPacket]:
+        packet = parse_rtp(data)
+        if packet is None:
+            return []
+        out = depacketizer.push(packet, received)
+        if out and out[-1].keyframe and depacketizer.parameter_sets.sps is not None:
+            sps = depacketizer.parameter_sets.sps
+            if self.info is None or self._info_sps is not sps:
+                self._info_sps = sps
+                try:
+                    self.info = h264.parse_sps(sps)
+                except h264.BitstreamError:
+                    log.debug("%s: unparsable SPS", redact_url(self.options.url))
+        return out
+
+    async def _read_tcp(
+        self, conn: RtspConnection, channel: int, depacketizer: H264Depacketizer, keepalive: _Keepalive
+    ) -> list[MediaPacket]:
+        """Read interleaved frames until at least one access unit is complete."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.read_timeout
+        while True:
+            keepalive.poll()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await conn.read_item()
+            except TimeoutError as err:
+                raise SourceError(f"{conn.url}: no RTP for {self.options.read_timeout:g} s") from err
+            if isinstance(item, RtspMessage):
+                keepalive.answered(item)
+            elif item[0] == channel:
+                deadline = loop.time() + self.options.read_timeout
+                out = self._push(depacketizer, item[1], time.monotonic())
+                if out:
+                    return out
+
+    async def _read_udp(
+        self, conn: RtspConnection, udp: UdpReceiver, depacketizer: H264Depacketizer, keepalive: _Keepalive
+    ) -> list[MediaPacket]:
+        """Read RTP datagrams until at least one access unit is complete."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.read_timeout
+        while True:
+            if keepalive.due():
+                keepalive.check(await conn.request(keepalive.method, keepalive.url))
+            while not udp.queue:
+                if not conn.usable:
+                    raise SourceError(f"{conn.url}: the camera closed the RTSP connection")
+                udp.arrived.clear()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await udp.arrived.wait()
+                except TimeoutError as err:
+                    raise SourceError(f"{conn.url}: no RTP for {self.options.read_timeout:g} s") from err
+            data, received = udp.queue.popleft()
+            deadline = loop.time() + self.options.read_timeout
+            out = self._push(depacketizer, data, received)
+            if out:
+                return out
+
+
+class _Keepalive:
+    """Keeps the RTSP session alive: GET_PARAMETER (or OPTIONS) every ``interval`` seconds."""
+
+    def __init__(self, conn: RtspConnection, url: str, method: str, interval: float) -> None:
+        self.conn, self.url, self.method = conn, url, method
+        self.interval = max(interval, 0.5)
+        self._next = time.monotonic() + self.interval
+        self._pending: set[int] = set()
+        self._refused = 0
+
+    def due(self) -> bool:
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self.interval
+        return True
+
+    def poll(self) -> None:
+        """TCP mode: write a keepalive when due; its answer arrives among the frames."""
+        if self.due():
+            self._pending.add(self.conn.send(self.method, self.url))
+
+    def answered(self, reply: RtspMessage) -> None:
+        """TCP mode: a message read among the frames; act on it if it answers a keepalive."""
+        if reply.status and reply.cseq in self._pending:
+            self._pending.discard(reply.cseq)
+            self.check(reply)
+
+    def check(self, reply: RtspMessage) -> None:
+        """React to a keepalive's answer."""
+        if reply.status == 401:
+            self._refused += 1
+            if self._refused > 1 or not self.conn.has_credentials:
+                raise SourceAuthError(f"{self.conn.url}: the camera refused the credentials")
+            self.conn.learn_challenge(reply)
+            self._next = time.monotonic()
+        elif reply.status == 454:
+            raise SourceProtocolError(f"{self.conn.url}: the camera dropped the RTSP session")
+        elif not 200 <= reply.status < 300 and self.method != "OPTIONS":
+            log.info(
+                "%s: %s answered %d; keeping alive with OPTIONS", self.conn.url, self.method, reply.status
+            )
+            self.method = "OPTIONS"
+        else:
+            self._refused = 0
+
+
+__all__ = ["RtspSource"]

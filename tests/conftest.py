@@ -1,0 +1,3 @@
+"""Shared fixtures. Fixture modules are plugins so each stays small and owned."""
+
+pytest_plugins = ["tests.rtsp_fixtures"]

@@ -1,0 +1,310 @@
+"""A real RTSP server for tests and benchmarks, built on GStreamer's RTSP server.
+
+Run with the system Python that has PyGObject and ``GstRtspServer`` (not the
+project's virtualenv), for example::
+
+    python3 tests/gst_rtsp_server.py --port 8554 --stream cam1:640x360@25,800k,gop=50
+
+Each ``--stream PATH:SPEC`` adds a mount point. SPEC is either
+
+* encoder mode: ``WxH@FPS[,BITRATEk][,gop=N][,profile=baseline|high][,codec=h265]``;
+  a live test picture encoded by x264 (or x265), or
+* access-unit file mode: ``aufile=FILE[,fps=N]``; pre-encoded H.264 access
+  units (repeated 4-byte big-endian length + Annex-B access unit; the first is a
+  keyframe with SPS/PPS) looped at real-time pace. Before each access unit goes
+  out, an SEI NAL unit (user_data_unregistered, UUID ``HALLWATCH-CLOCK!``) with
+  8 bytes of big-endian ``time.time_ns()`` is put in front of its first slice:
+  a burnt-in send time that lets a reader measure latency without decoding.
+
+Every client of one path shares one pipeline. Serves RTP over TCP (interleaved)
+and UDP. ``--user``/``--password`` enable Basic or Digest authentication
+(``--auth``). Prints ``READY <port>`` once listening; exits on SIGTERM/SIGINT.
+
+Threads: the GLib main loop serves RTSP; one feeder thread per access-unit-file
+pipeline pushes buffers into its ``appsrc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E402
+
+CLOCK_UUID = b"HALLWATCH-CLOCK!"
+_ROLE = "user"
+
+
+@dataclass
+class EncoderSpec:
+    width: int = 640
+    height: int = 360
+    fps: int = 25
+    bitrate_kbps: int = 800
+    gop: int = 50
+    profile: str = "baseline"
+    codec: str = "h264"
+
+
+@dataclass
+class AuFileSpec:
+    path: str
+    fps: int = 25
+
+
+def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if parts and parts[0].startswith("aufile="):
+        au = AuFileSpec(path=parts[0][len("aufile=") :])
+        for part in parts[1:]:
+            key, _, value = part.partition("=")
+            if key != "fps":
+                raise ValueError(f"unknown option {part!r} in {spec!r}")
+            au.fps = int(value)
+        return au
+    enc = EncoderSpec()
+    for part in parts:
+        size = re.fullmatch(r"(\d+)x(\d+)(?:@(\d+))?", part)
+        if size:
+            enc.width, enc.height = int(size[1]), int(size[2])
+            if size[3]:
+                enc.fps = int(size[3])
+        elif re.fullmatch(r"\d+k", part):
+            enc.bitrate_kbps = int(part[:-1])
+        elif part.startswith("gop="):
+            enc.gop = int(part[4:])
+        elif part.startswith("profile="):
+            enc.profile = part[8:]
+            if enc.profile not in ("baseline", "high"):
+                raise ValueError(f"profile must be baseline or high, not {enc.profile!r}")
+        elif part.startswith("fps="):
+            enc.fps = int(part[4:])
+        elif part.startswith("codec="):
+            enc.codec = part[6:]
+            if enc.codec not in ("h264", "h265"):
+                raise ValueError(f"codec must be h264 or h265, not {enc.codec!r}")
+        else:
+            raise ValueError(f"unknown option {part!r} in {spec!r}")
+    return enc
+
+
+def encoder_launch(enc: EncoderSpec) -> str:
+    raw = (
+        "( videotestsrc is-live=true pattern=ball "
+        f"! video/x-raw,width={enc.width},height={enc.height},framerate={enc.fps}/1 "
+    )
+    if enc.codec == "h265":
+        return (
+            raw + f"! x265enc tune=zerolatency speed-preset=ultrafast key-int-max={enc.gop} "
+            f"bitrate={enc.bitrate_kbps} ! rtph265pay config-interval=-1 name=pay0 pt=96 )"
+        )
+    preset = "ultrafast" if enc.profile == "baseline" else "veryfast"
+    return (
+        raw + f"! x264enc tune=zerolatency speed-preset={preset} key-int-max={enc.gop} "
+        f"bitrate={enc.bitrate_kbps} "
+        f"! video/x-h264,profile={enc.profile} "
+        "! rtph264pay config-interval=-1 name=pay0 pt=96 )"
+    )
+
+
+def aufile_launch() -> str:
+    return (
+        "( appsrc name=src is-live=true format=time "
+        "caps=video/x-h264,stream-format=byte-stream,alignment=au "
+        "! h264parse ! rtph264pay config-interval=-1 name=pay0 pt=96 )"
+    )
+
+
+def read_au_file(path: str) -> list[bytes]:
+    with open(path, "rb") as f:
+        data = f.read()
+    units, pos = [], 0
+    while pos + 4 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+        units.append(data[pos : pos + length])
+        pos += length
+    if not units:
+        raise ValueError(f"no access units in {path}")
+    return units
+
+
+def _escape(rbsp: bytes) -> bytes:
+    """Insert emulation-prevention bytes."""
+    out = bytearray()
+    zeros = 0
+    for b in rbsp:
+        if zeros >= 2 and b <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+def clock_sei(time_ns: int) -> bytes:
+    payload = CLOCK_UUID + struct.pack(">Q", time_ns)
+    rbsp = bytes([5, len(payload)]) + payload + b"\x80"
+    return b"\x06" + _escape(rbsp)
+
+
+def with_clock(au: bytes, time_ns: int) -> bytes:
+    """The access unit with a clock SEI before its first slice."""
+    sei = b"\x00\x00\x00\x01" + clock_sei(time_ns)
+    i = au.find(b"\x00\x00\x01")
+    while i != -1:
+        start = i + 3
+        if start < len(au) and 1 <= (au[start] & 0x1F) <= 5:
+            begin = i - 1 if i > 0 and au[i - 1] == 0 else i
+            return au[:begin] + sei + au[begin:]
+        i = au.find(b"\x00\x00\x01", start)
+    return sei + au
+
+
+class Feeder:
+    """Pushes one access-unit file, looped, into one appsrc at real-time pace."""
+
+    def __init__(self, appsrc: GstApp.AppSrc, units: list[bytes], fps: int) -> None:
+        self._appsrc = appsrc
+        self._units = units
+        self._period = 1.0 / fps
+        self._duration = Gst.SECOND // fps
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="au-feeder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _running_time(self) -> int:
+        clock = self._appsrc.get_clock()
+        if clock is None:
+            return 0
+        return max(0, int(clock.get_time() - self._appsrc.get_base_time()))
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        pts = self._running_time()
+        index = 0
+        while not self._stop.is_set():
+            data = with_clock(self._units[index], time.time_ns())
+            buf = Gst.Buffer.new_wrapped(data)
+            buf.pts = buf.dts = pts
+            buf.duration = self._duration
+            if self._appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
+                return
+            index = (index + 1) % len(self._units)
+            due += self._period
+            pts += self._duration
+            delay = due - time.monotonic()
+            if delay < -1.0:  # resumed after a pause (SIGSTOP): carry on from now, do not burst
+                due, pts, delay = time.monotonic(), self._running_time(), 0.0
+            if delay > 0 and self._stop.wait(delay):
+                return
+
+
+class AuFileFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
+    def __init__(self, spec: AuFileSpec) -> None:
+        super().__init__()
+        self._units = read_au_file(spec.path)
+        self._fps = spec.fps
+        self.set_launch(aufile_launch())
+        self.connect("media-configure", self._on_configure)
+
+    def _on_configure(self, _factory: Any, media: GstRtspServer.RTSPMedia) -> None:
+        appsrc = media.get_element().get_by_name("src")
+        feeder = Feeder(appsrc, self._units, self._fps)
+        media.connect("unprepared", lambda _m: feeder.stop())
+        feeder.start()
+
+
+def build_server(args: argparse.Namespace) -> GstRtspServer.RTSPServer:
+    server = GstRtspServer.RTSPServer()
+    server.set_address(args.bind)
+    server.set_service(str(args.port))
+    mounts = server.get_mount_points()
+    for item in args.stream:
+        path, sep, spec_text = item.partition(":")
+        if not sep or not path:
+            raise SystemExit(f"--stream wants PATH:SPEC, got {item!r}")
+        spec = parse_spec(spec_text)
+        if isinstance(spec, AuFileSpec):
+            factory: GstRtspServer.RTSPMediaFactory = AuFileFactory(spec)
+        else:
+            factory = GstRtspServer.RTSPMediaFactory()
+            factory.set_launch(encoder_launch(spec))
+        factory.set_shared(True)
+        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+        if args.user:
+            factory.add_role_from_structure(
+                Gst.Structure.from_string(
+                    f"{_ROLE}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+                )[0]
+            )
+        mounts.add_factory("/" + path.strip("/"), factory)
+    if args.user:
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", _ROLE)
+        if args.auth == "basic":
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+        else:
+            auth.add_digest(args.user, args.password, token)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        server.set_auth(auth)
+    if args.session_timeout:
+        timeout = args.session_timeout
+
+        def on_client(_server: Any, client: GstRtspServer.RTSPClient) -> None:
+            client.connect("new-session", lambda _c, session: session.set_timeout(timeout))
+
+        server.connect("client-connected", on_client)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=8554, help="0 picks a free port")
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--stream", action="append", required=True, metavar="PATH:SPEC")
+    parser.add_argument("--user")
+    parser.add_argument("--password", default="")
+    parser.add_argument("--auth", choices=("basic", "digest"), default="digest")
+    parser.add_argument("--session-timeout", type=int, default=0, help="seconds; 0 keeps the default (60)")
+    args = parser.parse_args(argv)
+
+    Gst.init(None)
+    server = build_server(args)
+    loop = GLib.MainLoop()
+    if server.attach(None) == 0:
+        print(f"cannot listen on {args.bind}:{args.port}", file=sys.stderr)
+        return 1
+    pool = server.get_session_pool()
+    GLib.timeout_add(250, lambda: pool.cleanup() >= 0)  # expire timed-out sessions promptly
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, lambda: loop.quit() or False)
+    print(f"READY {server.get_bound_port()}", flush=True)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
