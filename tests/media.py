@@ -58,7 +58,9 @@ def _to_media(pkt: av.Packet, fps: int) -> MediaPacket:
     )
 
 
-def write_mp4(path: Path, seconds: float = 2.0, *, fps: int = 25, width: int = 320, height: int = 240) -> Path:
+def write_mp4(
+    path: Path, seconds: float = 2.0, *, fps: int = 25, width: int = 320, height: int = 240
+) -> Path:
     """An MP4 file with an H.264 track, for file:// sources."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)

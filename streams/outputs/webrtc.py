@@ -1,0 +1,319 @@
+"""WebRTC egress: WHEP sessions that pass a camera's H.264 through to viewers.
+
+:class:`WebRtcOutput` owns every viewer session of the relay. A session is one
+aiortc peer connection with one send-only video transceiver whose track
+(:class:`~streams.outputs.webrtc_track.HubTrack`) reads a hub subscription. No
+frame is ever decoded or encoded: aiortc only packetizes the camera's access
+units into RTP.
+
+Negotiation (``create_session``): the offer is checked first (it must be SDP,
+with a receiving video m-line offering H.264 with ``packetization-mode=1``);
+then the output waits briefly for the camera's first keyframe, which tells the
+stream's real profile-level-id; aiortc applies the offer, and the transceiver's
+negotiated codec list is replaced by the offered payload type of the stream's
+profile carrying the stream's own parameters (see
+:mod:`streams.outputs.negotiation`), so the answer and the RTP sender both use
+them. The whole negotiation is bounded by a timeout.
+
+Sending: by default (``fast_path``) aiortc's RTP sender idles and
+:mod:`streams.outputs.rtp_fanout` sends instead, packetizing each access unit
+once per camera and only writing a header per viewer; with ``fast_path=False``,
+or with an aiortc that lacks what the fast path binds to, aiortc's own sender
+reads a :class:`~streams.outputs.webrtc_track.HubTrack`.
+
+Lifecycle: each session has one supervising task, owned here (plus, on the
+fast path, the viewer's sending task, which the supervisor starts and ends). It ends the
+session when asked (``close_session``/``stop``), when ICE or the connection
+fails or closes, when the connection is not up within ``connect_timeout``
+(a viewer that vanished before ICE completed), or when a connected viewer that
+is being sent media has been silent (no RTCP nor any other packet) for
+``silence_timeout`` ("disconnected") and then ``disconnect_grace`` more seconds.
+Ending closes the peer connection and the hub subscription.
+
+Event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.stats import RTCTransportStats
+
+from streams.errors import CapacityError, NegotiationError, StreamError
+from streams.hub import Hub
+from streams.outputs import ice, negotiation
+from streams.outputs.rtp_fanout import FastPathUnavailable, FastRtpSender, IdleTrack, SharedPacketizer
+from streams.outputs.webrtc_track import HubTrack
+from streams.outputs.whep_session import SessionStats, WhepSession
+from streams.packets import StreamInfo
+
+__all__ = ["SessionStats", "StreamNotReady", "WebRtcOutput", "WhepSession"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NEGOTIATION_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_SILENCE_TIMEOUT = 3.0
+DEFAULT_DISCONNECT_GRACE = 5.0
+_CLOSE_TIMEOUT = 5.0
+_INFO_POLL = 0.05
+
+
+class StreamNotReady(StreamError):
+    """The camera has sent no keyframe yet, so its stream cannot be described."""
+
+
+class WebRtcOutput:
+    """Every WHEP viewer session of the relay. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ice_servers: Sequence[RTCIceServer] | None = None,
+        ice_host_addresses: Sequence[str] | None = None,
+        max_sessions_per_camera: int = 32,
+        max_sessions_total: int = 256,
+        info_timeout: float = 5.0,
+        negotiation_timeout: float = DEFAULT_NEGOTIATION_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+        disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
+        fast_path: bool = True,
+    ) -> None:
+        self._ice_servers = list(ice_servers or [])
+        self._ice_host_addresses = list(ice_host_addresses or [])
+        self._max_per_camera = max_sessions_per_camera
+        self._max_total = max_sessions_total
+        self._info_timeout = info_timeout
+        self._negotiation_timeout = negotiation_timeout
+        self._connect_timeout = connect_timeout
+        self._silence_timeout = silence_timeout
+        self._disconnect_grace = disconnect_grace
+        self._poll = min(0.5, silence_timeout / 4)
+        self._fast_path = fast_path
+        self._packetizers: dict[str, tuple[Hub, SharedPacketizer]] = {}
+        self._sessions: dict[str, WhepSession] = {}
+        self._reserved: Counter[str] = Counter()
+        self._stopped = False
+
+    # -- public API -------------------------------------------------------
+
+    def session_count(self, camera_id: str | None = None) -> int:
+        """Live sessions (negotiating ones excluded), of one camera or of all."""
+        if camera_id is None:
+            return len(self._sessions)
+        return sum(1 for s in self._sessions.values() if s.camera_id == camera_id)
+
+    def sessions(self) -> list[WhepSession]:
+        return list(self._sessions.values())
+
+    def get(self, session_id: str) -> WhepSession | None:
+        return self._sessions.get(session_id)
+
+    async def create_session(self, camera_id: str, hub: Hub, offer_sdp: str) -> WhepSession:
+        """Answer a WHEP offer for ``hub``'s camera.
+
+        Raises :class:`NegotiationError` (unusable offer), :class:`CapacityError`
+        (a viewer cap is reached) or :class:`StreamNotReady` (no keyframe within
+        ``info_timeout``).
+        """
+        if self._stopped:
+            raise CapacityError("the WebRTC output is shutting down")
+        media = negotiation.video_media(negotiation.parse_offer(offer_sdp))
+        self._reserve(camera_id)
+        try:
+            info = await self._stream_info(camera_id, hub)
+            choice = negotiation.select_h264(media, info.profile_level_id)
+            session = await self._negotiate(camera_id, hub, offer_sdp, choice)
+        finally:
+            self._reserved[camera_id] -= 1
+            if self._reserved[camera_id] <= 0:
+                del self._reserved[camera_id]
+        if self._stopped:  # stop() ran while this offer was being answered
+            session._track.stop()
+            await _close_pc(session._pc)
+            raise CapacityError("the WebRTC output is shutting down")
+        self._sessions[session.id] = session
+        session._task = asyncio.create_task(self._supervise(session, hub), name=f"whep-session-{session.id}")
+        log.info(
+            "WHEP session %s for %s: H.264 pt %d profile-level-id %s",
+            session.id,
+            camera_id,
+            choice.payload_type,
+            choice.profile_level_id,
+        )
+        return session
+
+    async def close_session(self, session_id: str) -> bool:
+        """End a session and free everything it holds. False if it is unknown."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        session._request_close("closed by request")
+        if session._task is not None:
+            await asyncio.shield(session._task)
+        return True
+
+    async def stop(self) -> None:
+        """Close every session. Idempotent."""
+        self._stopped = True
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session._request_close("relay stopping")
+        tasks = [s._task for s in sessions if s._task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- negotiation ------------------------------------------------------
+
+    def _reserve(self, camera_id: str) -> None:
+        total = len(self._sessions) + sum(self._reserved.values())
+        if total >= self._max_total:
+            raise CapacityError(f"the relay already serves {self._max_total} WebRTC viewers")
+        if self.session_count(camera_id) + self._reserved[camera_id] >= self._max_per_camera:
+            raise CapacityError(f"camera {camera_id} already has {self._max_per_camera} WebRTC viewers")
+        self._reserved[camera_id] += 1
+
+    async def _stream_info(self, camera_id: str, hub: Hub) -> StreamInfo:
+        deadline = time.monotonic() + self._info_timeout
+        while hub.info is None:
+            if time.monotonic() >= deadline:
+                raise StreamNotReady(f"camera {camera_id} has sent no keyframe yet")
+            await asyncio.sleep(_INFO_POLL)
+        if hub.info.codec != "h264":
+            raise NegotiationError(f"camera {camera_id} sends {hub.info.codec}, not H.264")
+        return hub.info
+
+    async def _negotiate(
+        self, camera_id: str, hub: Hub, offer_sdp: str, choice: negotiation.H264Choice
+    ) -> WhepSession:
+        track: MediaStreamTrack = IdleTrack() if self._fast_path else HubTrack(hub)
+        pc = RTCPeerConnection(ice.configuration(self._ice_servers))
+        try:
+            async with asyncio.timeout(self._negotiation_timeout):
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                if transceiver.mid is None:
+                    raise NegotiationError("the offer's video m-line could not be matched")
+                # The codec list aiortc negotiated is what both createAnswer() and the
+                # RTP sender read: replace it with the format chosen for passthrough.
+                transceiver._codecs = list(choice.codecs)
+                if self._ice_host_addresses:
+                    ice.pin_host_addresses(pc, self._ice_host_addresses)
+                await pc.setLocalDescription(await pc.createAnswer())
+                answer = pc.localDescription.sdp
+        except BaseException as err:
+            track.stop()
+            await _close_pc(pc)
+            if isinstance(err, NegotiationError):
+                raise
+            if isinstance(err, TimeoutError):
+                raise NegotiationError("negotiation timed out") from err
+            if isinstance(err, Exception):
+                raise NegotiationError(f"the offer cannot be answered: {err or type(err).__name__}") from err
+            raise
+        feed = track if isinstance(track, HubTrack) else None
+        session = WhepSession(secrets.token_urlsafe(16), camera_id, answer, pc, track, feed)
+        pc.on("connectionstatechange", session._wake.set)
+        pc.on("iceconnectionstatechange", session._wake.set)
+        track.on("ended", session._wake.set)
+        return session
+
+    # -- supervision ------------------------------------------------------
+
+    async def _supervise(self, session: WhepSession, hub: Hub) -> None:
+        reason = "cancelled"
+        try:
+            reason = await self._watch(session, hub)
+        except Exception:
+            log.exception("WHEP session %s: supervisor failed", session.id)
+            reason = "internal error"
+        finally:
+            session.end_reason = reason
+            session._ended = True
+            self._sessions.pop(session.id, None)
+            if session._fanout is not None:
+                session._fanout.cancel()
+                await asyncio.wait([session._fanout])
+            session._track.stop()
+            await _close_pc(session._pc)
+            if not any(s.camera_id == session.camera_id for s in self._sessions.values()):
+                self._packetizers.pop(session.camera_id, None)
+            log.info("WHEP session %s for %s ended: %s", session.id, session.camera_id, reason)
+
+    def _start_fanout(self, session: WhepSession, hub: Hub) -> None:
+        entry = self._packetizers.get(session.camera_id)
+        if entry is None or entry[0] is not hub:
+            entry = self._packetizers[session.camera_id] = (hub, SharedPacketizer())
+        transceiver = session._pc.getTransceivers()[0]
+        try:
+            fanout = FastRtpSender.from_transceiver(transceiver, hub, entry[1])
+        except FastPathUnavailable as err:
+            log.warning("WHEP session %s: %s; using aiortc's sender", session.id, err)
+            if isinstance(session._track, IdleTrack):
+                track = HubTrack(hub)
+                session._track.fall_back(track)
+                session._feed = track
+            return
+        session._feed = fanout
+        session._fanout = asyncio.create_task(fanout.run(), name=f"whep-rtp-{session.id}")
+        session._fanout.add_done_callback(lambda _: session._wake.set())
+
+    async def _watch(self, session: WhepSession, hub: Hub) -> str:
+        pc = session._pc
+        sender = pc.getTransceivers()[0].sender
+        last_rx = -1
+        quiet_since: float | None = None
+        while True:
+            session._wake.clear()
+            if session._close_reason is not None:
+                return session._close_reason
+            state, ice_state = pc.connectionState, pc.iceConnectionState
+            if state in ("failed", "closed") or ice_state in ("failed", "closed"):
+                return f"connection {state}, ICE {ice_state}"
+            if session._feed_ended():
+                return f"stream ended (connection {state})"
+            now = time.monotonic()
+            if state == "connected":
+                if session._connected_at is None:
+                    session._connected_at = now
+                    if self._fast_path:
+                        self._start_fanout(session, hub)
+                rx = await _packets_received(sender)
+                if rx != last_rx:
+                    last_rx, quiet_since = rx, None
+                    session._silent = False
+                elif session.packets_sent and quiet_since is None:
+                    quiet_since = now
+                if quiet_since is not None:
+                    quiet = now - quiet_since
+                    session._silent = quiet > self._silence_timeout
+                    if quiet > self._silence_timeout + self._disconnect_grace:
+                        return f"viewer silent for {quiet:.1f} s"
+            elif session._connected_at is None and now - session._started > self._connect_timeout:
+                return f"not connected within {self._connect_timeout:g} s"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await session._wake.wait()
+
+
+async def _packets_received(sender: RTCRtpSender) -> int:
+    """Packets received from the viewer on the session's transport (RTCP, DTLS)."""
+    report = await sender.getStats()
+    return sum(s.packetsReceived for s in report.values() if isinstance(s, RTCTransportStats))
+
+
+async def _close_pc(pc: RTCPeerConnection) -> None:
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT):
+            await pc.close()
+    except TimeoutError:
+        log.warning("peer connection did not close within %g s", _CLOSE_TIMEOUT)
