@@ -44,10 +44,7 @@ def split_nals(data: bytes) -> Iterator[bytes]:
     while i != -1:
         start = i + 3
         nxt = find(b"\x00\x00\x01", start)
-        if nxt == -1:
-            end = len(data)
-        else:
-            end = nxt - 1 if data[nxt - 1] == 0 else nxt
+        end = len(data) if nxt == -1 else nxt - 1 if data[nxt - 1] == 0 else nxt
         if end > start:
             yield data[start:end]
         i = nxt

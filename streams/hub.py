@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -236,10 +237,8 @@ class Hub:
         return sub
 
     def _remove(self, sub: Subscription) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._subscribers.remove(sub)
-        except ValueError:
-            pass
 
     def close(self) -> None:
         """End every subscription. Idempotent."""

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from streams.sources.base import Source, SourceOptions
 
-__all__ = ["Source", "SourceOptions", "open_source", "supported_schemes"]
+__all__ = ["Source", "SourceOptions", "check_url", "open_source", "supported_schemes"]
 
 _SCHEMES = ("rtsp", "rtsps", "file", "demo")
 
@@ -44,3 +44,9 @@ def open_source(options: SourceOptions) -> Source:
         return DemoSource(options)
     shown = f"{scheme!r}" if scheme else "none"
     raise ValueError(f"unsupported source URL scheme {shown}; supported: {', '.join(_SCHEMES)}")
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` if :func:`open_source` would refuse ``url`` (for example a demo
+    URL with a bad size); opens nothing, so configuration checks can call it."""
+    open_source(SourceOptions(url=url))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_timestamps_continue_across_a_reconnect(gop_packets: list[MediaPacket]) 
     out = [sub.get_nowait() for _ in range(20)]
     pts = [p.pts for p in out if p is not None]
     assert len(pts) == 20
-    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(pts))
     assert pts[10] - pts[9] == pts[9] - pts[8], "the gap is one frame duration"
 
 

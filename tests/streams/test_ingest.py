@@ -8,6 +8,7 @@ RTSP behaviour (kill, freeze, unreachable) is tested against a real server in
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator
@@ -127,7 +128,7 @@ async def test_stream_end_is_retried_at_once(packets: list[MediaPacket]) -> None
         seen = []
         while len(seen) < 15:
             seen.append((await asyncio.wait_for(sub.get(), 2)).pts)
-        assert all(b > a for a, b in zip(seen, seen[1:], strict=False)), "timestamps stay monotonic"
+        assert all(b > a for a, b in itertools.pairwise(seen)), "timestamps stay monotonic"
     finally:
         await ingest.stop()
 

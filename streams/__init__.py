@@ -1,0 +1,49 @@
+"""Hallwatch's media plane: sources, ingest, hubs and outputs. Knows nothing of HTTP or users.
+
+The control plane uses only the names exported here.
+"""
+
+from streams.errors import (
+    CapacityError,
+    NegotiationError,
+    SourceAuthError,
+    SourceError,
+    SourceProtocolError,
+    SourceUnreachable,
+    StreamError,
+    UnsupportedCodec,
+)
+from streams.ingest import IngestPolicy, IngestState
+from streams.manager import CameraSpec, CameraStats, IceServer, RelaySettings, StreamManager, UnknownCamera
+from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
+from streams.outputs.webrtc import WhepSession
+from streams.redact import redact_url
+from streams.sources import SourceOptions, supported_schemes
+from streams.sources import check_url as check_source_url
+
+__all__ = [
+    "MJPEG_BOUNDARY",
+    "CameraSpec",
+    "CameraStats",
+    "CapacityError",
+    "IceServer",
+    "IngestPolicy",
+    "IngestState",
+    "NegotiationError",
+    "NoPicture",
+    "RelaySettings",
+    "SourceAuthError",
+    "SourceError",
+    "SourceOptions",
+    "SourceProtocolError",
+    "SourceUnreachable",
+    "StreamError",
+    "StreamManager",
+    "UnknownCamera",
+    "UnsupportedCodec",
+    "WhepSession",
+    "check_source_url",
+    "mjpeg_part",
+    "redact_url",
+    "supported_schemes",
+]
