@@ -16,6 +16,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from pydantic_core import PydanticCustomError
 
+import streams
+
 if TYPE_CHECKING:
     from vms.config import Config
 
@@ -80,6 +82,8 @@ def check_source_url(url: str) -> None:
         _check_rtsp(parts, port)
     elif scheme == "file":
         _check_file(parts)
+    else:
+        _check_demo(url)
 
 
 def _check_rtsp(parts: SplitResult, port: int | None) -> None:
@@ -88,6 +92,13 @@ def _check_rtsp(parts: SplitResult, port: int | None) -> None:
         raise invalid("source_url", f"the {parts.scheme.lower()} URL has no host; write it like {example}")
     if port == 0:
         raise invalid("source_url", "port 0 is not a camera port; use the camera's port (554 if unsure)")
+
+
+def _check_demo(url: str) -> None:
+    try:
+        streams.check_source_url(url)
+    except ValueError as err:
+        raise invalid("source_url", f"{err}; for example demo://lobby?size=640x360&fps=25&gop=50") from None
 
 
 def _check_file(parts: SplitResult) -> None:

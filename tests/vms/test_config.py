@@ -240,6 +240,13 @@ def test_base_text_is_valid(site: Path) -> None:
             id="ingest-out-of-order",
         ),
         pytest.param(
+            "url: demo://tax-1",
+            "url: demo://tax-1?size=13x7",
+            "site.yaml:14:5: cameras[0].url: demo source tax-1: size must be even, from 32x32 to "
+            "3840x2160, not 13x7; for example demo://lobby?size=640x360&fps=25&gop=50",
+            id="demo-bad-size",
+        ),
+        pytest.param(
             "halls:\n",
             "webrtc:\n  ice_host_addresses: [localhost]\nhalls:\n",
             "site.yaml:2:24: webrtc.ice_host_addresses[0]: 'localhost' is not an IP address; "

@@ -1,0 +1,1 @@
+"""Hallwatch's control plane: configuration, HTTP API, health, and the command line."""

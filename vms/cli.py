@@ -1,0 +1,84 @@
+"""The ``hallwatch`` command: ``serve`` and ``check-config``.
+
+``python -m vms`` runs the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from vms.config_loader import ConfigError, load_config
+
+log = logging.getLogger("vms")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hallwatch",
+        description="Pull every hall camera once and serve it live to both monitoring centres.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the service (default command)")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("HALLWATCH_CONFIG") or None,
+        help="YAML configuration file (default: $HALLWATCH_CONFIG, else the embedded eight-hall demo)",
+    )
+    serve.add_argument("--host", help="address to listen on (overrides server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    if command == "check-config":
+        return _check(args.file)
+    return _serve(getattr(args, "config", None), getattr(args, "host", None), getattr(args, "port", None))
+
+
+def _check(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(
+        f"{path}: OK: {len(config.centres)} centres, {len(config.halls)} halls, {len(config.cameras)} cameras"
+    )
+    return 0
+
+
+def _serve(path: Path | None, host: str | None, port: int | None) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        print("hallwatch: refusing to start with this configuration", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from vms.app import create_app
+
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    host = host or config.server.host
+    port = port or config.server.port
+    source = path or "the embedded default (eight halls, simulated cameras)"
+    log.info("configuration: %s", source)
+    log.info("dashboard: http://%s:%d/", host, port)
+    uvicorn.run(create_app(config), host=host, port=port, log_level=config.server.log_level.lower())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

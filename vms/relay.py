@@ -1,0 +1,62 @@
+"""Turns the configuration into the media plane's terms and builds the stream manager.
+
+The only place where configuration models meet ``streams``: secrets leave their
+``SecretStr`` here, on their way to the source that needs them, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from streams import CameraSpec, IceServer, IngestPolicy, RelaySettings, SourceOptions, StreamManager
+from vms.config import Camera, Config
+
+
+def camera_spec(config: Config, camera: Camera) -> CameraSpec:
+    ingest = config.ingest_for(camera.id)
+    creds = camera.credentials
+    hall = config.hall(camera.hall)
+    return CameraSpec(
+        id=camera.id,
+        enabled=camera.enabled,
+        source=SourceOptions(
+            url=camera.url,
+            transport=camera.transport,
+            username=creds.username if creds else None,
+            password=creds.password.get_secret_value() if creds else None,
+            connect_timeout=ingest.connect_timeout,
+            read_timeout=ingest.read_timeout,
+            keepalive_interval=ingest.keepalive_interval,
+            label=f"{hall.id} / {camera.id}",
+        ),
+        policy=IngestPolicy(
+            stall_timeout=ingest.stall_timeout,
+            first_packet_timeout=ingest.connect_timeout + ingest.stall_timeout,
+            backoff_initial=ingest.backoff_initial,
+            backoff_max=ingest.backoff_max,
+            backoff_reset_after=ingest.backoff_reset_after,
+        ),
+    )
+
+
+def relay_settings(config: Config) -> RelaySettings:
+    webrtc = config.webrtc
+    ice_servers = [
+        IceServer(
+            urls=tuple(server.urls),
+            username=server.username,
+            credential=server.credential.get_secret_value() if server.credential else None,
+        )
+        for server in webrtc.ice_servers
+    ]
+    return RelaySettings(
+        ice_servers=ice_servers,
+        ice_host_addresses=[str(a) for a in webrtc.ice_host_addresses],
+        max_viewers_per_camera=webrtc.max_viewers_per_camera,
+        max_viewers_total=webrtc.max_viewers_total,
+        jpeg_quality=config.pictures.jpeg_quality,
+        mjpeg_max_fps=config.pictures.mjpeg_max_fps,
+        snapshot_timeout=config.pictures.snapshot_timeout,
+    )
+
+
+def build_manager(config: Config) -> StreamManager:
+    return StreamManager([camera_spec(config, cam) for cam in config.cameras], relay_settings(config))

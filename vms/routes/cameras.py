@@ -1,0 +1,95 @@
+"""Halls, centres and cameras with their live state (JSON)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from streams import CameraStats, IngestState, redact_url
+from vms.config import Camera
+from vms.deps import ConfigDep, ManagerDep
+from vms.problems import Problem
+from vms.schemas import CameraOut, CameraState, CentreOut, HallOut
+
+router = APIRouter(tags=["cameras"])
+
+
+def _state(stats: CameraStats) -> CameraState:
+    return CameraState(
+        state=stats.state.value,
+        since=stats.state_since,
+        fps=stats.fps,
+        bitrate=stats.bitrate,
+        keyframe_interval=stats.keyframe_interval,
+        codec=stats.codec,
+        profile=stats.profile,
+        width=stats.width,
+        height=stats.height,
+        reconnects=stats.reconnects,
+        stalls=stats.stalls,
+        last_error=stats.last_error,
+        last_error_at=stats.last_error_at,
+        viewers=stats.viewers,
+        webrtc_viewers=stats.webrtc_viewers,
+        mjpeg_viewers=stats.mjpeg_viewers,
+        dropped_packets=stats.dropped,
+    )
+
+
+def _camera_out(camera: Camera, stats: CameraStats) -> CameraOut:
+    base = f"/api/v1/cameras/{camera.id}"
+    return CameraOut(
+        id=camera.id,
+        name=camera.name,
+        hall=camera.hall,
+        source=redact_url(camera.url),
+        transport=camera.transport,
+        enabled=camera.enabled,
+        live=_state(stats),
+        links={
+            "whep": f"{base}/whep",
+            "snapshot": f"{base}/snapshot.jpg",
+            "mjpeg": f"{base}/stream.mjpeg",
+        },
+    )
+
+
+@router.get("/cameras")
+async def list_cameras(config: ConfigDep, manager: ManagerDep, hall: str | None = None) -> list[CameraOut]:
+    return [
+        _camera_out(cam, manager.stats(cam.id)) for cam in config.cameras if hall is None or cam.hall == hall
+    ]
+
+
+@router.get("/cameras/{camera_id}")
+async def get_camera(camera_id: str, config: ConfigDep, manager: ManagerDep) -> CameraOut:
+    for cam in config.cameras:
+        if cam.id == camera_id:
+            return _camera_out(cam, manager.stats(cam.id))
+    raise Problem(404, f"no camera {camera_id!r}")
+
+
+@router.get("/halls")
+async def list_halls(config: ConfigDep, manager: ManagerDep) -> list[HallOut]:
+    out = []
+    for hall in config.halls:
+        cams = [c.id for c in config.cameras if c.hall == hall.id]
+        online = sum(1 for c in cams if manager.stats(c).state is IngestState.ONLINE)
+        out.append(
+            HallOut(
+                id=hall.id,
+                name=hall.name,
+                department=hall.department,
+                cameras=cams,
+                online=online,
+                total=len(cams),
+            )
+        )
+    return out
+
+
+@router.get("/centres")
+async def list_centres(config: ConfigDep) -> list[CentreOut]:
+    return [
+        CentreOut(id=c.id, name=c.name, halls=[h.id for h in config.halls_for_centre(c.id)])
+        for c in config.centres
+    ]
