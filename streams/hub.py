@@ -4,9 +4,12 @@ The hub keeps a GOP cache (the packets since the last keyframe) so that a new
 subscriber starts decoding at once instead of waiting for the camera's next
 keyframe, and keeps timestamps monotonic across source reconnects.
 
-Every subscriber has a bounded queue. A subscriber that falls behind is
-skipped forward to the next keyframe (its video stays decodable) and the
-skipped packets are counted; publishing never waits for anyone.
+Every subscriber has a bounded queue, bounded in packets and in time: a
+subscriber whose oldest queued live packet is more than ``max_lag`` seconds
+old, or whose queue is full, is skipped forward to the next keyframe (its video
+stays decodable) and the skipped packets are counted; publishing never waits
+for anyone. The GOP-cache backlog a new subscriber starts with is exempt from
+the time bound: it is old by design and meant to be sent at once.
 
 Event loop only: ``publish`` and ``subscribe`` must be called on the loop that
 owns the hub.
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_PACKETS = 256
 DEFAULT_GOP_CACHE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_LAG = 1.0
 _DEFAULT_FRAME_TICKS = CLOCK_RATE // 25
 
 
@@ -43,10 +47,12 @@ class Subscription:
     the GOP cache: consumers use it to hurry those to the live edge.
     """
 
-    def __init__(self, hub: Hub, maxsize: int) -> None:
+    def __init__(self, hub: Hub, maxsize: int, max_lag: float) -> None:
         self._hub = hub
         self._queue: collections.deque[MediaPacket] = collections.deque()
         self._maxsize = maxsize
+        self._max_lag = max_lag
+        self._backlog = 0
         self._waiter: asyncio.Future[None] | None = None
         self._need_keyframe = True
         self._closed = False
@@ -65,10 +71,11 @@ class Subscription:
                     self._drop(1)
                 return
             self._need_keyframe = False
-        elif len(self._queue) >= self._maxsize:
-            # Too far behind: throw the backlog away and resume at the next keyframe.
+        elif len(self._queue) >= self._maxsize or self._lagging(packet):
+            # Too far behind: throw the queue away and resume at the next keyframe.
             self._drop(len(self._queue))
             self._queue.clear()
+            self._backlog = 0
             self.skips += 1
             if not packet.keyframe:
                 self._need_keyframe = True
@@ -80,6 +87,10 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _lagging(self, packet: MediaPacket) -> bool:
+        queue = self._queue
+        return self._backlog == 0 and bool(queue) and packet.received - queue[0].received > self._max_lag
+
     def _drop(self, count: int) -> None:
         self.dropped += count
         self._hub.stats.dropped += count
@@ -87,7 +98,19 @@ class Subscription:
     def _preload(self, packets: list[MediaPacket]) -> None:
         if packets and packets[0].keyframe:
             self._queue.extend(packets)
+            self._backlog = len(packets)
             self._need_keyframe = False
+
+    @property
+    def backlog(self) -> int:
+        """Queued packets that came from the GOP cache rather than live."""
+        return self._backlog
+
+    def _take(self) -> MediaPacket:
+        self.delivered += 1
+        if self._backlog:
+            self._backlog -= 1
+        return self._queue.popleft()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -97,8 +120,7 @@ class Subscription:
     def get_nowait(self) -> MediaPacket | None:
         """The next queued packet, or None when the queue is empty."""
         if self._queue:
-            self.delivered += 1
-            return self._queue.popleft()
+            return self._take()
         if self._closed:
             raise HubClosed
         return None
@@ -111,8 +133,7 @@ class Subscription:
         """Wait for the next packet. Raises :class:`HubClosed` once closed."""
         while True:
             if self._queue:
-                self.delivered += 1
-                return self._queue.popleft()
+                return self._take()
             if self._closed:
                 raise HubClosed
             self._waiter = asyncio.get_running_loop().create_future()
@@ -135,6 +156,7 @@ class Subscription:
         if not self._closed:
             self._closed = True
             self._queue.clear()
+            self._backlog = 0
             self._hub._remove(self)
             self._wake()
 
@@ -154,9 +176,11 @@ class Hub:
         *,
         queue_packets: int = DEFAULT_QUEUE_PACKETS,
         gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES,
+        max_lag: float = DEFAULT_MAX_LAG,
     ) -> None:
         self.name = name
         self._queue_packets = queue_packets
+        self._max_lag = max_lag
         self._gop_cache_bytes = gop_cache_bytes
         self._subscribers: list[Subscription] = []
         self._gop: list[MediaPacket] = []
@@ -230,7 +254,7 @@ class Hub:
         first packet is the latest keyframe; otherwise delivery starts at the next one."""
         if self._closed:
             raise HubClosed
-        sub = Subscription(self, maxsize or self._queue_packets)
+        sub = Subscription(self, maxsize or self._queue_packets, self._max_lag)
         if from_keyframe:
             sub._preload(self._gop)
         self._subscribers.append(sub)

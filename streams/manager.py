@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiortc import RTCIceServer
@@ -112,6 +112,7 @@ class StreamManager:
     def __init__(self, cameras: Sequence[CameraSpec], settings: RelaySettings | None = None) -> None:
         self.settings = settings or RelaySettings()
         self._listeners: list[StateListener] = []
+        self._session_listeners: list[Callable[[WhepSession], None]] = []
         self._cameras = {spec.id: _Camera(spec, self.settings, self._on_state) for spec in cameras}
         self.webrtc = WebRtcOutput(
             ice_servers=[
@@ -121,6 +122,7 @@ class StreamManager:
             ice_host_addresses=list(self.settings.ice_host_addresses) or None,
             max_sessions_per_camera=self.settings.max_viewers_per_camera,
             max_sessions_total=self.settings.max_viewers_total,
+            on_end=self._on_session_end,
         )
         self._started = False
         self.started_at: float | None = None
@@ -156,6 +158,14 @@ class StreamManager:
     def add_listener(self, listener: StateListener) -> None:
         """Be told of every camera state change (on the event loop)."""
         self._listeners.append(listener)
+
+    def add_session_listener(self, listener: Callable[[WhepSession], None]) -> None:
+        """Be told when a WebRTC session ends, after its resources are freed (on the event loop)."""
+        self._session_listeners.append(listener)
+
+    def _on_session_end(self, session: WhepSession) -> None:
+        for listener in list(self._session_listeners):
+            listener(session)
 
     def _on_state(self, camera_id: str, old: IngestState, new: IngestState, error: str | None) -> None:
         for listener in list(self._listeners):

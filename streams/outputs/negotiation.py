@@ -125,7 +125,8 @@ def select_h264(media: aiortc_sdp.MediaDescription, profile_level_id: str) -> H2
             parameters["level-asymmetry-allowed"] = offered.parameters["level-asymmetry-allowed"]
         parameters["profile-level-id"] = profile_level_id.lower()
     else:
-        log.warning(
+        # Browsers rarely offer High profile, yet decode it: mirror their format (common, not alarming).
+        log.debug(
             "viewer offered no H.264 format of profile-level-id %s; answering with its %s",
             profile_level_id,
             offered.parameters.get("profile-level-id"),

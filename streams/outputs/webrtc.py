@@ -41,7 +41,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -87,7 +87,9 @@ class WebRtcOutput:
         silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
         disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
         fast_path: bool = True,
+        on_end: Callable[[WhepSession], None] | None = None,
     ) -> None:
+        self._on_end = on_end
         self._ice_servers = list(ice_servers or [])
         self._ice_host_addresses = list(ice_host_addresses or [])
         self._max_per_camera = max_sessions_per_camera
@@ -248,6 +250,11 @@ class WebRtcOutput:
             if not any(s.camera_id == session.camera_id for s in self._sessions.values()):
                 self._packetizers.pop(session.camera_id, None)
             log.info("WHEP session %s for %s ended: %s", session.id, session.camera_id, reason)
+            if self._on_end is not None:
+                try:
+                    self._on_end(session)
+                except Exception:
+                    log.exception("WHEP session %s: end listener failed", session.id)
 
     def _start_fanout(self, session: WhepSession, hub: Hub) -> None:
         entry = self._packetizers.get(session.camera_id)

@@ -134,3 +134,32 @@ def test_stats_measure_rates(gop_packets: list[MediaPacket]) -> None:
     assert bps > 0
     assert hub.stats.keyframe_interval == pytest.approx(10 / 25)
     assert hub.stats.keyframes == 3
+
+
+def test_a_subscriber_too_far_behind_in_time_skips_to_the_next_keyframe(
+    gop_packets: list[MediaPacket],
+) -> None:
+    hub = Hub("cam", max_lag=0.5)
+    late = hub.subscribe(from_keyframe=False)
+    start = 1000.0
+    # one frame every 40 ms; the subscriber reads nothing: after 0.5 s it is skipped
+    for i, pkt in enumerate(gop_packets[:25]):
+        hub.publish(dataclasses.replace(pkt, received=start + i * 0.04))
+    assert late.skips == 1
+    first = late.get_nowait()
+    assert first is not None and first.keyframe
+    assert first.data == gop_packets[20].data
+
+
+def test_the_gop_backlog_is_exempt_from_the_time_bound(gop_packets: list[MediaPacket]) -> None:
+    hub = Hub("cam", max_lag=0.5)
+    for i, pkt in enumerate(gop_packets[:9]):
+        hub.publish(dataclasses.replace(pkt, received=1000.0 + i * 0.04))
+    joiner = hub.subscribe()
+    assert joiner.backlog == 9
+    # a live packet arrives 2 s after the cached keyframe: the backlog still goes out
+    hub.publish(dataclasses.replace(gop_packets[9], received=1002.0))
+    assert joiner.skips == 0
+    got = [joiner.get_nowait() for _ in range(10)]
+    assert [p.data for p in got if p is not None] == [p.data for p in gop_packets[:10]]
+    assert joiner.backlog == 0

@@ -300,7 +300,12 @@ async def test_corrupt_packet_skips_to_the_next_keyframe(packets: list[MediaPack
     output = PictureOutput(hub, max_fps=20)
     viewer = Viewer(output)
     await wait_until(lambda: hub.subscriber_count == 1)
-    corrupt = MediaPacket(data=b"\x00\x00\x00\x01\x41" + bytes(range(200)), pts=0, keyframe=False)
+    corrupt = MediaPacket(
+        data=b"\x00\x00\x00\x01\x41" + bytes(range(200)),
+        pts=0,
+        keyframe=False,
+        received=packets[4].received,  # arrives in stream order, like a real packet
+    )
     for packet in [*packets[:5], corrupt, *packets[5:20]]:
         hub.publish(packet)
     # Frames 0-4 decode; the corrupt packet and the rest of its GOP (5-9) are skipped;
