@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test suite and benchmarks need: GStreamer's RTSP server
-# (driven by the system python3 through PyGObject) and ffmpeg.
+# (driven by the system python3 through PyGObject), ffmpeg, and PostgreSQL (the
+# tests start their own throwaway cluster with its initdb and pg_ctl).
 # Idempotent; run as root on Debian. Python packages are installed elsewhere.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ packages=(
     gstreamer1.0-plugins-bad
     gstreamer1.0-tools
     ffmpeg
+    postgresql
 )
 
 missing=()
@@ -50,3 +52,7 @@ fi
 /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \
     || { echo "GstRtspServer still cannot be imported by /usr/bin/python3" >&2; exit 1; }
 echo "GStreamer RTSP server: OK"
+
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+    || { echo "PostgreSQL's initdb is missing under /usr/lib/postgresql" >&2; exit 1; }
+echo "PostgreSQL: OK"

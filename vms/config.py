@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
 from vms.config_checks import check_source_url, inconsistencies, ingest_order_problem, invalid
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -127,7 +128,7 @@ class WebRtcSettings(_Model):
         default=256, ge=1, description="WebRTC viewers the whole service may have at once."
     )
     session_timeout: Seconds = Field(
-        default=30.0,
+        default=10.0,
         description="A viewer session that has not connected within this many seconds, "
         "or stays disconnected this long, is closed.",
     )
@@ -290,6 +291,10 @@ class Config(_Model):
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     pictures: PictureSettings = Field(default_factory=PictureSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     centres: list[Centre] = Field(default_factory=list, description="Monitoring centres.")
     halls: list[Hall] = Field(default_factory=list, description="Branch halls.")
     cameras: list[Camera] = Field(default_factory=list, description="Video sources.")

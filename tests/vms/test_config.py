@@ -214,7 +214,8 @@ def test_base_text_is_valid(site: Path) -> None:
             "halls:\n",
             "stall_timeout: 3\nhalls:\n",
             "site.yaml:1:1: unknown key 'stall_timeout' here; it belongs under ingest: "
-            "(allowed keys: server, webrtc, ingest, pictures, centres, halls, cameras)",
+            "(allowed keys: server, webrtc, ingest, pictures, database, auth, audit, metrics, "
+            "centres, halls, cameras)",
             id="setting-outside-its-section",
         ),
         pytest.param(

@@ -1,0 +1,77 @@
+"""Configuration sections of storage, access, audit and metrics.
+
+Kept apart from :mod:`vms.config` (cameras and media) so each module stays one
+concern. Same rules: unknown keys are errors, secrets are ``SecretStr``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class DatabaseSettings(_Model):
+    """Where users, sessions and the audit trail live."""
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a PostgreSQL database "
+        "(postgresql+asyncpg://user:password@host/db); empty: a SQLite file in server.data_dir.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+            raise ValueError(
+                f"unsupported database URL scheme '{scheme}'; "
+                "use postgresql+asyncpg://user:password@host:5432/hallwatch"
+            )
+        return value
+
+
+class AuthSettings(_Model):
+    """Logins, sessions, API tokens and the first administrators."""
+
+    session_ttl: float = Field(default=12 * 3600, gt=0, description="Seconds a login session lasts.")
+    session_idle_timeout: float = Field(
+        default=2 * 3600, gt=0, description="Seconds without a request after which a session ends."
+    )
+    secure_cookies: bool = Field(
+        default=False, description="Mark cookies Secure; set true when the service is behind HTTPS."
+    )
+    max_failed_logins: int = Field(
+        default=5, ge=1, description="Failed logins (per user, or per address) before a lockout."
+    )
+    lockout_seconds: float = Field(default=900, gt=0, description="How long a lockout lasts.")
+    failure_window: float = Field(
+        default=900, gt=0, description="Seconds over which failed logins are counted."
+    )
+    token_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API token.")
+    bootstrap_secrets_file: Path | None = Field(
+        default=None,
+        description="YAML file mapping centre id to the first admin's password; otherwise "
+        "$HALLWATCH_ADMIN_PASSWORD_<CENTRE>, otherwise a generated password printed once.",
+    )
+
+
+class AuditSettings(_Model):
+    """The append-only record of who watched what."""
+
+    retention_days: int = Field(default=180, ge=1, description="Days audit records are kept.")
+
+
+class MetricsSettings(_Model):
+    """The Prometheus endpoint."""
+
+    bearer_token: SecretStr | None = Field(
+        default=None, description="When set, /metrics requires 'Authorization: Bearer <token>'."
+    )

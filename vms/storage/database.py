@@ -1,0 +1,181 @@
+"""The connection to the service's database and its schema upgrades.
+
+``Database`` owns one SQLAlchemy async engine: a SQLite file in the data
+directory by default (aiosqlite, WAL, foreign keys on), or PostgreSQL (asyncpg)
+when ``database.url`` is set. ``start()`` brings the schema to the newest Alembic
+revision, so the service upgrades its own schema on start-up. Everything runs on
+the event loop; the blocking parts (SQLite, Alembic's migration code) run in the
+drivers' own threads or greenlets.
+
+The URL may hold a password: it is only ever logged through
+``render_as_string(hide_password=True)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.util import CommandError
+from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from vms.config import Config
+
+log = logging.getLogger(__name__)
+
+SQLITE_FILE = "hallwatch.db"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a new PostgreSQL connection."""
+
+_MIGRATION_LOCK = 0x48414C4C
+"""PostgreSQL advisory lock key held while migrating, so two instances starting
+together do not both upgrade the schema."""
+
+
+class DatabaseError(Exception):
+    """The database could not be opened or its schema could not be upgraded."""
+
+
+def database_url(config: Config) -> str:
+    """The configured ``database.url``, else a SQLite file in ``server.data_dir`` (created if missing)."""
+    if config.database.url is not None:
+        return config.database.url.get_secret_value()
+    data_dir = config.server.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return URL.create("sqlite+aiosqlite", database=str(data_dir / SQLITE_FILE)).render_as_string(
+        hide_password=False
+    )
+
+
+def alembic_config() -> AlembicConfig:
+    """Alembic's configuration, built in code: the migrations ship inside the package."""
+    cfg = AlembicConfig()
+    location = str(Path(str(resources.files("vms.storage") / "migrations")))
+    cfg.set_main_option("script_location", location.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_schema(connection: Connection, revision: str = "head") -> None:
+    """Run Alembic's upgrade on an open synchronous connection (call through ``run_sync``)."""
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """One engine and its session factory; ``start()`` then ``session()``, ``stop()`` at the end."""
+
+    def __init__(self, url: str) -> None:
+        self._url = make_url(url)
+        if self._url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise DatabaseError(f"unsupported database {self.safe_url}")
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._answering = True
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked, for logs and messages."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._url.get_backend_name()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the database is not started")
+        return self._engine
+
+    def session(self) -> AsyncSession:
+        """A new session; use it as ``async with db.session() as s:``."""
+        if self._sessions is None:
+            raise RuntimeError("the database is not started")
+        return self._sessions()
+
+    def _create_engine(self) -> AsyncEngine:
+        if self.dialect == "sqlite":
+            engine = create_async_engine(self._url, pool_pre_ping=True)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_async_engine(
+            self._url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            pool_timeout=CONNECT_TIMEOUT,
+            connect_args={"timeout": CONNECT_TIMEOUT},
+        )
+
+    async def start(self) -> None:
+        """Open the engine and upgrade the schema to the newest revision. Idempotent."""
+        if self._engine is not None:
+            return
+        engine = self._create_engine()
+        try:
+            async with engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                await conn.run_sync(upgrade_schema)
+        except CommandError as err:
+            await engine.dispose()
+            raise DatabaseError(
+                f"cannot upgrade the database {self.safe_url} (written by a newer version?): {err}"
+            ) from err
+        except (SQLAlchemyError, OSError) as err:
+            await engine.dispose()
+            raise DatabaseError(
+                f"cannot open or upgrade the database {self.safe_url}: {type(err).__name__}"
+            ) from err
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        log.info("database ready: %s", self.safe_url)
+
+    async def stop(self) -> None:
+        """Close every pooled connection. Idempotent."""
+        engine, self._engine, self._sessions = self._engine, None, None
+        if engine is not None:
+            await engine.dispose()
+            log.info("database closed: %s", self.safe_url)
+
+    async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109 (a probe's bound, not a cancel scope)
+        """True when ``SELECT 1`` answers within ``timeout`` seconds; False otherwise, never raises."""
+        engine = self._engine
+        if engine is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout), engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as err:
+            if self._answering:
+                log.warning("database %s does not answer: %s", self.safe_url, type(err).__name__)
+            self._answering = False
+            return False
+        if not self._answering:
+            log.info("database %s answers again", self.safe_url)
+        self._answering = True
+        return True
