@@ -1,0 +1,384 @@
+"""Authentication: logins with lockout, browser sessions and API tokens.
+
+``AuthService`` turns credentials into a :class:`~vms.access.Principal`:
+
+- a login checks the password (argon2id, :mod:`vms.passwords`) behind the
+  per-user and per-address lockout of :mod:`vms.login_limiter`, then stores a
+  session whose cookie token is random and whose row holds only the token's
+  SHA-256, with a CSRF token, an absolute expiry and an idle expiry;
+- an API token (``hw_...``) is stored as its SHA-256 too; expired, revoked, or
+  belonging to a disabled user, it is refused on the very next request (no cache).
+
+Every login, lockout, logout and token change goes to the audit trail. User
+management lives in :mod:`vms.users`. Runs on the event loop; argon2 runs in
+bounded worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, cast
+
+from sqlalchemy import delete, func, or_, select, update
+
+from vms.access import Principal, Role
+from vms.config import Config
+from vms.config_access import AuthSettings
+from vms.login_limiter import LoginLimiter
+from vms.passwords import MAX_LENGTH, Passwords
+from vms.storage import Database
+from vms.storage.tables import ApiToken, User, WebSession
+
+if TYPE_CHECKING:
+    from vms.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "hw_"
+MAX_TOKENS_PER_USER = 50
+"""Tokens neither revoked nor expired that one user may hold."""
+TOUCH_INTERVAL = 60.0
+"""At most one write of ``last_seen_at``/``last_used_at`` per credential per minute."""
+_MAX_CREDENTIAL_LENGTH = 128
+
+
+class AuthError(Exception):
+    """A request about credentials that cannot be honoured; the message is safe to show."""
+
+
+class LoginRefused(AuthError):
+    """Wrong username or password (deliberately not saying which)."""
+
+
+class LoginLocked(AuthError):
+    """Too many failed logins for this user or address."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many failed logins; try again later")
+        self.retry_after = retry_after
+
+
+class NotFound(AuthError):
+    """No such user or token within the caller's reach."""
+
+
+class Conflict(AuthError):
+    """The change contradicts the current state (duplicate name, last admin, too many tokens)."""
+
+
+class Invalid(AuthError):
+    """A value is not acceptable (username pattern, role, password policy, lifetime)."""
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    principal: Principal
+    session_token: str
+    """Goes into the cookie; never stored."""
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def digest(secret: str) -> str:
+    """Hex SHA-256: how session and API tokens are stored (they are random, no salt needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def aware(value: datetime) -> datetime:
+    """``value`` as aware UTC (SQLite returns naive datetimes for what was stored as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def principal_of(user: User, via: str, csrf_token: str | None) -> Principal:
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        centre_id=user.centre_id,
+        role=cast(Role, user.role),
+        via="session" if via == "session" else "token",
+        csrf_token=csrf_token,
+    )
+
+
+def csrf_matches(expected: str | None, presented: str | None) -> bool:
+    """Constant-time comparison of the session's CSRF token with the request header."""
+    if not expected or not presented:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+class AuthService:
+    """Logins, sessions and API tokens over :class:`~vms.storage.Database`."""
+
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        settings: AuthSettings,
+        config: Config,
+        *,
+        passwords: Passwords | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.settings = settings
+        self.config = config
+        self.passwords = passwords or Passwords()
+        self.limiter = LoginLimiter(
+            max_failures=settings.max_failed_logins,
+            window=settings.failure_window,
+            lockout_seconds=settings.lockout_seconds,
+        )
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._touch = timedelta(seconds=min(TOUCH_INTERVAL, settings.session_idle_timeout / 10))
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def centre_name(self, centre_id: str) -> str:
+        try:
+            return self.config.centre(centre_id).name
+        except KeyError:
+            return centre_id
+
+    # -- logins ---------------------------------------------------------------
+
+    async def login(self, username: str, password: str, source_addr: str | None) -> LoginResult:
+        """Check the credentials and open a session.
+
+        Raises :class:`LoginLocked` while the user or address is locked out (even for
+        the right password) and :class:`LoginRefused` for any wrong credential.
+        """
+        typed = username[:64]
+        await self._refuse_if_locked(username, source_addr)
+        user = await self._user_by_name(username.strip().lower()) if len(username) <= 64 else None
+        if user is None:
+            await self.passwords.verify_dummy()
+            ok, reason = False, "unknown user"
+        else:
+            ok = await self.passwords.verify(user.password_hash, password)
+            reason = "wrong password" if not ok else "account disabled" if user.disabled else ""
+            ok = ok and not user.disabled
+        # Checks queued behind the argon2 slots while a lockout began get the lockout's
+        # answer whatever their outcome, so a burst learns nothing past the limit.
+        await self._refuse_if_locked(username, source_addr)
+        if not ok:
+            self.limiter.record_failure(username, source_addr)
+            await self.audit.record(
+                "login_failure",
+                username=typed,
+                centre_id=user.centre_id if user is not None else None,
+                source_addr=source_addr,
+                detail=reason,
+            )
+            raise LoginRefused("wrong username or password")
+        assert user is not None
+        self.limiter.record_success(username)
+        if self.passwords.needs_rehash(user.password_hash) and len(password) <= MAX_LENGTH:
+            await self._store_hash(user.id, await self.passwords.hash(password), changed=False)
+        result = await self._open_session(user, source_addr)
+        await self.audit.record("login_success", principal=result.principal, source_addr=source_addr)
+        return result
+
+    async def _refuse_if_locked(self, username: str, source_addr: str | None) -> None:
+        wait = self.limiter.retry_after(username, source_addr)
+        if wait > 0:
+            await self.audit.record(
+                "login_locked", username=username[:64], source_addr=source_addr, detail=f"{wait:.0f} s left"
+            )
+            raise LoginLocked(wait)
+
+    async def _open_session(self, user: User, source_addr: str | None) -> LoginResult:
+        now = self.now()
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(24)
+        expires = now + timedelta(seconds=self.settings.session_ttl)
+        idle_limit = now - timedelta(seconds=self.settings.session_idle_timeout)
+        async with self.db.session() as s, s.begin():
+            # Sweep dead sessions (anyone's) at each login, so rows never pile up.
+            await s.execute(
+                delete(WebSession).where(
+                    or_(WebSession.expires_at <= now, WebSession.last_seen_at <= idle_limit)
+                )
+            )
+            s.add(
+                WebSession(
+                    id=digest(token),
+                    user_id=user.id,
+                    csrf_token=csrf,
+                    source_addr=(source_addr or None) and source_addr[:64],
+                    created_at=now,
+                    expires_at=expires,
+                    last_seen_at=now,
+                )
+            )
+        return LoginResult(principal_of(user, "session", csrf), token, expires)
+
+    async def logout(self, principal: Principal, session_token: str, source_addr: str | None) -> None:
+        """End the session whose cookie holds ``session_token``."""
+        async with self.db.session() as s, s.begin():
+            await s.execute(delete(WebSession).where(WebSession.id == digest(session_token)))
+        await self.audit.record("logout", principal=principal, source_addr=source_addr)
+
+    async def end_sessions(self, user_id: int) -> int:
+        """End every session of a user; the number ended."""
+        async with self.db.session() as s, s.begin():
+            result = await s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- per-request authentication --------------------------------------------
+
+    async def authenticate_session(self, session_token: str) -> Principal | None:
+        """The principal of a live session, or ``None`` (unknown, expired, idle, disabled user)."""
+        if not session_token or len(session_token) > _MAX_CREDENTIAL_LENGTH:
+            return None
+        sid = digest(session_token)
+        now = self.now()
+        async with self.db.session() as s, s.begin():
+            row = (
+                await s.execute(
+                    select(WebSession, User)
+                    .join(User, User.id == WebSession.user_id)
+                    .where(WebSession.id == sid)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            ws, user = row
+            last_seen = aware(ws.last_seen_at)
+            idle = timedelta(seconds=self.settings.session_idle_timeout)
+            if user.disabled or aware(ws.expires_at) <= now or last_seen + idle <= now:
+                await s.execute(delete(WebSession).where(WebSession.id == sid))
+                return None
+            if now - last_seen >= self._touch:
+                await s.execute(update(WebSession).where(WebSession.id == sid).values(last_seen_at=now))
+            return principal_of(user, "session", ws.csrf_token)
+
+    async def authenticate_token(self, token: str) -> Principal | None:
+        """The principal of a valid API token, or ``None`` (unknown, expired, revoked, disabled user)."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_CREDENTIAL_LENGTH:
+            return None
+        now = self.now()
+        async with self.db.session() as s, s.begin():
+            row = (
+                await s.execute(
+                    select(ApiToken, User)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(ApiToken.token_hash == digest(token))
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            tok, user = row
+            if user.disabled or tok.revoked_at is not None or aware(tok.expires_at) <= now:
+                return None
+            if tok.last_used_at is None or now - aware(tok.last_used_at) >= timedelta(seconds=TOUCH_INTERVAL):
+                await s.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
+            return principal_of(user, "token", None)
+
+    # -- API tokens -------------------------------------------------------------
+
+    async def create_token(self, principal: Principal, name: str, expires_days: int) -> tuple[TokenInfo, str]:
+        """A new token for ``principal``; the clear token is returned once and never stored."""
+        name = name.strip()
+        if not 1 <= len(name) <= 64:
+            raise Invalid("a token name needs 1 to 64 characters")
+        if not 1 <= expires_days <= self.settings.token_max_days:
+            raise Invalid(f"expires_days must be between 1 and {self.settings.token_max_days}")
+        now = self.now()
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = ApiToken(
+            user_id=principal.user_id,
+            name=name,
+            token_hash=digest(token),
+            prefix=token[:12],
+            created_at=now,
+            expires_at=now + timedelta(days=expires_days),
+        )
+        async with self.db.session() as s, s.begin():
+            live = await s.scalar(
+                select(func.count())
+                .select_from(ApiToken)
+                .where(
+                    ApiToken.user_id == principal.user_id,
+                    ApiToken.revoked_at.is_(None),
+                    ApiToken.expires_at > now,
+                )
+            )
+            if (live or 0) >= MAX_TOKENS_PER_USER:
+                raise Conflict(f"at most {MAX_TOKENS_PER_USER} live tokens per user; revoke one first")
+            s.add(row)
+        info = _token_info(row)
+        await self.audit.record(
+            "token_created", principal=principal, detail=f"token {info.id} {name!r} ({info.prefix}…)"
+        )
+        return info, token
+
+    async def list_tokens(self, principal: Principal) -> list[TokenInfo]:
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(ApiToken).where(ApiToken.user_id == principal.user_id).order_by(ApiToken.id)
+            )
+            return [_token_info(row) for row in rows]
+
+    async def revoke_token(self, principal: Principal, token_id: int) -> TokenInfo:
+        """Revoke one of the principal's own tokens; it is refused from the next request on."""
+        now = self.now()
+        async with self.db.session() as s, s.begin():
+            row = await s.scalar(
+                select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == principal.user_id)
+            )
+            if row is None:
+                raise NotFound(f"you have no token {token_id}")
+            already = row.revoked_at is not None
+            if not already:
+                row.revoked_at = now
+        info = _token_info(row)
+        if not already:
+            await self.audit.record(
+                "token_revoked", principal=principal, detail=f"token {info.id} {info.name!r} ({info.prefix}…)"
+            )
+        return info
+
+    # -- storage helpers ---------------------------------------------------------
+
+    async def _user_by_name(self, username: str) -> User | None:
+        async with self.db.session() as s:
+            user: User | None = await s.scalar(select(User).where(User.username == username))
+            return user
+
+    async def _store_hash(self, user_id: int, encoded: str, *, changed: bool) -> None:
+        values: dict[str, object] = {"password_hash": encoded}
+        if changed:
+            values["password_changed_at"] = self.now()
+        async with self.db.session() as s, s.begin():
+            await s.execute(update(User).where(User.id == user_id).values(**values))
+
+
+def _token_info(row: ApiToken) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=aware(row.created_at),
+        expires_at=aware(row.expires_at),
+        revoked_at=aware(row.revoked_at) if row.revoked_at else None,
+        last_used_at=aware(row.last_used_at) if row.last_used_at else None,
+    )
