@@ -1,11 +1,27 @@
-"""Liveness and readiness probes: no login, nothing secret."""
+"""Liveness and readiness probes: no login, nothing secret.
+
+``/healthz`` answers as long as the event loop does. ``/readyz`` answers 200 only
+when the configuration is loaded, the database answers and the ingest supervisor
+runs; otherwise 503 with the reasons, for a load balancer or an orchestrator.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from streams import StreamManager
+from vms.config import Config
+from vms.storage import Database
+
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["health"])
+
+PING_TIMEOUT = 2.0
+"""Seconds the database has to answer a readiness check."""
 
 
 @router.get("/healthz")
@@ -16,12 +32,25 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 once the configuration is loaded and every enabled camera's ingest runs."""
-    manager = getattr(request.app.state, "manager", None)
+    """200 when the config is loaded, the database answers and the ingest supervisor runs; else 503."""
+    state = request.app.state
+    reasons: list[str] = []
+    if not isinstance(getattr(state, "config", None), Config):
+        reasons.append("the configuration is not loaded")
+    db: Database | None = getattr(state, "db", None)
+    if db is None:
+        reasons.append("the database is not open")
+    elif not await db.ping(timeout=PING_TIMEOUT):
+        reasons.append("the database does not answer")
+    manager: StreamManager | None = getattr(state, "manager", None)
+    cameras = 0
     if manager is None:
-        return JSONResponse({"status": "not ready", "reason": "starting up"}, status_code=503)
-    if not manager.running:
-        return JSONResponse(
-            {"status": "not ready", "reason": "the ingest supervisor is not running"}, status_code=503
-        )
-    return JSONResponse({"status": "ready", "cameras": len(manager.camera_ids())})
+        reasons.append("the relay is starting up")
+    elif not manager.running:
+        reasons.append("the ingest supervisor is not running")
+    else:
+        cameras = len(manager.camera_ids())
+    if reasons:
+        log.debug("not ready: %s", "; ".join(reasons))
+        return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+    return JSONResponse({"status": "ready", "cameras": cameras})

@@ -1,0 +1,197 @@
+"""``/metrics`` end to end: the real app, a demo camera, a dead RTSP camera, a real WebRTC viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from streams import IngestState, StreamManager
+from tests.app_fixtures import RunningApp, serve_app
+from tests.whep_client import WhepClient
+from vms.app import create_app
+from vms.config_loader import parse_config
+from vms.metrics import metrics_of
+
+SECRET = "cam-Pa55word-9f3k"
+TOKEN = "scrape-T0ken-7c1d"
+
+
+def site(data_dir: Path, metrics: str = "") -> str:
+    return f"""
+server:
+  data_dir: {data_dir}
+{metrics}
+webrtc:
+  ice_host_addresses: ["127.0.0.1"]
+ingest:
+  connect_timeout: 1
+  stall_timeout: 2
+  backoff_initial: 0.5
+  backoff_max: 2
+halls:
+  - id: tax
+    name: 税务
+  - id: legal-services
+    name: 法律服务
+cameras:
+  - id: tax-1
+    name: 大厅全景
+    hall: tax
+    url: demo://tax-1?size=320x180&gop=25
+  - id: legal-1
+    name: 窗口区
+    hall: legal-services
+    url: rtsp://127.0.0.1:9/x
+    credentials:
+      username: admin
+      password: {SECRET}
+"""
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[RunningApp]:
+    async with serve_app(site(tmp_path)) as app:
+        yield app
+
+
+async def scrape(app: RunningApp, **headers: str) -> list[Sample]:
+    res = await app.http.get("/metrics", headers=headers)
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"].startswith("text/plain")
+    return [s for family in text_string_to_metric_families(res.text) for s in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return found[0]
+
+
+async def poll(check: Callable[[list[Sample]], bool], app: RunningApp, within: float = 10) -> list[Sample]:
+    deadline = time.monotonic() + within
+    while True:
+        samples = await scrape(app)
+        if check(samples):
+            return samples
+        assert time.monotonic() < deadline, "the metrics did not get there in time"
+        await asyncio.sleep(0.1)
+
+
+async def wait_online(app: RunningApp, camera: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while app.manager.stats(camera).state is not IngestState.ONLINE:
+        assert time.monotonic() < deadline, f"{camera} did not come online"
+        await asyncio.sleep(0.05)
+
+
+async def test_camera_figures_move_while_video_flows(running: RunningApp) -> None:
+    await wait_online(running, "tax-1")
+    first = await scrape(running)
+    tax, legal = {"camera": "tax-1", "hall": "tax"}, {"camera": "legal-1", "hall": "legal-services"}
+    assert value(first, "hallwatch_camera_up", **tax) == 1
+    assert value(first, "hallwatch_camera_up", **legal) == 0
+    states = {
+        s.labels["state"]: s.value
+        for s in first
+        if s.name == "hallwatch_camera_state" and s.labels["camera"] == "tax-1"
+    }
+    assert states == {"starting": 0, "online": 1, "stalled": 0, "offline": 0, "disabled": 0}
+    legal_states = [
+        s for s in first if s.name == "hallwatch_camera_state" and s.labels["camera"] == "legal-1"
+    ]
+    assert (
+        sum(s.value for s in legal_states) == 1
+        and value(first, "hallwatch_camera_state", state="online", **legal) == 0
+    )
+    for counter in ("reconnects", "stalls", "dropped_packets"):
+        assert value(first, f"hallwatch_camera_{counter}_total", **tax) >= 0
+    bytes_before = value(first, "hallwatch_camera_inbound_bytes_total", **tax)
+    packets_before = value(first, "hallwatch_camera_inbound_packets_total", **tax)
+
+    later = await poll(
+        lambda s: value(s, "hallwatch_camera_inbound_bytes_total", **tax) > bytes_before, running
+    )
+    assert value(later, "hallwatch_camera_inbound_packets_total", **tax) > packets_before
+    assert value(later, "hallwatch_camera_fps", **tax) > 0
+    assert value(later, "hallwatch_camera_inbound_bytes_total", **legal) == 0
+    # The process collectors share the app's registry.
+    assert any(s.name == "process_resident_memory_bytes" for s in later)
+    assert any(s.name == "python_info" for s in later)
+
+
+async def test_a_webrtc_viewer_is_counted(running: RunningApp) -> None:
+    await wait_online(running, "tax-1")
+    webrtc = {"camera": "tax-1", "protocol": "webrtc"}
+    assert value(await scrape(running), "hallwatch_viewers", **webrtc) == 0
+
+    sessions: list[str] = []
+    manager: StreamManager = running.manager
+
+    async def offer(sdp: str) -> str:
+        session = await manager.whep_offer("tax-1", sdp)
+        sessions.append(session.id)
+        return session.answer_sdp
+
+    async with WhepClient(decode=False) as viewer:
+        await viewer.connect(offer)
+        assert await viewer.wait_frames(1, within=10)
+        samples = await scrape(running)
+        assert value(samples, "hallwatch_viewers", **webrtc) == 1
+        assert value(samples, "hallwatch_viewers", camera="tax-1", protocol="mjpeg") == 0
+        assert value(samples, "hallwatch_whep_sessions") == 1
+        assert await running.manager.whep_close(sessions[0])
+    await poll(lambda s: value(s, "hallwatch_viewers", **webrtc) == 0, running)
+
+
+async def test_route_labels_are_templates_never_raw_paths(running: RunningApp) -> None:
+    for path in ("/api/v1/cameras/abc123xyz", "/api/v1/probe/cameras/abc123xyz", "/abc123xyz/x.js"):
+        await running.http.get(path)
+    await running.http.request("BREWabc123xyz", "/healthz")
+    res = await running.http.get("/metrics")
+    assert "abc123xyz" not in res.text
+    requests = [s for s in await scrape(running) if s.name == "hallwatch_http_requests_total"]
+    routes = {s.labels["route"] for s in requests}
+    assert {"/api/v1/cameras/{camera_id}", "/api/v1/probe/cameras/{camera_id}", "/metrics"} <= routes
+    assert {s.labels["method"] for s in requests} <= {"GET", "other"}
+    probe = [s for s in requests if s.labels["route"] == "/api/v1/probe/cameras/{camera_id}"]
+    assert [s.labels["status"] for s in probe] == ["404"]
+    durations = [
+        s for s in await scrape(running) if s.name == "hallwatch_http_request_duration_seconds_count"
+    ]
+    assert {s.labels["route"] for s in durations} >= {"/api/v1/cameras/{camera_id}", "/metrics"}
+
+
+async def test_no_credential_in_the_metrics(running: RunningApp) -> None:
+    await running.http.get("/api/v1/cameras/legal-1")
+    text = (await running.http.get("/metrics")).text
+    assert SECRET not in text
+    assert "rtsp://" not in text and "admin" not in text
+
+
+async def test_bearer_token_when_configured(tmp_path: Path) -> None:
+    config = site(tmp_path, f"metrics:\n  bearer_token: {TOKEN}")
+    async with serve_app(config) as app:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+            res = await app.http.get("/metrics", headers=headers)
+            assert res.status_code == 401
+            assert res.headers["content-type"] == "application/problem+json"
+            assert res.headers["www-authenticate"].startswith("Bearer")
+            assert TOKEN not in res.text
+        samples = await scrape(app, Authorization=f"Bearer {TOKEN}")
+        assert value(samples, "hallwatch_camera_up", camera="tax-1") in (0, 1)
+        # Everything else stays without a login of this kind.
+        assert (await app.http.get("/healthz")).status_code == 200
+
+
+def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
+    config = parse_config(site(tmp_path), "test.yaml")
+    first, second = create_app(config), create_app(config)
+    a, b = metrics_of(first.state), metrics_of(second.state)
+    assert a is not None and b is not None
+    assert a.registry is not b.registry

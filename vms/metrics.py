@@ -1,0 +1,168 @@
+"""Prometheus metrics: one registry per app, the relay's figures read at scrape time.
+
+:func:`install` gives an app its own :class:`~prometheus_client.CollectorRegistry`
+(never the process-wide default one, so a test may build many apps) holding:
+
+* :class:`RelayCollector`, which asks the app's stream manager for every camera's
+  figures when Prometheus scrapes, so nothing is counted twice and nothing has to
+  be kept in step;
+* :class:`HttpMetrics`, the request counter and duration histogram that
+  :mod:`vms.middleware` feeds;
+* the process, platform and garbage-collector collectors of ``prometheus_client``.
+
+Labels are bounded and never user controlled: camera and hall ids from the
+configuration, the ingest states, route templates (never a raw path), a fixed set
+of HTTP methods and the status code. No URL, user name or credential is ever a label.
+
+Event loop only: the manager's statistics are read on the loop, so ``/metrics``
+renders the text on the loop too (it takes well under a millisecond per camera).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.datastructures import State
+
+from streams import CameraStats, IngestState, StreamManager
+from vms.config import Config
+
+__all__ = ["HTTP_METHODS", "HttpMetrics", "Metrics", "RelayCollector", "install", "metrics_of"]
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted under their own name; anything else is counted as ``other``."""
+
+UNMATCHED = "unmatched"
+"""The route label of a request no route matched."""
+
+
+class RelayCollector:
+    """Yields the cameras' figures from ``state.manager`` and ``state.config`` at scrape time."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def describe(self) -> Iterable[Metric]:
+        return _relay_families([], {})
+
+    def collect(self) -> Iterable[Metric]:
+        manager: StreamManager | None = getattr(self._state, "manager", None)
+        config: Config | None = getattr(self._state, "config", None)
+        if manager is None or config is None:
+            return _relay_families([], {})
+        halls = {camera.id: camera.hall for camera in config.cameras}
+        stats = [s for s in manager.all_stats() if s.id in halls]
+        return _relay_families(stats, halls)
+
+
+def _relay_families(stats: Sequence[CameraStats], halls: dict[str, str]) -> list[Metric]:
+    cam = ["camera", "hall"]
+    up = GaugeMetricFamily("hallwatch_camera_up", "1 while the camera delivers video, else 0.", labels=cam)
+    state = GaugeMetricFamily(
+        "hallwatch_camera_state",
+        "1 for the camera's current ingest state, 0 for the others.",
+        labels=[*cam, "state"],
+    )
+    fps = GaugeMetricFamily("hallwatch_camera_fps", "Frames per second received from the camera.", labels=cam)
+    counters = {
+        "bytes": CounterMetricFamily(
+            "hallwatch_camera_inbound_bytes", "Bytes of video received from the camera.", labels=cam
+        ),
+        "packets": CounterMetricFamily(
+            "hallwatch_camera_inbound_packets", "Access units received from the camera.", labels=cam
+        ),
+        "reconnects": CounterMetricFamily(
+            "hallwatch_camera_reconnects", "Times the ingest reconnected to the camera.", labels=cam
+        ),
+        "stalls": CounterMetricFamily(
+            "hallwatch_camera_stalls", "Times the camera stopped sending and the watchdog fired.", labels=cam
+        ),
+        "dropped": CounterMetricFamily(
+            "hallwatch_camera_dropped_packets",
+            "Packets skipped for viewers that fell behind (each viewer counts).",
+            labels=cam,
+        ),
+    }
+    viewers = GaugeMetricFamily(
+        "hallwatch_viewers", "Viewers watching the camera, by protocol.", labels=[*cam, "protocol"]
+    )
+    sessions = GaugeMetricFamily(
+        "hallwatch_whep_sessions", "WebRTC (WHEP) sessions open on the whole service."
+    )
+    for s in stats:
+        labels = [s.id, halls[s.id]]
+        up.add_metric(labels, 1.0 if s.state is IngestState.ONLINE else 0.0)
+        for each in IngestState:
+            state.add_metric([*labels, each.value], 1.0 if s.state is each else 0.0)
+        fps.add_metric(labels, s.fps)
+        for field, family in counters.items():
+            family.add_metric(labels, float(getattr(s, field)))
+        viewers.add_metric([*labels, "webrtc"], float(s.webrtc_viewers))
+        viewers.add_metric([*labels, "mjpeg"], float(s.mjpeg_viewers))
+    sessions.add_metric([], float(sum(s.webrtc_viewers for s in stats)))
+    return [up, state, fps, *counters.values(), viewers, sessions]
+
+
+class HttpMetrics:
+    """The request counter and duration histogram, fed by :mod:`vms.middleware`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "hallwatch_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "hallwatch_http_request_duration_seconds",
+            "Seconds from a request's arrival to the end of its answer (streams count their whole life).",
+            ["route", "method"],
+            registry=registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request; ``route`` must be a template or ``unmatched``."""
+        method = method if method in HTTP_METHODS else "other"
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route, method).observe(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """An app's registry and the HTTP metrics recorded into it."""
+
+    registry: CollectorRegistry
+    http: HttpMetrics
+
+
+def install(app: FastAPI) -> Metrics:
+    """Build the app's registry, keep it as ``app.state.metrics`` and return it. Idempotent."""
+    existing: Any = getattr(app.state, "metrics", None)
+    if isinstance(existing, Metrics):
+        return existing
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(RelayCollector(app.state))
+    metrics = Metrics(registry, HttpMetrics(registry))
+    app.state.metrics = metrics
+    return metrics
+
+
+def metrics_of(state: State) -> Metrics | None:
+    """The metrics :func:`install` put on an app's state, if any."""
+    metrics: Any = getattr(state, "metrics", None)
+    return metrics if isinstance(metrics, Metrics) else None

@@ -1,0 +1,30 @@
+"""Per-camera probes for external monitors: ``GET /api/v1/probe/cameras/{id}``.
+
+No login, and nothing secret in the answer (no URL, no error text): 200 while the
+camera delivers video, 503 with its state otherwise, 404 for an unknown id, so a
+monitor can raise one alarm per camera from the status code alone.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from streams import IngestState, StreamManager
+from vms.deps import ConfigDep
+from vms.problems import Problem
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/probe/cameras/{camera_id}")
+async def camera_probe(camera_id: str, request: Request, config: ConfigDep) -> JSONResponse:
+    """200 ``{"camera": id, "state": "online"}`` when online; 503 with the state when not."""
+    if camera_id not in {camera.id for camera in config.cameras}:
+        raise Problem(404, "no such camera")
+    manager: StreamManager | None = getattr(request.app.state, "manager", None)
+    if manager is None:
+        return JSONResponse({"camera": camera_id, "state": "starting"}, status_code=503)
+    state = manager.stats(camera_id).state
+    status = 200 if state is IngestState.ONLINE else 503
+    return JSONResponse({"camera": camera_id, "state": state.value}, status_code=status)
