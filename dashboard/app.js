@@ -1,11 +1,40 @@
 // Hallwatch overview: every camera of every hall, live over WebRTC (WHEP), MJPEG as a fallback.
 const API = "/api/v1";
 const WHEP_TIMEOUT_MS = 6000;
+let csrfToken = sessionStorage.getItem("hallwatch-csrf") || "";
+
+class LoggedOut extends Error {}
 
 async function getJSON(path) {
   const res = await fetch(API + path, { cache: "no-store" });
+  if (res.status === 401) throw new LoggedOut();
   if (!res.ok) throw new Error(`${path}: ${res.status}`);
   return res.json();
+}
+
+function showLogin(message) {
+  document.getElementById("halls").replaceChildren();
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-error").textContent = message || "";
+}
+
+async function login(event) {
+  event.preventDefault();
+  const form = event.target;
+  const res = await fetch(API + "/auth/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: form.username.value, password: form.password.value }),
+  });
+  if (!res.ok) {
+    showLogin((await res.json()).detail || `login failed (${res.status})`);
+    return;
+  }
+  csrfToken = (await res.json()).csrf_token;
+  sessionStorage.setItem("hallwatch-csrf", csrfToken);
+  form.hidden = true;
+  form.password.value = "";
+  start();
 }
 
 function waitForIce(pc) {
@@ -35,7 +64,9 @@ class Player {
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc);
     const res = await fetch(this.camera.links.whep, {
-      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+      method: "POST",
+      headers: { "Content-Type": "application/sdp", "X-CSRF-Token": csrfToken },
+      body: pc.localDescription.sdp,
     });
     if (res.status !== 201) throw new Error(`WHEP ${res.status}: ${await res.text()}`);
     this.location = res.headers.get("Location");
@@ -70,7 +101,9 @@ class Player {
   }
 
   async close() {
-    if (this.location) fetch(this.location, { method: "DELETE" }).catch(() => {});
+    if (this.location) {
+      fetch(this.location, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken } }).catch(() => {});
+    }
     this.location = null;
     if (this.pc) this.pc.close();
     this.pc = null;
@@ -107,7 +140,11 @@ function showState(cameras) {
   document.getElementById("summary").textContent = `在线 ${online} / ${cameras.length}`;
 }
 
+let refresh = null;
+
 async function main() {
+  const me = await getJSON("/auth/me");
+  document.getElementById("centre").textContent = `${me.centre_name || me.centre} · ${me.username}`;
   const [halls, cameras] = await Promise.all([getJSON("/halls"), getJSON("/cameras")]);
   const byId = new Map(cameras.map((c) => [c.id, c]));
   const root = document.getElementById("halls");
@@ -127,7 +164,21 @@ async function main() {
     root.append(section);
   }
   showState(cameras);
-  setInterval(async () => showState(await getJSON("/cameras")), 2000);
+  refresh = setInterval(() => getJSON("/cameras").then(showState).catch(failed), 2000);
 }
 
-main().catch((err) => { document.getElementById("summary").textContent = String(err); });
+function failed(err) {
+  if (err instanceof LoggedOut) {
+    clearInterval(refresh);
+    showLogin("请登录 · Please log in");
+  } else {
+    document.getElementById("summary").textContent = String(err);
+  }
+}
+
+function start() {
+  main().catch(failed);
+}
+
+document.getElementById("login").addEventListener("submit", login);
+start();

@@ -55,6 +55,9 @@ class RelaySettings:
     ice_host_addresses: Sequence[str] = ()
     max_viewers_per_camera: int = 32
     max_viewers_total: int = 256
+    session_timeout: float = 10.0
+    """A WebRTC viewer that has not connected within this many seconds, or has been
+    silent (no RTCP) this long after a few seconds' grace, is closed."""
     jpeg_quality: int = 80
     mjpeg_max_fps: float = 5.0
     snapshot_timeout: float = 5.0
@@ -122,6 +125,8 @@ class StreamManager:
             ice_host_addresses=list(self.settings.ice_host_addresses) or None,
             max_sessions_per_camera=self.settings.max_viewers_per_camera,
             max_sessions_total=self.settings.max_viewers_total,
+            connect_timeout=self.settings.session_timeout,
+            disconnect_grace=self.settings.session_timeout,
             on_end=self._on_session_end,
         )
         self._started = False

@@ -52,6 +52,7 @@ def relay_settings(config: Config) -> RelaySettings:
         ice_host_addresses=[str(a) for a in webrtc.ice_host_addresses],
         max_viewers_per_camera=webrtc.max_viewers_per_camera,
         max_viewers_total=webrtc.max_viewers_total,
+        session_timeout=webrtc.session_timeout,
         jpeg_quality=config.pictures.jpeg_quality,
         mjpeg_max_fps=config.pictures.mjpeg_max_fps,
         snapshot_timeout=config.pictures.snapshot_timeout,

@@ -16,6 +16,8 @@ class CameraState(BaseModel):
     width: int | None
     height: int | None
     reconnects: int
+    sessions_opened: int
+    """Source sessions (RTSP connections) opened since start: one per reconnect, never one per viewer."""
     stalls: int
     last_error: str | None
     last_error_at: float | None

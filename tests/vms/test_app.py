@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 
@@ -59,6 +60,12 @@ async def running() -> AsyncIterator[RunningApp]:
         yield app
 
 
+@pytest.fixture
+async def admin(running: RunningApp) -> httpx.AsyncClient:
+    """The centre's first administrator: every permission, one centre."""
+    return await running.admin("meizhou")
+
+
 async def wait_online(app: RunningApp, camera: str, within: float = 15) -> None:
     deadline = time.monotonic() + within
     while app.manager.stats(camera).state is not IngestState.ONLINE:
@@ -73,27 +80,27 @@ async def test_health_probes(running: RunningApp) -> None:
     assert ready.json()["status"] == "ready"
 
 
-async def test_halls_and_cameras_with_live_state(running: RunningApp) -> None:
+async def test_halls_and_cameras_with_live_state(running: RunningApp, admin: httpx.AsyncClient) -> None:
     await wait_online(running, "tax-1")
-    halls = (await running.http.get("/api/v1/halls")).json()
+    halls = (await admin.get("/api/v1/halls")).json()
     assert [(h["id"], h["online"], h["total"]) for h in halls] == [("tax", 1, 1), ("legal-services", 0, 1)]
-    cam = (await running.http.get("/api/v1/cameras/tax-1")).json()
+    cam = (await admin.get("/api/v1/cameras/tax-1")).json()
     assert cam["live"]["state"] == "online"
     assert cam["live"]["codec"] == "h264"
     assert (cam["live"]["width"], cam["live"]["height"]) == (320, 180)
     assert cam["links"]["whep"] == "/api/v1/cameras/tax-1/whep"
-    missing = await running.http.get("/api/v1/cameras/nope")
+    missing = await admin.get("/api/v1/cameras/nope")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
 
 
-async def test_camera_password_never_in_an_answer(running: RunningApp) -> None:
+async def test_camera_password_never_in_an_answer(running: RunningApp, admin: httpx.AsyncClient) -> None:
     deadline = time.monotonic() + 10
     while running.manager.stats("legal-1").last_error is None:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     bodies = [
-        (await running.http.get(path)).text
+        (await admin.get(path)).text
         for path in ("/api/v1/cameras", "/api/v1/cameras/legal-1", "/api/v1/halls", "/api/v1/centres")
     ]
     cam = json.loads(bodies[1])
@@ -105,17 +112,17 @@ async def test_camera_password_never_in_an_answer(running: RunningApp) -> None:
         assert "admin" not in body
 
 
-async def test_whep_session_plays_and_ends(running: RunningApp) -> None:
+async def test_whep_session_plays_and_ends(running: RunningApp, admin: httpx.AsyncClient) -> None:
     await wait_online(running, "tax-1")
     async with WhepClient(decode=True) as viewer:
-        answer = await viewer.connect_http(running.http, "/api/v1/cameras/tax-1/whep")
+        answer = await viewer.connect_http(admin, "/api/v1/cameras/tax-1/whep")
         assert "H264" in answer
         assert viewer.location is not None and "/api/v1/whep/" in viewer.location
         assert await viewer.wait_frames(5, within=10)
         assert (viewer.frames[0].width, viewer.frames[0].height) == (320, 180)
         assert running.manager.stats("tax-1").webrtc_viewers == 1
-        assert (await running.http.delete(viewer.location)).status_code == 200
-        assert (await running.http.delete(viewer.location)).status_code == 404
+        assert (await admin.delete(viewer.location)).status_code == 200
+        assert (await admin.delete(viewer.location)).status_code == 404
     assert running.manager.stats("tax-1").webrtc_viewers == 0
 
 
@@ -128,35 +135,35 @@ async def test_whep_session_plays_and_ends(running: RunningApp) -> None:
         ("x" * 70_000, "application/sdp", 413),
     ],
 )
-async def test_bad_offers_get_a_4xx(running: RunningApp, body: str, content_type: str, status: int) -> None:
+async def test_bad_offers_get_a_4xx(
+    running: RunningApp, admin: httpx.AsyncClient, body: str, content_type: str, status: int
+) -> None:
     await wait_online(running, "tax-1")
-    res = await running.http.post(
-        "/api/v1/cameras/tax-1/whep", content=body, headers={"content-type": content_type}
-    )
+    res = await admin.post("/api/v1/cameras/tax-1/whep", content=body, headers={"content-type": content_type})
     assert res.status_code == status
     assert res.headers["content-type"] == "application/problem+json"
     assert res.json()["detail"]
 
 
-async def test_offer_without_h264_is_refused_clearly(running: RunningApp) -> None:
+async def test_offer_without_h264_is_refused_clearly(running: RunningApp, admin: httpx.AsyncClient) -> None:
     await wait_online(running, "tax-1")
     async with WhepClient(codecs=("VP8",)) as viewer:
         offer = await viewer.create_offer()
-        res = await running.http.post(
+        res = await admin.post(
             "/api/v1/cameras/tax-1/whep", content=offer, headers={"content-type": "application/sdp"}
         )
     assert res.status_code == 400
     assert "H.264" in res.json()["detail"]
 
 
-async def test_viewer_cap_per_camera(running: RunningApp) -> None:
+async def test_viewer_cap_per_camera(running: RunningApp, admin: httpx.AsyncClient) -> None:
     await wait_online(running, "tax-1")
     viewers = [WhepClient(decode=False) for _ in range(3)]
     try:
         for viewer in viewers[:2]:
-            await viewer.connect_http(running.http, "/api/v1/cameras/tax-1/whep")
+            await viewer.connect_http(admin, "/api/v1/cameras/tax-1/whep")
         offer = await viewers[2].create_offer()
-        res = await running.http.post(
+        res = await admin.post(
             "/api/v1/cameras/tax-1/whep", content=offer, headers={"content-type": "application/sdp"}
         )
         assert res.status_code == 503
@@ -166,22 +173,22 @@ async def test_viewer_cap_per_camera(running: RunningApp) -> None:
             await viewer.close()
 
 
-async def test_snapshot_is_a_jpeg_of_the_camera(running: RunningApp) -> None:
+async def test_snapshot_is_a_jpeg_of_the_camera(running: RunningApp, admin: httpx.AsyncClient) -> None:
     await wait_online(running, "tax-1")
-    res = await running.http.get("/api/v1/cameras/tax-1/snapshot.jpg")
+    res = await admin.get("/api/v1/cameras/tax-1/snapshot.jpg")
     assert res.status_code == 200
     assert res.headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(res.content, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (180, 320, 3)
-    offline = await running.http.get("/api/v1/cameras/legal-1/snapshot.jpg")
+    offline = await admin.get("/api/v1/cameras/legal-1/snapshot.jpg")
     assert offline.status_code == 503
 
 
-async def test_mjpeg_streams_jpeg_parts(running: RunningApp) -> None:
+async def test_mjpeg_streams_jpeg_parts(running: RunningApp, admin: httpx.AsyncClient) -> None:
     await wait_online(running, "tax-1")
     jpegs = 0
     buffer = b""
-    async with running.http.stream("GET", "/api/v1/cameras/tax-1/stream.mjpeg") as res:
+    async with admin.stream("GET", "/api/v1/cameras/tax-1/stream.mjpeg") as res:
         assert res.headers["content-type"].startswith("multipart/x-mixed-replace; boundary=")
         async for chunk in res.aiter_bytes():
             buffer += chunk

@@ -6,8 +6,7 @@ from fastapi import APIRouter
 
 from streams import CameraStats, IngestState, redact_url
 from vms.config import Camera
-from vms.deps import ConfigDep, ManagerDep
-from vms.problems import Problem
+from vms.deps import ConfigDep, CurrentUser, ManagerDep, visible_camera
 from vms.schemas import CameraOut, CameraState, CentreOut, HallOut
 
 router = APIRouter(tags=["cameras"])
@@ -25,6 +24,7 @@ def _state(stats: CameraStats) -> CameraState:
         width=stats.width,
         height=stats.height,
         reconnects=stats.reconnects,
+        sessions_opened=stats.sessions_opened,
         stalls=stats.stalls,
         last_error=stats.last_error,
         last_error_at=stats.last_error_at,
@@ -54,24 +54,30 @@ def _camera_out(camera: Camera, stats: CameraStats) -> CameraOut:
 
 
 @router.get("/cameras")
-async def list_cameras(config: ConfigDep, manager: ManagerDep, hall: str | None = None) -> list[CameraOut]:
+async def list_cameras(
+    config: ConfigDep, manager: ManagerDep, user: CurrentUser, hall: str | None = None
+) -> list[CameraOut]:
+    """The cameras of the halls the caller's centre may see."""
+    halls = user.visible_hall_ids(config)
     return [
-        _camera_out(cam, manager.stats(cam.id)) for cam in config.cameras if hall is None or cam.hall == hall
+        _camera_out(cam, manager.stats(cam.id))
+        for cam in config.cameras
+        if cam.hall in halls and (hall is None or cam.hall == hall)
     ]
 
 
 @router.get("/cameras/{camera_id}")
-async def get_camera(camera_id: str, config: ConfigDep, manager: ManagerDep) -> CameraOut:
-    for cam in config.cameras:
-        if cam.id == camera_id:
-            return _camera_out(cam, manager.stats(cam.id))
-    raise Problem(404, f"no camera {camera_id!r}")
+async def get_camera(camera_id: str, config: ConfigDep, manager: ManagerDep, user: CurrentUser) -> CameraOut:
+    camera = visible_camera(config, user, camera_id)
+    return _camera_out(camera, manager.stats(camera.id))
 
 
 @router.get("/halls")
-async def list_halls(config: ConfigDep, manager: ManagerDep) -> list[HallOut]:
+async def list_halls(config: ConfigDep, manager: ManagerDep, user: CurrentUser) -> list[HallOut]:
+    """The halls the caller's centre may see, with their cameras' online count."""
     out = []
-    for hall in config.halls:
+    visible = user.visible_hall_ids(config)
+    for hall in (h for h in config.halls if h.id in visible):
         cams = [c.id for c in config.cameras if c.hall == hall.id]
         online = sum(1 for c in cams if manager.stats(c).state is IngestState.ONLINE)
         out.append(
@@ -88,8 +94,10 @@ async def list_halls(config: ConfigDep, manager: ManagerDep) -> list[HallOut]:
 
 
 @router.get("/centres")
-async def list_centres(config: ConfigDep) -> list[CentreOut]:
+async def list_centres(config: ConfigDep, user: CurrentUser) -> list[CentreOut]:
+    """The caller's own centre and the halls it may see."""
     return [
         CentreOut(id=c.id, name=c.name, halls=[h.id for h in config.halls_for_centre(c.id)])
         for c in config.centres
+        if c.id == user.centre_id
     ]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from streams import MJPEG_BOUNDARY, mjpeg_part
-from vms.deps import ManagerDep
+from vms.deps import ConfigDep, CurrentUser, ManagerDep, SnapshotUser, WatchUser, visible_camera
 from vms.problems import Problem
+from vms.viewing import Viewer, ViewingRecorder
 
 router = APIRouter(tags=["media"])
 
@@ -28,9 +30,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _viewing(request: Request) -> ViewingRecorder:
+    viewing: ViewingRecorder | None = getattr(request.app.state, "viewing", None)
+    if viewing is None:
+        raise Problem(503, "the service is starting or stopping")
+    return viewing
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 @router.post("/cameras/{camera_id}/whep", status_code=201)
-async def whep_offer(camera_id: str, request: Request, manager: ManagerDep) -> Response:
+async def whep_offer(
+    camera_id: str, request: Request, manager: ManagerDep, config: ConfigDep, user: WatchUser
+) -> Response:
     """WHEP (RFC 9725): an SDP offer in, ``201 Created`` with the answer and the session's URL out."""
+    visible_camera(config, user, camera_id)
+    viewing = _viewing(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/sdp":
         raise Problem(415, "send the SDP offer with Content-Type: application/sdp")
@@ -39,7 +56,9 @@ async def whep_offer(camera_id: str, request: Request, manager: ManagerDep) -> R
         offer = body.decode("utf-8")
     except UnicodeDecodeError:
         raise Problem(400, "the SDP offer is not UTF-8 text") from None
+    started = datetime.now(UTC)
     session = await manager.whep_offer(camera_id, offer)
+    viewing.whep_started(session.id, Viewer(user, camera_id, "webrtc", _client(request), started))
     location = f"/api/v1/whep/{session.id}"
     return Response(
         session.answer_sdp,
@@ -50,30 +69,55 @@ async def whep_offer(camera_id: str, request: Request, manager: ManagerDep) -> R
 
 
 @router.delete("/whep/{session_id}", status_code=200)
-async def whep_delete(session_id: str, manager: ManagerDep) -> Response:
-    """End a WHEP session and free everything it held."""
-    if not await manager.whep_close(session_id):
+async def whep_delete(session_id: str, request: Request, manager: ManagerDep, user: CurrentUser) -> Response:
+    """End a WHEP session and free everything it held: its viewer, or an admin of the same centre."""
+    owner = _viewing(request).whep_owner(session_id)
+    allowed = owner is not None and (
+        owner.user_id == user.user_id or (user.can("admin") and owner.centre_id == user.centre_id)
+    )
+    if not allowed or not await manager.whep_close(session_id):
         raise Problem(404, "no such WHEP session (it may have ended already)")
     return Response(status_code=200)
 
 
 @router.get("/cameras/{camera_id}/snapshot.jpg")
-async def snapshot(camera_id: str, manager: ManagerDep) -> Response:
-    """A JPEG of the camera's latest keyframe."""
+async def snapshot(
+    camera_id: str, request: Request, manager: ManagerDep, config: ConfigDep, user: SnapshotUser
+) -> Response:
+    """A JPEG of the camera's latest keyframe (operators and admins); recorded in the audit trail."""
+    visible_camera(config, user, camera_id)
     jpeg = await manager.snapshot(camera_id)
+    _viewing(request).record_soon(
+        "snapshot",
+        principal=user,
+        camera_id=camera_id,
+        protocol="snapshot",
+        source_addr=_client(request),
+        bytes=len(jpeg),
+    )
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/cameras/{camera_id}/stream.mjpeg")
-async def mjpeg(camera_id: str, manager: ManagerDep) -> StreamingResponse:
-    """Motion JPEG at a capped frame rate; decoding is shared by every viewer of the camera."""
+async def mjpeg(
+    camera_id: str, request: Request, manager: ManagerDep, config: ConfigDep, user: WatchUser
+) -> StreamingResponse:
+    """Motion JPEG at a capped frame rate; decoding is shared by every viewer of the camera.
+    The viewing is recorded in the audit trail when the viewer leaves."""
+    visible_camera(config, user, camera_id)
+    viewing = _viewing(request)
+    viewer = Viewer(user, camera_id, "mjpeg", _client(request), datetime.now(UTC))
     frames = manager.mjpeg(camera_id)
 
     async def body() -> AsyncIterator[bytes]:
+        sent = 0
         try:
             async for jpeg in frames:
-                yield mjpeg_part(jpeg, MJPEG_BOUNDARY)
+                part = mjpeg_part(jpeg, MJPEG_BOUNDARY)
+                sent += len(part)
+                yield part
         finally:
+            viewing.viewing_ended(viewer, sent)
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
                 await aclose()
