@@ -3,9 +3,9 @@
 ``create_app(config)`` builds a fresh app from a configuration object (no
 singleton at import time), so each test builds its own. The lifespan owns, in
 start-up order, the database (migrated on start), the audit log, the access
-service (and the first administrators), the viewing recorder and the stream
-manager; shutdown stops them in reverse order, so the last viewing sessions
-still reach the audit trail.
+service (and the first administrators), the viewing recorder, the alarm centre
+(a listener of the stream manager) and the stream manager; shutdown stops them
+in reverse order, so the last viewing sessions still reach the audit trail.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from fastapi.staticfiles import StaticFiles
 
 from streams import StreamManager
 from vms import middleware, problems
+from vms.alarms import AlarmCentre
 from vms.audit import AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.config import Config
 from vms.relay import build_manager
-from vms.routes import audit, auth, cameras, health, media, probes, users
+from vms.routes import alarms, audit, auth, cameras, dashboard, health, media, probes, users
 from vms.routes import metrics as metrics_route
 from vms.storage import Database, database_url
 from vms.viewing import ViewingRecorder
@@ -62,12 +63,16 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             viewing = ViewingRecorder(audit_log)
             viewing.start()
             stack.push_async_callback(viewing.stop)
+            alarm_centre = AlarmCentre(config)
             relay = manager or build_manager(config)
             relay.add_session_listener(viewing.whep_ended)
+            relay.add_listener(alarm_centre.on_state)
             await relay.start()
             stack.push_async_callback(relay.stop)
+            stack.push_async_callback(alarm_centre.stop)
             app.state.db, app.state.audit, app.state.auth = db, audit_log, access
             app.state.viewing, app.state.manager = viewing, relay
+            app.state.alarms = alarm_centre
             log.info("relaying %d cameras", len(relay.camera_ids()))
             try:
                 yield
@@ -88,6 +93,8 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(cameras.router, prefix=API_PREFIX)
     app.include_router(media.router, prefix=API_PREFIX)
+    app.include_router(dashboard.router, prefix=API_PREFIX)
+    app.include_router(alarms.router, prefix=API_PREFIX)
     static = dashboard_dir()
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")

@@ -6,10 +6,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
 
 from vms.config_loader import ConfigError, load_config
 
@@ -63,8 +68,6 @@ def _serve(path: Path | None, host: str | None, port: int | None) -> int:
         print(err, file=sys.stderr)
         print("hallwatch: refusing to start with this configuration", file=sys.stderr)
         return 2
-    import uvicorn
-
     from vms.app import create_app
 
     logging.basicConfig(
@@ -76,8 +79,39 @@ def _serve(path: Path | None, host: str | None, port: int | None) -> int:
     source = path or "the embedded default (eight halls, simulated cameras)"
     log.info("configuration: %s", source)
     log.info("dashboard: http://%s:%d/", host, port)
-    uvicorn.run(create_app(config), host=host, port=port, log_level=config.server.log_level.lower())
+    app = create_app(config)
+    server = _Server(
+        app,
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=config.server.log_level.lower(),
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        ),
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly
+        server.run()
     return 0
+
+
+GRACEFUL_SHUTDOWN = 5
+"""Seconds open streams (MJPEG, alarm events) get to end on shutdown before they are cut."""
+
+
+class _Server(uvicorn.Server):
+    """Ends the alarm event streams first: uvicorn waits for open connections to close
+    before the lifespan (which would end them) runs."""
+
+    def __init__(self, app: FastAPI, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        alarms = getattr(self._app.state, "alarms", None)
+        if alarms is not None:
+            await alarms.stop()
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

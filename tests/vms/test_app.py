@@ -206,6 +206,6 @@ async def test_dashboard_is_served(running: RunningApp) -> None:
     page = await running.http.get("/")
     assert page.status_code == 200
     assert "<title>" in page.text
-    script = await running.http.get("/app.js")
+    script = await running.http.get("/player.js")
     assert script.status_code == 200
     assert "links.whep" in script.text, "the player follows the API's links"

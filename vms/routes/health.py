@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from streams import StreamManager
@@ -30,10 +30,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    """200 when the config is loaded, the database answers and the ingest supervisor runs; else 503."""
-    state = request.app.state
+async def readiness(app: FastAPI) -> list[str]:
+    """Why the service is not ready to serve (empty when it is): the config must be
+    loaded, the database must answer and the ingest supervisor must run."""
+    state = app.state
     reasons: list[str] = []
     if not isinstance(getattr(state, "config", None), Config):
         reasons.append("the configuration is not loaded")
@@ -43,14 +43,20 @@ async def readyz(request: Request) -> JSONResponse:
     elif not await db.ping(timeout=PING_TIMEOUT):
         reasons.append("the database does not answer")
     manager: StreamManager | None = getattr(state, "manager", None)
-    cameras = 0
     if manager is None:
         reasons.append("the relay is starting up")
     elif not manager.running:
         reasons.append("the ingest supervisor is not running")
-    else:
-        cameras = len(manager.camera_ids())
+    return reasons
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the config is loaded, the database answers and the ingest supervisor runs; else 503."""
+    reasons = await readiness(request.app)
     if reasons:
         log.debug("not ready: %s", "; ".join(reasons))
         return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+    manager: StreamManager | None = getattr(request.app.state, "manager", None)
+    cameras = len(manager.camera_ids()) if manager is not None else 0
     return JSONResponse({"status": "ready", "cameras": cameras})

@@ -1,4 +1,4 @@
-"""The database schema: users, login sessions, API tokens and the audit trail.
+"""The database schema: users, login sessions, API tokens, the audit trail and saved layouts.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -88,3 +99,20 @@ class AuditEvent(Base):
     bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     """A short human-readable note or JSON; never a secret."""
+
+
+class SavedLayout(Base):
+    """A user's video wall: how many tiles and which camera in each. One row per
+    user and name; the dashboard keeps its wall under the name ``current``."""
+
+    __tablename__ = "layouts"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_layouts_user_id_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64), default="current")
+    layout: Mapped[int] = mapped_column(Integer)
+    """Tiles on the wall: 1, 4, 9 or 16."""
+    tiles: Mapped[str] = mapped_column(Text)
+    """A JSON list of ``layout`` entries, each a camera id or null (a free tile)."""
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,369 @@
+"""Camera alarms: ingest state changes turned into alarms that operators acknowledge.
+
+:class:`AlarmCentre` hears every camera state change of the media plane
+(``StreamManager.add_listener(centre.on_state)``) and applies these rules, per camera:
+
+* ``starting``/``online`` → ``offline`` or ``stalled``: an alarm of that kind;
+* ``stalled`` → ``offline``: one more ``offline`` alarm (the reconnect after the
+  stall failed too);
+* ``offline`` ⇄ ``starting`` while the camera stays down (each failed reconnect)
+  raises nothing more;
+* back to ``online`` after an alarm: an informational ``online`` event that names
+  the alarms it resolves and needs no acknowledgement;
+* ``starting`` → ``online`` with no alarm before it (start-up) raises nothing, and
+  ``disabled`` closes the camera's trouble silently.
+
+Alarms are live state: the last :data:`KEEP_ALARMS` are kept in memory, and a
+restart forgets them. The audit trail (the database) is the durable record of
+who acknowledged which alarm.
+
+Every new alarm and every acknowledgement is also an event with a sequence
+number (the SSE ``id``), kept in a bounded log for replay after a reconnect and
+offered to each :class:`Subscription` whose halls include the alarm's hall. A
+subscriber queue is bounded: one that falls :data:`BACKLOG` events behind is
+ended (its browser reconnects and replays from the log).
+
+Alarm ids and event numbers start at the process start time in milliseconds, so
+they keep growing across restarts and an id from before a restart never names
+a different alarm afterwards.
+
+Event loop only (the media plane calls :meth:`AlarmCentre.on_state` there). No
+task of its own: ``stop()`` only ends the subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from streams import IngestState
+from vms.config import Config
+
+log = logging.getLogger(__name__)
+
+KEEP_ALARMS = 1000
+"""Alarms kept in memory; the oldest goes when one more arrives."""
+BACKLOG = 100
+"""Events a subscriber may fall behind before its stream is ended."""
+HEARTBEAT = 15.0
+"""Seconds between keep-alive comments on an idle event stream."""
+MESSAGE_CHARS = 120
+
+AlarmKind = Literal["offline", "stalled", "online"]
+EventType = Literal["alarm", "ack"]
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*", re.IGNORECASE)
+
+
+class UnknownAlarm(LookupError):
+    """No such alarm in memory, or it lies in a hall the caller may not see."""
+
+
+class NotAcknowledgeable(ValueError):
+    """The alarm is informational (a camera back online): there is nothing to acknowledge."""
+
+
+def _clock_start() -> int:
+    return max(1, time.time_ns() // 1_000_000)
+
+
+def alarm_message(kind: AlarmKind, error: str | None) -> str:
+    """Short text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters."""
+    text = f"camera {kind}"
+    if error:
+        cleaned = " ".join(_URL.sub("<url>", error).split())
+        if cleaned:
+            text = f"{text}: {cleaned}"
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(slots=True)
+class Alarm:
+    """One alarm; only the acknowledgement fields ever change, once."""
+
+    id: int
+    camera_id: str
+    hall_id: str
+    kind: AlarmKind
+    at: datetime
+    message: str
+    resolves: tuple[int, ...] = ()
+    """For an ``online`` event: the alarms of the trouble that just ended."""
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+    @property
+    def informational(self) -> bool:
+        """Whether the alarm needs no acknowledgement (``online`` events)."""
+        return self.kind == "online"
+
+    @property
+    def unacknowledged(self) -> bool:
+        """Whether it still waits for an operator."""
+        return not self.informational and self.acknowledged_by is None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "camera_id": self.camera_id,
+            "hall_id": self.hall_id,
+            "kind": self.kind,
+            "at": self.at.isoformat(),
+            "message": self.message,
+            "informational": self.informational,
+            "resolves": list(self.resolves),
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """A new alarm (``alarm``) or an acknowledgement (``ack``), as it was at that moment."""
+
+    seq: int
+    type: EventType
+    hall_id: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Trouble:
+    since: float
+    kind: AlarmKind
+    alarm_ids: list[int] = field(default_factory=list)
+
+
+class Subscription:
+    """One live listener (an SSE stream): replay first, then live events; ``None`` ends it.
+
+    ``replay`` holds the missed events still in the log. ``resync`` is true when the
+    caller's last event is unknown (too old, or from before a restart): nothing is
+    replayed, the caller should reload the alarm list, and ``position`` (the number
+    of the newest event so far) is where its stream now continues from.
+    """
+
+    def __init__(self, centre: AlarmCentre, hall_ids: Collection[str], backlog: int) -> None:
+        self.hall_ids = frozenset(hall_ids)
+        self.replay: list[AlarmEvent] = []
+        self.resync = False
+        self.position = 0
+        self.overflowed = False
+        self._centre = centre
+        self._backlog = backlog
+        # One slot more than the backlog, kept for the end-of-stream marker.
+        self._queue: asyncio.Queue[AlarmEvent | None] = asyncio.Queue(maxsize=backlog + 1)
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    async def get(self) -> AlarmEvent | None:
+        """The next event; ``None`` once the stream is over (centre stopped, or fell behind)."""
+        if self._ended and self._queue.empty():
+            return None
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Stop receiving. Idempotent."""
+        self._centre._unsubscribe(self)
+        self._end(discard=True)
+
+    def _offer(self, event: AlarmEvent) -> None:
+        if self._ended or event.hall_id not in self.hall_ids:
+            return
+        if self._queue.qsize() >= self._backlog:
+            self.overflowed = True
+            log.info("an alarm subscriber fell %d events behind: ending its stream", self._backlog)
+            self._centre._unsubscribe(self)
+            self._end(discard=True)
+            return
+        self._queue.put_nowait(event)
+
+    def _end(self, *, discard: bool) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if discard:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
+
+class AlarmCentre:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        keep: int = KEEP_ALARMS,
+        backlog: int = BACKLOG,
+        heartbeat: float = HEARTBEAT,
+    ) -> None:
+        if keep < 1 or backlog < 1:
+            raise ValueError("keep and backlog must be at least 1")
+        self.config = config
+        self.heartbeat = heartbeat
+        """Seconds between keep-alive comments on an idle stream (read by the route)."""
+        self._keep = keep
+        self._backlog = backlog
+        self._alarms: deque[Alarm] = deque()
+        self._by_id: dict[int, Alarm] = {}
+        # Each alarm makes at most two events (raised, acknowledged).
+        self._events: deque[AlarmEvent] = deque(maxlen=2 * keep)
+        self._trouble: dict[str, _Trouble] = {}
+        self._subscribers: set[Subscription] = set()
+        self._next_id = _clock_start()
+        self._next_seq = self._next_id
+        self._stopped = False
+
+    # -- the media plane's listener ---------------------------------------------------
+
+    def on_state(self, camera_id: str, old: IngestState, new: IngestState, error: str | None) -> None:
+        """``StreamManager`` listener: apply the rules of the module docstring."""
+        try:
+            hall_id = self.config.camera(camera_id).hall
+        except KeyError:
+            log.warning("state change of camera %s, which the configuration does not list", camera_id)
+            return
+        trouble = self._trouble.get(camera_id)
+        if new in (IngestState.OFFLINE, IngestState.STALLED):
+            kind: AlarmKind = "offline" if new is IngestState.OFFLINE else "stalled"
+            if trouble is None:
+                trouble = self._trouble[camera_id] = _Trouble(time.monotonic(), kind)
+            elif not (kind == "offline" and trouble.kind == "stalled"):
+                return  # still down: one alarm per trouble (plus one escalation)
+            trouble.kind = kind
+            alarm = self._raise(camera_id, hall_id, kind, alarm_message(kind, error))
+            trouble.alarm_ids.append(alarm.id)
+        elif new is IngestState.ONLINE and trouble is not None:
+            del self._trouble[camera_id]
+            message = f"camera back online after {_duration(time.monotonic() - trouble.since)}"
+            self._raise(camera_id, hall_id, "online", message, resolves=tuple(trouble.alarm_ids))
+        elif new is IngestState.DISABLED:
+            self._trouble.pop(camera_id, None)
+
+    def _raise(
+        self, camera_id: str, hall_id: str, kind: AlarmKind, message: str, resolves: tuple[int, ...] = ()
+    ) -> Alarm:
+        alarm = Alarm(self._next_id, camera_id, hall_id, kind, datetime.now(UTC), message, resolves)
+        self._next_id += 1
+        if len(self._alarms) >= self._keep:
+            del self._by_id[self._alarms.popleft().id]
+        self._alarms.append(alarm)
+        self._by_id[alarm.id] = alarm
+        log.log(
+            logging.INFO if alarm.informational else logging.WARNING,
+            "alarm %d: %s %s",
+            alarm.id,
+            camera_id,
+            message,
+        )
+        self._publish("alarm", alarm)
+        return alarm
+
+    def _publish(self, type_: EventType, alarm: Alarm) -> None:
+        event = AlarmEvent(self._next_seq, type_, alarm.hall_id, alarm.as_json())
+        self._next_seq += 1
+        self._events.append(event)
+        for subscriber in list(self._subscribers):
+            subscriber._offer(event)
+
+    # -- reading and acknowledging ---------------------------------------------------
+
+    def alarms(
+        self, hall_ids: Collection[str], *, unacknowledged: bool = False, limit: int | None = None
+    ) -> list[Alarm]:
+        """Alarms in these halls, newest first (only those waiting for an operator if asked)."""
+        found: list[Alarm] = []
+        for alarm in reversed(self._alarms):
+            if limit is not None and len(found) >= limit:
+                break
+            if alarm.hall_id in hall_ids and (alarm.unacknowledged or not unacknowledged):
+                found.append(alarm)
+        return found
+
+    def unacknowledged_count(self, hall_ids: Collection[str]) -> int:
+        return sum(1 for alarm in self._alarms if alarm.hall_id in hall_ids and alarm.unacknowledged)
+
+    def get(self, alarm_id: int, hall_ids: Collection[str]) -> Alarm:
+        """The alarm, if still in memory and in one of these halls; :class:`UnknownAlarm` otherwise."""
+        alarm = self._by_id.get(alarm_id)
+        if alarm is None or alarm.hall_id not in hall_ids:
+            raise UnknownAlarm(alarm_id)
+        return alarm
+
+    def acknowledge(self, alarm_id: int, username: str, hall_ids: Collection[str]) -> tuple[Alarm, bool]:
+        """Acknowledge once; returns the alarm and whether this call acknowledged it.
+
+        A second call changes nothing and returns ``False`` (the first acknowledger
+        stays). Raises :class:`UnknownAlarm` or :class:`NotAcknowledgeable`.
+        """
+        alarm = self.get(alarm_id, hall_ids)
+        if alarm.informational:
+            raise NotAcknowledgeable(alarm_id)
+        if alarm.acknowledged_by is not None:
+            return alarm, False
+        alarm.acknowledged_by = username
+        alarm.acknowledged_at = datetime.now(UTC)
+        self._publish("ack", alarm)
+        return alarm, True
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def subscribe(self, hall_ids: Collection[str], last_event_id: str | None = None) -> Subscription:
+        """A subscription to the events of these halls, with the ones after ``last_event_id`` to replay.
+
+        After :meth:`stop` the subscription is already ended.
+        """
+        sub = Subscription(self, hall_ids, self._backlog)
+        sub.position = self._next_seq - 1
+        if last_event_id is not None:
+            sub.replay, sub.resync = self._missed(last_event_id, sub.hall_ids)
+        if self._stopped:
+            sub._end(discard=True)
+        else:
+            self._subscribers.add(sub)
+        return sub
+
+    def _missed(self, last_event_id: str, hall_ids: frozenset[str]) -> tuple[list[AlarmEvent], bool]:
+        """The events after ``last_event_id`` in these halls, and whether that id is unknown."""
+        try:
+            last = int(last_event_id.strip())
+        except ValueError:
+            return [], True
+        oldest = self._events[0].seq if self._events else self._next_seq
+        if not oldest - 1 <= last < self._next_seq:
+            return [], True
+        return [e for e in self._events if e.seq > last and e.hall_id in hall_ids], False
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def stop(self) -> None:
+        """End every subscription (events already queued are still delivered). Idempotent."""
+        self._stopped = True
+        subscribers, self._subscribers = self._subscribers, set()
+        for sub in subscribers:
+            sub._end(discard=False)
