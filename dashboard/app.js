@@ -1,184 +1,312 @@
-// Hallwatch overview: every camera of every hall, live over WebRTC (WHEP), MJPEG as a fallback.
-const API = "/api/v1";
-const WHEP_TIMEOUT_MS = 6000;
-let csrfToken = sessionStorage.getItem("hallwatch-csrf") || "";
+// The dashboard's entry point: login and logout, session expiry, the 2-second camera poll,
+// the saved wall, and the wiring between header, hall tree, wall, alarms and status bar.
 
-class LoggedOut extends Error {}
+import { AlarmsPanel } from "./alarms.js";
+import { ApiError, getJSON, onSessionExpired, postJSON, putJSON, request, setCsrfToken } from "./api.js";
+import { currentLang, onLangChange, setLang, t, translate } from "./i18n.js";
+import { StatusBar } from "./status.js";
+import { HallTree } from "./tree.js";
+import { LAYOUTS, Wall } from "./wall.js";
 
-async function getJSON(path) {
-  const res = await fetch(API + path, { cache: "no-store" });
-  if (res.status === 401) throw new LoggedOut();
-  if (!res.ok) throw new Error(`${path}: ${res.status}`);
-  return res.json();
+const POLL_MS = 2000;
+const SAVE_DEBOUNCE_MS = 500;
+const SESSION_HINT = "hallwatch-logged-in";
+
+const $ = (selector) => document.querySelector(selector);
+const dom = {
+  loginView: $("#login-view"),
+  login: $("#login"),
+  loginError: $("#login-error"),
+  app: $("#app"),
+  centre: $("#centre-name"),
+  user: $("#user-name"),
+  role: $("#user-role"),
+  clock: $("#clock"),
+  alarmCount: $("#alarm-count"),
+  wall: $("#wall"),
+  tree: $("#hall-tree"),
+  search: $("#camera-search"),
+  alarmList: $("#alarm-list"),
+  status: $("#status"),
+  toast: $("#toast"),
+};
+
+/** Everything that lives only while a user is logged in. */
+let session = null;
+
+function toast(text) {
+  dom.toast.textContent = text;
+  dom.toast.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => {
+    dom.toast.hidden = true;
+  }, 4000);
 }
 
-function showLogin(message) {
-  document.getElementById("halls").replaceChildren();
-  document.getElementById("login").hidden = false;
-  document.getElementById("login-error").textContent = message || "";
+function showLogin(message = "") {
+  dom.app.hidden = true;
+  dom.loginView.hidden = false;
+  dom.login.hidden = false;
+  dom.loginError.textContent = message;
+  dom.login.querySelector("button[type=submit]").disabled = false;
+  (dom.login.username.value ? dom.login.password : dom.login.username).focus();
 }
 
-async function login(event) {
-  event.preventDefault();
-  const form = event.target;
-  const res = await fetch(API + "/auth/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: form.username.value, password: form.password.value }),
+function showApp() {
+  dom.loginView.hidden = true;
+  dom.login.hidden = true;
+  dom.app.hidden = false;
+}
+
+async function submitLogin(ev) {
+  ev.preventDefault();
+  const form = dom.login;
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  button.textContent = t("login.busy");
+  dom.loginError.textContent = "";
+  try {
+    const me = await postJSON(
+      "/auth/login",
+      { username: form.username.value.trim(), password: form.password.value },
+      { quiet401: true },
+    );
+    form.password.value = "";
+    await enter(me);
+  } catch (err) {
+    let text = t("login.error", { status: err.status });
+    if (err.status === 401) text = t("login.failed");
+    else if (err.status === 429) text = t("login.locked", { s: err.retryAfter || 60 });
+    else if (err.status === 0) text = t("login.network");
+    dom.loginError.textContent = text;
+  } finally {
+    button.disabled = false;
+    button.textContent = t("login.submit");
+  }
+}
+
+function fillHeader(me) {
+  dom.centre.textContent = me.centre_name || me.centre;
+  dom.user.textContent = me.username;
+  dom.role.textContent = t(`role.${me.role}`);
+}
+
+/** Build the logged-in view for `me` (the answer of login or /auth/me). */
+async function enter(me) {
+  leave();
+  localStorage.setItem(SESSION_HINT, "1");
+  setCsrfToken(me.csrf_token);
+  const can = new Set(me.permissions || []);
+  const s = { me, halls: [], cameras: [], pollTimer: null, saveTimer: null, polling: false };
+  session = s;
+  fillHeader(me);
+  showApp();
+
+  s.status = new StatusBar(dom.status);
+  s.wall = new Wall(dom.wall, {
+    canSnapshot: can.has("snapshot"),
+    onChange: (state) => scheduleSave(s, state),
+    toast,
+    onStats: () => s.status.setWall(s.wall.label()),
   });
-  if (!res.ok) {
-    showLogin((await res.json()).detail || `login failed (${res.status})`);
-    return;
-  }
-  csrfToken = (await res.json()).csrf_token;
-  sessionStorage.setItem("hallwatch-csrf", csrfToken);
-  form.hidden = true;
-  form.password.value = "";
-  start();
-}
-
-function waitForIce(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, 2000);
+  s.tree = new HallTree(dom.tree, dom.search, {
+    onHall: (id) => s.wall.fillHall(id),
+    onCamera: (id) => s.wall.place(id),
   });
+  s.alarms = new AlarmsPanel(dom.alarmList, dom.alarmCount, {
+    canAck: can.has("acknowledge"),
+    lookup: (id) => {
+      const cam = s.cameras.find((c) => c.id === id);
+      const hall = cam && s.halls.find((h) => h.id === cam.hall);
+      return { camera: cam ? cam.name : id, hall: hall ? hall.name : "" };
+    },
+    onCamera: (id) => {
+      if (s.cameras.some((c) => c.id === id)) s.wall.place(id);
+    },
+    toast,
+  });
+
+  try {
+    const [halls, cameras] = await Promise.all([getJSON("/halls"), getJSON("/cameras")]);
+    if (session !== s) return;
+    s.halls = halls;
+    s.cameras = cameras;
+    s.wall.setCatalog(cameras, halls);
+    s.tree.update(halls, cameras);
+    s.status.setCameras(cameras);
+    s.wall.restore(await savedWall(s));
+  } catch (err) {
+    if (session === s && err.status !== 401) toast(String(err.message));
+  }
+  if (session !== s) return;
+  s.pollTimer = setInterval(() => poll(s), POLL_MS);
+  s.status.start();
+  s.alarms.start();
 }
 
-class Player {
-  constructor(tile, camera) {
-    this.tile = tile;
-    this.camera = camera;
-    this.video = tile.querySelector("video");
-    this.pc = null;
-    this.location = null;
-    this.mode = "";
+async function savedWall(s) {
+  try {
+    const saved = await getJSON("/layouts/current");
+    if (saved && LAYOUTS.includes(saved.layout)) return saved;
+  } catch (err) {
+    if (err.status === 401) throw err;
   }
-
-  async playWebRTC() {
-    const pc = new RTCPeerConnection({ iceServers: [] });
-    this.pc = pc;
-    pc.addTransceiver("video", { direction: "recvonly" });
-    pc.ontrack = (ev) => { this.video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIce(pc);
-    const res = await fetch(this.camera.links.whep, {
-      method: "POST",
-      headers: { "Content-Type": "application/sdp", "X-CSRF-Token": csrfToken },
-      body: pc.localDescription.sdp,
-    });
-    if (res.status !== 201) throw new Error(`WHEP ${res.status}: ${await res.text()}`);
-    this.location = res.headers.get("Location");
-    await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
-    await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error("no video in time")), WHEP_TIMEOUT_MS);
-      this.video.addEventListener("loadeddata", () => { clearTimeout(timer); resolve(); }, { once: true });
-    });
-    pc.onconnectionstatechange = () => {
-      if (["failed", "closed", "disconnected"].includes(pc.connectionState)) this.restart();
-    };
-    this.mode = "WebRTC";
-  }
-
-  playMJPEG() {
-    const img = document.createElement("img");
-    img.alt = this.camera.name;
-    img.src = this.camera.links.mjpeg;
-    this.video.replaceWith(img);
-    this.mode = "MJPEG";
-  }
-
-  async start() {
+  // No saved wall (or no such route yet): this browser's copy, else the first hall in four tiles.
+  const local = localStorage.getItem(localKey(s));
+  if (local) {
     try {
-      await this.playWebRTC();
+      return JSON.parse(local);
+    } catch {
+      localStorage.removeItem(localKey(s));
+    }
+  }
+  const first = s.halls[0];
+  return { layout: 4, tiles: first ? first.cameras.slice(0, 4) : [] };
+}
+
+const localKey = (s) => `hallwatch-wall:${s.me.centre}:${s.me.username}`;
+
+function scheduleSave(s, state) {
+  clearTimeout(s.saveTimer);
+  s.saveTimer = setTimeout(async () => {
+    if (session !== s) return;
+    try {
+      await putJSON("/layouts/current", state);
     } catch (err) {
-      console.warn(this.camera.id, err);
-      await this.close();
-      this.playMJPEG();
+      if (err.status === 404 || err.status === 405) localStorage.setItem(localKey(s), JSON.stringify(state));
+      else if (err.status !== 401) toast(`${t("wall.title")}: ${err.detail || err.message}`);
     }
-    this.tile.querySelector(".mode").textContent = this.mode;
-  }
+  }, SAVE_DEBOUNCE_MS);
+}
 
-  async close() {
-    if (this.location) {
-      fetch(this.location, { method: "DELETE", headers: { "X-CSRF-Token": csrfToken } }).catch(() => {});
+async function poll(s) {
+  if (s.polling || session !== s) return;
+  s.polling = true;
+  try {
+    const cameras = await getJSON("/cameras");
+    if (session !== s) return;
+    s.cameras = cameras;
+    s.wall.setCatalog(cameras);
+    s.tree.update(s.halls, cameras);
+    s.status.setCameras(cameras);
+  } catch (err) {
+    if (err.status !== 401 && session === s) s.status.down();
+  } finally {
+    s.polling = false;
+  }
+}
+
+/** Tear down the logged-in view: stop every stream, poll and event stream. */
+function leave() {
+  const s = session;
+  session = null;
+  if (!s) return;
+  clearInterval(s.pollTimer);
+  clearTimeout(s.saveTimer);
+  if (s.wall) s.wall.destroy();
+  if (s.alarms) s.alarms.stop();
+  if (s.status) s.status.stop();
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  dom.wall.replaceChildren();
+  dom.tree.replaceChildren();
+  dom.alarmList.replaceChildren();
+  dom.alarmCount.textContent = "0";
+  dom.search.value = "";
+  setCsrfToken("");
+}
+
+async function logout() {
+  const had = session;
+  if (had && had.wall) had.wall.stopAll(); // free the WHEP sessions while the login still holds
+  try {
+    await request("/auth/logout", { method: "POST", quiet401: true });
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+  }
+  leave();
+  localStorage.removeItem(SESSION_HINT);
+  showLogin(t("login.loggedOut"));
+}
+
+onSessionExpired(() => {
+  if (!session) return;
+  leave();
+  localStorage.removeItem(SESSION_HINT);
+  showLogin(t("login.expired"));
+});
+
+function wireStatic() {
+  dom.login.addEventListener("submit", submitLogin);
+  const toggleLang = () => setLang(currentLang() === "zh" ? "en" : "zh");
+  $("#lang").addEventListener("click", toggleLang);
+  $("#login-lang").addEventListener("click", toggleLang);
+  $("#logout").addEventListener("click", () => logout());
+  $("#wall-clear").addEventListener("click", () => session && session.wall.clear());
+  for (const b of document.querySelectorAll("[data-layout-choice]")) {
+    const n = Number(b.dataset.layoutChoice);
+    const side = Math.sqrt(n);
+    const cells = [];
+    for (let r = 0; r < side; r += 1) {
+      for (let c = 0; c < side; c += 1) {
+        const size = 16 / side;
+        cells.push(`<rect x="${4 + c * size + 0.6}" y="${4 + r * size + 0.6}" width="${size - 1.2}" height="${size - 1.2}" rx="0.8"/>`);
+      }
     }
-    this.location = null;
-    if (this.pc) this.pc.close();
-    this.pc = null;
+    b.innerHTML = `<svg viewBox="0 0 24 24" aria-hidden="true" fill="currentColor">${cells.join("")}</svg><span>${n}</span>`;
+    b.addEventListener("click", () => session && session.wall.setLayout(n));
   }
+  onLangChange(() => {
+    labelLayouts();
+    if (!session) return;
+    fillHeader(session.me);
+    session.tree.refresh();
+    session.wall.relabel();
+    session.alarms.render();
+    session.status.setWall(session.wall.label());
+  });
+  window.addEventListener("pagehide", () => {
+    if (session && session.wall) session.wall.stopAll();
+  });
+  const tick = () => {
+    const d = new Date();
+    dom.clock.textContent = d.toLocaleString(currentLang() === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  };
+  tick();
+  setInterval(tick, 1000);
+}
 
-  async restart() {
-    await this.close();
-    setTimeout(() => this.start(), 2000);
+function labelLayouts() {
+  for (const b of document.querySelectorAll("[data-layout-choice]")) {
+    const label = t("wall.layoutN", { n: b.dataset.layoutChoice });
+    b.setAttribute("aria-label", label);
+    b.title = label;
   }
 }
 
-function tileFor(camera) {
-  const tile = document.createElement("figure");
-  tile.className = "tile";
-  tile.dataset.camera = camera.id;
-  tile.innerHTML = `<video muted autoplay playsinline></video>
-    <figcaption class="label"><span class="name"></span><span><span class="mode"></span> <span class="badge"></span></span></figcaption>`;
-  tile.querySelector(".name").textContent = camera.name;
-  tile.querySelector("video").setAttribute("aria-label", camera.name);
-  return tile;
-}
-
-function showState(cameras) {
-  let online = 0;
-  for (const cam of cameras) {
-    const tile = document.querySelector(`[data-camera="${cam.id}"]`);
-    if (!tile) continue;
-    const badge = tile.querySelector(".badge");
-    badge.textContent = `${cam.live.state} · ${cam.live.fps.toFixed(0)} fps`;
-    badge.className = `badge ${cam.live.state}`;
-    tile.classList.toggle("offline", cam.live.state === "offline");
-    if (cam.live.state === "online") online += 1;
-  }
-  document.getElementById("summary").textContent = `在线 ${online} / ${cameras.length}`;
-}
-
-let refresh = null;
+window.hallwatch = Object.freeze({
+  /** Diagnostics of the wall's tiles: index, camera, mode, state, framesDecoded, width, height (and more). */
+  tiles: () => (session && session.wall ? session.wall.tilesInfo() : []),
+  /** The logged-in user, or null. */
+  user: () => (session ? { username: session.me.username, centre: session.me.centre, role: session.me.role } : null),
+});
 
 async function main() {
-  const me = await getJSON("/auth/me");
-  document.getElementById("centre").textContent = `${me.centre_name || me.centre} · ${me.username}`;
-  const [halls, cameras] = await Promise.all([getJSON("/halls"), getJSON("/cameras")]);
-  const byId = new Map(cameras.map((c) => [c.id, c]));
-  const root = document.getElementById("halls");
-  for (const hall of halls) {
-    const section = document.createElement("section");
-    section.className = "hall";
-    section.innerHTML = `<h2></h2><div class="tiles"></div>`;
-    section.querySelector("h2").textContent = hall.name;
-    const small = document.createElement("small");
-    small.textContent = hall.department;
-    section.querySelector("h2").append(small);
-    for (const id of hall.cameras) {
-      const tile = tileFor(byId.get(id));
-      section.querySelector(".tiles").append(tile);
-      new Player(tile, byId.get(id)).start();
-    }
-    root.append(section);
+  translate();
+  labelLayouts();
+  wireStatic();
+  // Ask who is logged in only when this browser logged in before: a first visit goes
+  // straight to the form instead of provoking a 401.
+  if (!localStorage.getItem(SESSION_HINT)) {
+    showLogin("");
+    return;
   }
-  showState(cameras);
-  refresh = setInterval(() => getJSON("/cameras").then(showState).catch(failed), 2000);
-}
-
-function failed(err) {
-  if (err instanceof LoggedOut) {
-    clearInterval(refresh);
-    showLogin("请登录 · Please log in");
-  } else {
-    document.getElementById("summary").textContent = String(err);
+  try {
+    const me = await request("/auth/me", { quiet401: true });
+    await enter(me);
+  } catch {
+    localStorage.removeItem(SESSION_HINT);
+    showLogin("");
   }
 }
 
-function start() {
-  main().catch(failed);
-}
-
-document.getElementById("login").addEventListener("submit", login);
-start();
+main();
