@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages the test suite and benchmarks need: GStreamer's RTSP server
-# (driven by the system python3 through PyGObject), ffmpeg, and PostgreSQL (the
-# tests start their own throwaway cluster with its initdb and pg_ctl).
+# (driven by the system python3 through PyGObject), ffmpeg, PostgreSQL (the
+# tests start their own throwaway cluster with its initdb and pg_ctl), and
+# Debian's Chromium with a CJK font for the dashboard tests (Playwright, a Python
+# package, drives /usr/bin/chromium; it never downloads a browser of its own).
 # Idempotent; run as root on Debian. Python packages are installed elsewhere.
 set -euo pipefail
 
@@ -16,6 +18,8 @@ packages=(
     gstreamer1.0-tools
     ffmpeg
     postgresql
+    chromium
+    fonts-droid-fallback
 )
 
 missing=()
@@ -56,3 +60,7 @@ echo "GStreamer RTSP server: OK"
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
     || { echo "PostgreSQL's initdb is missing under /usr/lib/postgresql" >&2; exit 1; }
 echo "PostgreSQL: OK"
+
+/usr/bin/chromium --headless --no-sandbox --disable-gpu --version >/dev/null 2>&1 \
+    || { echo "/usr/bin/chromium does not run" >&2; exit 1; }
+echo "Chromium: OK"
