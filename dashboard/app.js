@@ -126,6 +126,10 @@ async function enter(me) {
     toast,
   });
 
+  // Until the saved wall is restored, a layout click would be overwritten by it.
+  const layoutButtons = [...document.querySelectorAll("[data-layout-choice]")];
+  for (const b of layoutButtons) b.disabled = true;
+  dom.wall.setAttribute("aria-busy", "true");
   try {
     const [halls, cameras] = await Promise.all([getJSON("/halls"), getJSON("/cameras")]);
     if (session !== s) return;
@@ -137,6 +141,9 @@ async function enter(me) {
     s.wall.restore(await savedWall(s));
   } catch (err) {
     if (session === s && err.status !== 401) toast(String(err.message));
+  } finally {
+    for (const b of layoutButtons) b.disabled = false;
+    dom.wall.removeAttribute("aria-busy");
   }
   if (session !== s) return;
   s.pollTimer = setInterval(() => poll(s), POLL_MS);

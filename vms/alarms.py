@@ -59,7 +59,8 @@ MESSAGE_CHARS = 120
 AlarmKind = Literal["offline", "stalled", "online"]
 EventType = Literal["alarm", "ack"]
 
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*", re.IGNORECASE)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*?(?=:\s|\s|$):?", re.IGNORECASE)
+"""A URL, with the colon that ends it when an error message starts with it."""
 
 
 class UnknownAlarm(LookupError):
@@ -78,7 +79,7 @@ def alarm_message(kind: AlarmKind, error: str | None) -> str:
     """Short text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters."""
     text = f"camera {kind}"
     if error:
-        cleaned = " ".join(_URL.sub("<url>", error).split())
+        cleaned = " ".join(_URL.sub("", error).split())
         if cleaned:
             text = f"{text}: {cleaned}"
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
