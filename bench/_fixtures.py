@@ -107,7 +107,12 @@ class Service:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.cameras = [f"cam{i:02d}" for i in range(cameras)]
         config = {
-            "server": {"host": "127.0.0.1", "port": self.port, "data_dir": str(workdir / "data")},
+            "server": {
+                "host": "127.0.0.1",
+                "port": self.port,
+                # One per service: each starts with an empty user store and its own admin password.
+                "data_dir": str(workdir / f"data-{cameras}"),
+            },
             "webrtc": {
                 "ice_host_addresses": ["127.0.0.1"],
                 "max_viewers_per_camera": max_viewers,
