@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import uvicorn
 import yaml
 from fastapi import FastAPI
 
-from streams import StreamManager
+from streams import IngestState, StreamManager
 from vms.app import create_app
 from vms.config import Config
 from vms.config_loader import parse_config
@@ -43,6 +44,14 @@ class RunningApp:
     def manager(self) -> StreamManager:
         manager: StreamManager = self.app.state.manager
         return manager
+
+    async def wait_online(self, *cameras: str, within: float = 15.0) -> None:
+        """Wait until every camera is online; fail the test after ``within`` seconds."""
+        deadline = time.monotonic() + within
+        for camera in cameras:
+            while self.manager.stats(camera).state is not IngestState.ONLINE:
+                assert time.monotonic() < deadline, f"{camera} did not come online in {within} s"
+                await asyncio.sleep(0.05)
 
     async def login(self, username: str, password: str = USER_PASSWORD) -> httpx.AsyncClient:
         """A client logged in as ``username``, sending its CSRF token on every request."""

@@ -12,7 +12,6 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from streams import IngestState
 from tests.app_fixtures import RunningApp, serve_app
 from tests.db_fixtures import PostgresServer
 from tests.whep_client import WhepClient
@@ -77,11 +76,7 @@ cameras:
 @pytest.fixture
 async def running(database_url: str) -> AsyncIterator[RunningApp]:
     async with serve_app(site(database_url)) as app:
-        deadline = time.monotonic() + 20
-        for camera in ("tax-1", "legal-1"):
-            while app.manager.stats(camera).state is not IngestState.ONLINE:
-                assert time.monotonic() < deadline, f"{camera} did not come online"
-                await asyncio.sleep(0.05)
+        await app.wait_online("tax-1", "legal-1", within=20)
         yield app
 
 

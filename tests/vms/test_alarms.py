@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from streams import IngestState
-from tests.app_fixtures import RunningApp, serve_app
+from tests.app_fixtures import serve_app
 from tests.rtsp_fixtures import RtspServerFactory
 from vms.alarms import AlarmCentre, AlarmEvent, NotAcknowledgeable, UnknownAlarm, alarm_message
 from vms.config import Config
@@ -293,14 +293,6 @@ async def event_stream(
                 await reader
 
 
-async def wait_online(app: RunningApp, cameras: list[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    for camera in cameras:
-        while app.manager.stats(camera).state is not IngestState.ONLINE:
-            assert time.monotonic() < deadline, f"{camera} did not come online"
-            await asyncio.sleep(0.05)
-
-
 async def wait_for_heartbeat(stream: EventStream, timeout: float = 5.0) -> None:
     seen = stream.comments
     deadline = time.monotonic() + timeout
@@ -317,7 +309,7 @@ async def test_camera_alarms_end_to_end(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server({"tax": "320x180@15,200k,gop=15", "legal": "320x180@15,200k,gop=15"})
     rtsp_base = server.url("").rstrip("/")
     async with serve_app(site(rtsp_base)) as app:
-        await wait_online(app, ["tax-1", "tax-2", "legal-1"])
+        await app.wait_online("tax-1", "tax-2", "legal-1")
         centre: AlarmCentre = app.app.state.alarms
         centre.heartbeat = 0.3
         op_x = await app.user("xingning", "operator")

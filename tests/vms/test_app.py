@@ -12,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 
-from streams import IngestState
 from tests.app_fixtures import RunningApp, serve_app
 from tests.whep_client import WhepClient
 
@@ -66,13 +65,6 @@ async def admin(running: RunningApp) -> httpx.AsyncClient:
     return await running.admin("meizhou")
 
 
-async def wait_online(app: RunningApp, camera: str, within: float = 15) -> None:
-    deadline = time.monotonic() + within
-    while app.manager.stats(camera).state is not IngestState.ONLINE:
-        assert time.monotonic() < deadline, f"{camera} did not come online"
-        await asyncio.sleep(0.05)
-
-
 async def test_health_probes(running: RunningApp) -> None:
     assert (await running.http.get("/healthz")).json() == {"status": "ok"}
     ready = await running.http.get("/readyz")
@@ -81,7 +73,7 @@ async def test_health_probes(running: RunningApp) -> None:
 
 
 async def test_halls_and_cameras_with_live_state(running: RunningApp, admin: httpx.AsyncClient) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     halls = (await admin.get("/api/v1/halls")).json()
     assert [(h["id"], h["online"], h["total"]) for h in halls] == [("tax", 1, 1), ("legal-services", 0, 1)]
     cam = (await admin.get("/api/v1/cameras/tax-1")).json()
@@ -113,7 +105,7 @@ async def test_camera_password_never_in_an_answer(running: RunningApp, admin: ht
 
 
 async def test_whep_session_plays_and_ends(running: RunningApp, admin: httpx.AsyncClient) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     async with WhepClient(decode=True) as viewer:
         answer = await viewer.connect_http(admin, "/api/v1/cameras/tax-1/whep")
         assert "H264" in answer
@@ -138,7 +130,7 @@ async def test_whep_session_plays_and_ends(running: RunningApp, admin: httpx.Asy
 async def test_bad_offers_get_a_4xx(
     running: RunningApp, admin: httpx.AsyncClient, body: str, content_type: str, status: int
 ) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     res = await admin.post("/api/v1/cameras/tax-1/whep", content=body, headers={"content-type": content_type})
     assert res.status_code == status
     assert res.headers["content-type"] == "application/problem+json"
@@ -146,7 +138,7 @@ async def test_bad_offers_get_a_4xx(
 
 
 async def test_offer_without_h264_is_refused_clearly(running: RunningApp, admin: httpx.AsyncClient) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     async with WhepClient(codecs=("VP8",)) as viewer:
         offer = await viewer.create_offer()
         res = await admin.post(
@@ -157,7 +149,7 @@ async def test_offer_without_h264_is_refused_clearly(running: RunningApp, admin:
 
 
 async def test_viewer_cap_per_camera(running: RunningApp, admin: httpx.AsyncClient) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     viewers = [WhepClient(decode=False) for _ in range(3)]
     try:
         for viewer in viewers[:2]:
@@ -174,7 +166,7 @@ async def test_viewer_cap_per_camera(running: RunningApp, admin: httpx.AsyncClie
 
 
 async def test_snapshot_is_a_jpeg_of_the_camera(running: RunningApp, admin: httpx.AsyncClient) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     res = await admin.get("/api/v1/cameras/tax-1/snapshot.jpg")
     assert res.status_code == 200
     assert res.headers["content-type"] == "image/jpeg"
@@ -185,7 +177,7 @@ async def test_snapshot_is_a_jpeg_of_the_camera(running: RunningApp, admin: http
 
 
 async def test_mjpeg_streams_jpeg_parts(running: RunningApp, admin: httpx.AsyncClient) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     jpegs = 0
     buffer = b""
     async with admin.stream("GET", "/api/v1/cameras/tax-1/stream.mjpeg") as res:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from streams import IngestState, StreamManager
+from streams import StreamManager
 from tests.app_fixtures import RunningApp, serve_app
 from tests.whep_client import WhepClient
 from vms.app import create_app
@@ -83,15 +83,8 @@ async def poll(check: Callable[[list[Sample]], bool], app: RunningApp, within: f
         await asyncio.sleep(0.1)
 
 
-async def wait_online(app: RunningApp, camera: str, within: float = 15) -> None:
-    deadline = time.monotonic() + within
-    while app.manager.stats(camera).state is not IngestState.ONLINE:
-        assert time.monotonic() < deadline, f"{camera} did not come online"
-        await asyncio.sleep(0.05)
-
-
 async def test_camera_figures_move_while_video_flows(running: RunningApp) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     first = await scrape(running)
     tax, legal = {"camera": "tax-1", "hall": "tax"}, {"camera": "legal-1", "hall": "legal-services"}
     assert value(first, "hallwatch_camera_up", **tax) == 1
@@ -126,7 +119,7 @@ async def test_camera_figures_move_while_video_flows(running: RunningApp) -> Non
 
 
 async def test_a_webrtc_viewer_is_counted(running: RunningApp) -> None:
-    await wait_online(running, "tax-1")
+    await running.wait_online("tax-1")
     webrtc = {"camera": "tax-1", "protocol": "webrtc"}
     assert value(await scrape(running), "hallwatch_viewers", **webrtc) == 0
 

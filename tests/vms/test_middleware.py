@@ -26,7 +26,6 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
-from streams import IngestState
 from tests.app_fixtures import RunningApp, serve_app
 from vms import middleware
 from vms.app import dashboard_dir
@@ -370,10 +369,7 @@ async def test_websockets_pass_untouched() -> None:
 
 
 async def test_mjpeg_streams_through_the_middleware(running: RunningApp) -> None:
-    deadline = time.monotonic() + 15
-    while running.manager.stats("tax-1").state is not IngestState.ONLINE:
-        assert time.monotonic() < deadline, "tax-1 did not come online"
-        await asyncio.sleep(0.05)
+    await running.wait_online("tax-1")
     viewer = await running.admin("meizhou")
     async with viewer.stream("GET", "/api/v1/cameras/tax-1/stream.mjpeg") as res:
         assert res.status_code == 200
