@@ -422,3 +422,37 @@ def _note(what: str, text: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with (OUTPUT_DIR / "browser-report.txt").open("a", encoding="utf-8") as report:
         report.write(f"{stamp} {what}: {text}\n")
+
+
+async def test_keyboard_alone_places_and_clears_a_camera_and_an_expired_session_returns_to_login(
+    site: Site, new_page: PageFactory
+) -> None:
+    username, _ = await site.account("meizhou", "viewer")
+    page = await new_page()
+    await open_dashboard(page, site)
+    await login(page, username)
+    await choose_layout(page, 4)
+    tile = page.locator('section#wall div.tile[data-tile="0"]')
+    await tile.focus()
+    await page.keyboard.press("Delete")
+    await expect(tile).to_have_attribute("data-camera", "")
+
+    # The tree is reachable and usable from the keyboard: focus a camera, press Enter.
+    item = page.locator('nav#hall-tree [data-camera-item="police-1"]')
+    await item.focus()
+    assert await item.evaluate("e => e === document.activeElement"), "camera items take focus"
+    await page.keyboard.press("Enter")
+    placed = page.locator('section#wall div.tile[data-camera="police-1"]')
+    await expect(placed).to_have_count(1)
+    await assert_decoding(page, ["police-1"])
+    await placed.focus()
+    await page.keyboard.press("Delete")
+    await expect(placed).to_have_count(0)
+
+    # The session ends behind the page's back: the next request is refused, and the page
+    # goes back to the login form with a message instead of breaking.
+    await page.context.clear_cookies()
+    await expect(page.locator("form#login")).to_be_visible(timeout=10_000)
+    await expect(page.locator("#app")).to_be_hidden()
+    await expect(page.locator("#login-error")).not_to_be_empty()
+    assert not [t for t in await tiles(page) if t.get("status") == "playing"], "players stopped"
