@@ -255,13 +255,7 @@ class Site:
         return self.app.manager.stats(camera_id).state
 
     async def wait_online(self, camera_ids: Iterable[str], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        for camera_id in camera_ids:
-            while self.state(camera_id) is not IngestState.ONLINE:
-                assert time.monotonic() < deadline, (
-                    f"{camera_id} did not come online: {self.state(camera_id)}"
-                )
-                await asyncio.sleep(0.05)
+        await self.app.wait_online(*camera_ids, within=timeout)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from streams import CameraStats, IngestState, redact_url
@@ -13,25 +15,10 @@ router = APIRouter(tags=["cameras"])
 
 
 def _state(stats: CameraStats) -> CameraState:
-    return CameraState(
-        state=stats.state.value,
-        since=stats.state_since,
-        fps=stats.fps,
-        bitrate=stats.bitrate,
-        keyframe_interval=stats.keyframe_interval,
-        codec=stats.codec,
-        profile=stats.profile,
-        width=stats.width,
-        height=stats.height,
-        reconnects=stats.reconnects,
-        sessions_opened=stats.sessions_opened,
-        stalls=stats.stalls,
-        last_error=stats.last_error,
-        last_error_at=stats.last_error_at,
-        viewers=stats.viewers,
-        webrtc_viewers=stats.webrtc_viewers,
-        mjpeg_viewers=stats.mjpeg_viewers,
-        dropped_packets=stats.dropped,
+    # The media plane's figures as they are; only three names differ on the wire.
+    return CameraState.model_validate(
+        asdict(stats)
+        | {"state": stats.state.value, "since": stats.state_since, "dropped_packets": stats.dropped}
     )
 
 
