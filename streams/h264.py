@@ -8,7 +8,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from streams.bitstream import BitReader, BitstreamError, unescape
 from streams.packets import StreamInfo
+
+__all__ = [
+    "NAL_AUD",
+    "NAL_FU_A",
+    "NAL_IDR",
+    "NAL_PPS",
+    "NAL_SEI",
+    "NAL_SLICE",
+    "NAL_SPS",
+    "NAL_STAP_A",
+    "START_CODE",
+    "BitstreamError",
+    "ParameterSets",
+    "is_keyframe",
+    "join_nals",
+    "nal_type",
+    "parse_sps",
+    "sample_format",
+    "split_nals",
+    "stream_info",
+    "unescape",
+]
 
 START_CODE = b"\x00\x00\x00\x01"
 
@@ -31,10 +54,6 @@ _PROFILE_NAMES = {
     244: "High 4:4:4 Predictive",
 }
 _HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
-
-
-class BitstreamError(ValueError):
-    """A parameter set could not be parsed."""
 
 
 def split_nals(data: bytes) -> Iterator[bytes]:
@@ -64,44 +83,7 @@ def is_keyframe(data: bytes) -> bool:
     return any(nal_type(n) == NAL_IDR for n in split_nals(data))
 
 
-class _BitReader:
-    def __init__(self, rbsp: bytes) -> None:
-        self._data = rbsp
-        self._pos = 0
-
-    def bit(self) -> int:
-        byte = self._pos >> 3
-        if byte >= len(self._data):
-            raise BitstreamError("SPS ends early")
-        value = (self._data[byte] >> (7 - (self._pos & 7))) & 1
-        self._pos += 1
-        return value
-
-    def bits(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            value = (value << 1) | self.bit()
-        return value
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.bit() == 0:
-            zeros += 1
-            if zeros > 31:
-                raise BitstreamError("bad Exp-Golomb code in SPS")
-        return (1 << zeros) - 1 + self.bits(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-def unescape(nal: bytes) -> bytes:
-    """Remove emulation-prevention bytes (00 00 03 -> 00 00)."""
-    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
-
-
-def _skip_scaling_list(r: _BitReader, size: int) -> None:
+def _skip_scaling_list(r: BitReader, size: int) -> None:
     last = nxt = 8
     for _ in range(size):
         if nxt != 0:
@@ -109,20 +91,31 @@ def _skip_scaling_list(r: _BitReader, size: int) -> None:
         last = nxt if nxt != 0 else last
 
 
+def _sample_format(r: BitReader, profile_idc: int) -> tuple[int, int, int]:
+    r.ue()  # seq_parameter_set_id
+    if profile_idc not in _HIGH_PROFILES:
+        return 1, 0, 0  # 4:2:0, 8 bits: implied by every profile without these fields
+    chroma_format_idc = r.ue()
+    if chroma_format_idc == 3:
+        r.bit()  # separate_colour_plane_flag
+    return chroma_format_idc, r.ue(), r.ue()
+
+
+def sample_format(sps: bytes) -> tuple[int, int, int]:
+    """``(chroma_format_idc, bit_depth_luma_minus8, bit_depth_chroma_minus8)`` of an SPS."""
+    if len(sps) < 4 or nal_type(sps) != NAL_SPS:
+        raise BitstreamError("not an SPS NAL unit")
+    return _sample_format(BitReader(unescape(sps[4:])), sps[1])
+
+
 def parse_sps(sps: bytes) -> StreamInfo:
     """Profile, level and display size from an SPS NAL unit (header byte included)."""
     if len(sps) < 4 or nal_type(sps) != NAL_SPS:
         raise BitstreamError("not an SPS NAL unit")
     profile_idc, constraints, level_idc = sps[1], sps[2], sps[3]
-    r = _BitReader(unescape(sps[4:]))
-    r.ue()  # seq_parameter_set_id
-    chroma_format_idc = 1
+    r = BitReader(unescape(sps[4:]))
+    chroma_format_idc, _, _ = _sample_format(r, profile_idc)
     if profile_idc in _HIGH_PROFILES:
-        chroma_format_idc = r.ue()
-        if chroma_format_idc == 3:
-            r.bit()  # separate_colour_plane_flag
-        r.ue()  # bit_depth_luma_minus8
-        r.ue()  # bit_depth_chroma_minus8
         r.bit()  # qpprime_y_zero_transform_bypass_flag
         if r.bit():  # seq_scaling_matrix_present_flag
             for i in range(8 if chroma_format_idc != 3 else 12):

@@ -22,10 +22,11 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from streams import h264
+from streams import h264, h265
 from streams.packets import CLOCK_RATE, MediaPacket, StreamInfo
+from streams.reorder import DecodeClock
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ DEFAULT_QUEUE_PACKETS = 256
 DEFAULT_GOP_CACHE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_LAG = 1.0
 _DEFAULT_FRAME_TICKS = CLOCK_RATE // 25
+_NO_B_FRAMES = {"Baseline", "Constrained Baseline"}
+"""H.264 profiles without B slices: their frames always arrive in presentation order."""
 
 
 class HubClosed(Exception):
@@ -188,14 +191,24 @@ class Hub:
         self._offset = 0
         self._rebase = False
         self._last_pts: int | None = None
+        self._decode_clock = DecodeClock()
         self._frame_ticks = _DEFAULT_FRAME_TICKS
         self._closed = False
         self.info: StreamInfo | None = None
         self.stats = HubStats()
+        self.on_subscribers: Callable[[int], None] | None = None
+        """Called with the new subscriber count whenever someone joins or leaves: lets an
+        on-demand producer (a transcoder) start with its first viewer and stop after its last."""
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def reorders(self) -> bool:
+        """True once the stream was seen sending frames out of presentation order (B-frames):
+        its packets then carry decode times, and WebRTC cannot play it."""
+        return self._decode_clock.reorders
 
     @property
     def last_keyframe(self) -> MediaPacket | None:
@@ -224,9 +237,13 @@ class Hub:
             if 0 < delta < CLOCK_RATE:
                 self._frame_ticks = delta
         packet = packet.shifted(self._offset)
-        self._last_pts = packet.pts
         if packet.keyframe:
-            self._on_keyframe(packet)
+            self._describe(packet)
+        packet = self._decode_clock.stamp(packet)
+        self._last_pts = packet.pts if self._last_pts is None else max(self._last_pts, packet.pts)
+        if packet.keyframe:
+            self._gop = [packet]
+            self._gop_bytes = len(packet.data)
         elif self._gop:
             self._gop.append(packet)
             self._gop_bytes += len(packet.data)
@@ -238,16 +255,16 @@ class Hub:
         for sub in self._subscribers:
             sub._offer(packet)
 
-    def _on_keyframe(self, packet: MediaPacket) -> None:
-        self._gop = [packet]
-        self._gop_bytes = len(packet.data)
+    def _describe(self, keyframe: MediaPacket) -> None:
+        """Read the keyframe's SPS: the stream's description, and whether it may reorder frames."""
         try:
-            info = h264.stream_info(packet.data) if packet.codec == "h264" else None
-        except h264.BitstreamError as err:
+            info = (h265 if keyframe.codec == "h265" else h264).stream_info(keyframe.data)
+        except h264.BitstreamError as err:  # h265 raises the same error
             log.warning("%s: unreadable SPS: %s", self.name, err)
             info = None
         if info is not None and info != self.info:
             self.info = info
+            self._decode_clock.may_reorder = info.profile not in _NO_B_FRAMES
 
     def subscribe(self, *, from_keyframe: bool = True, maxsize: int | None = None) -> Subscription:
         """Join the hub. With ``from_keyframe`` the GOP cache is queued first, so the
@@ -258,11 +275,17 @@ class Hub:
         if from_keyframe:
             sub._preload(self._gop)
         self._subscribers.append(sub)
+        self._notify()
         return sub
 
     def _remove(self, sub: Subscription) -> None:
         with contextlib.suppress(ValueError):
             self._subscribers.remove(sub)
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.on_subscribers is not None:
+            self.on_subscribers(len(self._subscribers))
 
     def close(self) -> None:
         """End every subscription. Idempotent."""

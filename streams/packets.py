@@ -34,12 +34,22 @@ class MediaPacket:
     codec: Codec = "h264"
     received: float = dataclasses.field(default_factory=time.monotonic)
     """``time.monotonic()`` when the last byte of the access unit arrived."""
+    dts: int | None = None
+    """Decode timestamp (90 kHz), set by sources that know it and by the hub for
+    streams that may reorder frames (B-frames; see :mod:`streams.reorder`); None
+    means "decoded at ``pts``". See :attr:`decode_ts`."""
+
+    @property
+    def decode_ts(self) -> int:
+        """When the access unit is decoded: ``dts`` if known, else ``pts``."""
+        return self.pts if self.dts is None else self.dts
 
     def shifted(self, offset: int) -> MediaPacket:
-        """The same access unit with ``offset`` ticks added to its timestamp."""
+        """The same access unit with ``offset`` ticks added to its timestamps."""
         if offset == 0:
             return self
-        return dataclasses.replace(self, pts=self.pts + offset)
+        dts = None if self.dts is None else self.dts + offset
+        return dataclasses.replace(self, pts=self.pts + offset, dts=dts)
 
 
 @dataclass(frozen=True, slots=True)

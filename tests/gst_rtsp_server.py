@@ -7,8 +7,14 @@ project's virtualenv), for example::
 
 Each ``--stream PATH:SPEC`` adds a mount point. SPEC is either
 
-* encoder mode: ``WxH@FPS[,BITRATEk][,gop=N][,profile=baseline|high][,codec=h265]``;
-  a live test picture encoded by x264 (or x265), or
+* encoder mode: ``WxH@FPS[,BITRATEk][,gop=N][,profile=baseline|high][,codec=h265]
+  [,bframes=N][,clock]``; a live test picture encoded by x264 (or x265).
+  ``bframes=N`` (H.264 only) makes x264 use N B-frames (High profile, no
+  zero-latency tuning, which would forbid them), so presentation timestamps
+  arrive out of order. ``clock`` replaces the test pattern with a grey picture
+  and a moving bar whose top-left carries, as a barcode, the Unix time in
+  milliseconds at which the frame was made (see ``clock_barcode.py``); raw I420
+  frames are fed to the encoder through an ``appsrc`` at the spec's rate. Or
 * access-unit file mode: ``aufile=FILE[,fps=N]``; pre-encoded H.264 access
   units (repeated 4-byte big-endian length + Annex-B access unit; the first is a
   keyframe with SPS/PPS) looped at real-time pace. Before each access unit goes
@@ -21,7 +27,7 @@ and UDP. ``--user``/``--password`` enable Basic or Digest authentication
 (``--auth``). Prints ``READY <port>`` once listening; exits on SIGTERM/SIGINT.
 
 Threads: the GLib main loop serves RTSP; one feeder thread per access-unit-file
-pipeline pushes buffers into its ``appsrc``.
+or clock pipeline pushes buffers into its ``appsrc``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +49,10 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
+# Run as a script by the system Python, whose sys.path starts with this directory.
+from clock_barcode import HEIGHT as BARCODE_HEIGHT  # noqa: E402
+from clock_barcode import WIDTH as BARCODE_WIDTH  # noqa: E402
+from clock_barcode import barcode_rows  # noqa: E402
 from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E402
 
 CLOCK_UUID = b"HALLWATCH-CLOCK!"
@@ -57,6 +68,8 @@ class EncoderSpec:
     gop: int = 50
     profile: str = "baseline"
     codec: str = "h264"
+    bframes: int = 0
+    clock: bool = False
 
 
 @dataclass
@@ -96,28 +109,54 @@ def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
             enc.codec = part[6:]
             if enc.codec not in ("h264", "h265"):
                 raise ValueError(f"codec must be h264 or h265, not {enc.codec!r}")
+        elif part.startswith("bframes="):
+            enc.bframes = int(part[8:])
+        elif part == "clock":
+            enc.clock = True
         else:
             raise ValueError(f"unknown option {part!r} in {spec!r}")
+    if enc.bframes:
+        if enc.codec != "h264":
+            raise ValueError("bframes is for H.264 only")
+        enc.profile = "high"  # Constrained Baseline has no B-frames
+    if enc.clock and (
+        enc.width < BARCODE_WIDTH or enc.height < BARCODE_HEIGHT or enc.width % 2 or enc.height % 2
+    ):
+        raise ValueError(f"a clock picture must be even-sized and at least {BARCODE_WIDTH}x{BARCODE_HEIGHT}")
     return enc
 
 
-def encoder_launch(enc: EncoderSpec) -> str:
-    raw = (
-        "( videotestsrc is-live=true pattern=ball "
-        f"! video/x-raw,width={enc.width},height={enc.height},framerate={enc.fps}/1 "
-    )
+def encoder_and_payloader(enc: EncoderSpec) -> str:
+    """The launch-line tail that encodes raw video as the spec says and packetizes it as ``pay0``."""
     if enc.codec == "h265":
         return (
-            raw + f"! x265enc tune=zerolatency speed-preset=ultrafast key-int-max={enc.gop} "
-            f"bitrate={enc.bitrate_kbps} ! rtph265pay config-interval=-1 name=pay0 pt=96 )"
+            f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={enc.gop} "
+            f"bitrate={enc.bitrate_kbps} ! rtph265pay config-interval=-1 name=pay0 pt=96"
         )
     preset = "ultrafast" if enc.profile == "baseline" else "veryfast"
+    if enc.bframes:
+        # No zerolatency tuning (it forbids B-frames); a short lookahead and sliced threads
+        # keep the delay down (about 200 ms at 720p25 with 2 B-frames).
+        tuning = (
+            f"bframes={enc.bframes} b-adapt=false rc-lookahead={enc.bframes + 1} "
+            "sync-lookahead=0 sliced-threads=true"
+        )
+    else:
+        tuning = "tune=zerolatency"
     return (
-        raw + f"! x264enc tune=zerolatency speed-preset={preset} key-int-max={enc.gop} "
-        f"bitrate={enc.bitrate_kbps} "
+        f"x264enc {tuning} speed-preset={preset} key-int-max={enc.gop} bitrate={enc.bitrate_kbps} "
         f"! video/x-h264,profile={enc.profile} "
-        "! rtph264pay config-interval=-1 name=pay0 pt=96 )"
+        "! rtph264pay config-interval=-1 name=pay0 pt=96"
     )
+
+
+def encoder_launch(enc: EncoderSpec) -> str:
+    size = f"width={enc.width},height={enc.height},framerate={enc.fps}/1"
+    if enc.clock:
+        source = f"appsrc name=src is-live=true format=time caps=video/x-raw,format=I420,{size} ! queue"
+    else:
+        source = f"videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,{size}"
+    return f"( {source} ! {encoder_and_payloader(enc)} )"
 
 
 def aufile_launch() -> str:
@@ -175,15 +214,15 @@ def with_clock(au: bytes, time_ns: int) -> bytes:
 
 
 class Feeder:
-    """Pushes one access-unit file, looped, into one appsrc at real-time pace."""
+    """Pushes what ``produce`` makes, one buffer per frame, into one appsrc at real-time pace."""
 
-    def __init__(self, appsrc: GstApp.AppSrc, units: list[bytes], fps: int) -> None:
+    def __init__(self, appsrc: GstApp.AppSrc, produce: Callable[[], bytes], fps: int) -> None:
         self._appsrc = appsrc
-        self._units = units
+        self._produce = produce
         self._period = 1.0 / fps
         self._duration = Gst.SECOND // fps
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="au-feeder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -200,15 +239,12 @@ class Feeder:
     def _run(self) -> None:
         due = time.monotonic()
         pts = self._running_time()
-        index = 0
         while not self._stop.is_set():
-            data = with_clock(self._units[index], time.time_ns())
-            buf = Gst.Buffer.new_wrapped(data)
+            buf = Gst.Buffer.new_wrapped(self._produce())
             buf.pts = buf.dts = pts
             buf.duration = self._duration
             if self._appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
                 return
-            index = (index + 1) % len(self._units)
             due += self._period
             pts += self._duration
             delay = due - time.monotonic()
@@ -227,10 +263,58 @@ class AuFileFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
         self.connect("media-configure", self._on_configure)
 
     def _on_configure(self, _factory: Any, media: GstRtspServer.RTSPMedia) -> None:
-        appsrc = media.get_element().get_by_name("src")
-        feeder = Feeder(appsrc, self._units, self._fps)
-        media.connect("unprepared", lambda _m: feeder.stop())
-        feeder.start()
+        units = self._units
+        index = -1
+
+        def produce() -> bytes:
+            nonlocal index
+            index = (index + 1) % len(units)
+            return with_clock(units[index], time.time_ns())
+
+        _feed(media, produce, self._fps)
+
+
+def _feed(media: GstRtspServer.RTSPMedia, produce: Callable[[], bytes], fps: int) -> None:
+    appsrc = media.get_element().get_by_name("src")
+    feeder = Feeder(appsrc, produce, fps)
+    media.connect("unprepared", lambda _m: feeder.stop())
+    feeder.start()
+
+
+class ClockPicture:
+    """Raw I420 frames: grey, a white bar sweeping across, the clock barcode at the top-left."""
+
+    BAR = 32
+
+    def __init__(self, width: int, height: int, fps: int) -> None:
+        self.width, self.height, self.fps = width, height, fps
+        luma = width * height
+        self._blank = bytes([96]) * luma + bytes([128]) * (luma // 2)
+        self._frame = 0
+
+    def __call__(self) -> bytes:
+        width, bar = self.width, self.BAR
+        data = bytearray(self._blank)
+        x = (self._frame * 8) % (width - bar)
+        self._frame += 1
+        white = b"\xeb" * bar
+        for y in range(BARCODE_HEIGHT + 8, self.height - 8):
+            data[y * width + x : y * width + x + bar] = white
+        for y, row in enumerate(barcode_rows(time.time_ns() // 1_000_000)):
+            data[y * width : y * width + BARCODE_WIDTH] = row
+        return bytes(data)
+
+
+class ClockFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self._spec = spec
+        self.set_launch(encoder_launch(spec))
+        self.connect("media-configure", self._on_configure)
+
+    def _on_configure(self, _factory: Any, media: GstRtspServer.RTSPMedia) -> None:
+        spec = self._spec
+        _feed(media, ClockPicture(spec.width, spec.height, spec.fps), spec.fps)
 
 
 def build_server(args: argparse.Namespace) -> GstRtspServer.RTSPServer:
@@ -245,6 +329,8 @@ def build_server(args: argparse.Namespace) -> GstRtspServer.RTSPServer:
         spec = parse_spec(spec_text)
         if isinstance(spec, AuFileSpec):
             factory: GstRtspServer.RTSPMediaFactory = AuFileFactory(spec)
+        elif spec.clock:
+            factory = ClockFactory(spec)
         else:
             factory = GstRtspServer.RTSPMediaFactory()
             factory.set_launch(encoder_launch(spec))

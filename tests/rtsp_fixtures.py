@@ -72,7 +72,8 @@ def write_au_file(path: Path, packets: Sequence[MediaPacket]) -> Path:
 class RtspTestServer:
     """One ``gst_rtsp_server.py`` process. See the module docstring.
 
-    ``streams`` maps paths to encoder specs (``"640x360@25,800k,gop=25"``);
+    ``streams`` maps paths to encoder specs (``"640x360@25,800k,gop=25"``; options
+    such as ``codec=h265``, ``bframes=2`` and ``clock`` are described in ``gst_rtsp_server.py``);
     ``au_files`` maps paths to access-unit files (served at 25 fps, or give a
     full spec like ``"aufile=FILE,fps=30"`` in ``streams``).
     """

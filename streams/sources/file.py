@@ -154,7 +154,7 @@ class _Reader:
         pts = self._ticks(packet.pts) if packet.pts is not None else dts
         if pts != dts and not self._warned_reorder:
             self._warned_reorder = True
-            log.warning("video file %s reorders frames (B-frames); WebRTC viewers cannot play it", self.path)
+            log.info("video file %s reorders frames (B-frames): MSE plays it, WebRTC cannot", self.path)
         duration = self._ticks(packet.duration, relative=False) if packet.duration else self._interval
         self._last_dts = dts
         self.end = max(self.end, dts + max(1, duration))
@@ -231,6 +231,7 @@ class FileSource(Source):
                     pts=offset + unit.pts + shift,
                     keyframe=unit.keyframe,
                     received=time.monotonic(),
+                    dts=offset + unit.dts + shift if unit.dts != unit.pts else None,
                 )
 
     async def _passes(self) -> AsyncGenerator[tuple[_Unit, int], None]:

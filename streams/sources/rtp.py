@@ -1,11 +1,14 @@
-"""RTP for H.264 video: packet parsing, SDP video-track description, depacketization.
+"""RTP video: packet parsing, SDP video-track description, H.264 depacketization.
 
-:class:`H264Depacketizer` turns RTP packets (RFC 6184: single NAL unit, STAP-A,
-FU-A) into Annex-B access units, completing each one on the RTP marker bit (or
-when the timestamp changes, for senders that forget the marker). A sequence gap
-discards the access unit in progress and everything up to the next keyframe, so
-subscribers never see a picture that references lost data. Timestamps are
-unwrapped to a monotonic 90 kHz count starting at 0.
+:class:`Depacketizer` is the codec-neutral part of turning RTP packets into
+Annex-B access units: it completes each one on the RTP marker bit (or when the
+timestamp changes, for senders that forget the marker), reassembles fragmented
+NAL units, and on a sequence gap discards the access unit in progress and
+everything up to the next keyframe, so subscribers never see a picture that
+references lost data. Timestamps are unwrapped to a monotonic 90 kHz count
+starting at 0. :class:`H264Depacketizer` reads RFC 6184 payloads (single NAL
+unit, STAP-A, FU-A); the H.265 one (RFC 7798) is in
+:mod:`streams.sources.rtp_h265`.
 
 Pure code on bytes; one depacketizer belongs to one reader (the event loop task
 iterating an RTSP source).
@@ -19,9 +22,9 @@ import logging
 import struct
 from dataclasses import dataclass, field
 
-from streams import h264
+from streams import h264, h265
 from streams.errors import SourceProtocolError, UnsupportedCodec
-from streams.packets import CLOCK_RATE, MediaPacket, StreamInfo
+from streams.packets import CLOCK_RATE, Codec, MediaPacket, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,11 @@ class VideoTrack:
     control: str
     payload_type: int
     clock_rate: int = CLOCK_RATE
+    codec: Codec = "h264"
     sps: bytes | None = None
     pps: bytes | None = None
+    vps: bytes | None = None
+    """H.265 only."""
     info: StreamInfo | None = None
 
 
@@ -92,10 +98,67 @@ def _attribute(lines: list[str], name: str) -> list[str]:
     return [line[len(prefix) :].strip() for line in lines if line.startswith(prefix)]
 
 
+_CODECS: dict[str, Codec] = {"H264": "h264", "H265": "h265"}
+
+
+def _encoding(rtpmap: dict[int, tuple[str, int]], payload_type: int) -> str:
+    return rtpmap.get(payload_type, ("",))[0]
+
+
+def _base64_nals(text: str) -> list[bytes]:
+    """The NAL units of a comma-separated base64 list; undecodable items are left out."""
+    out = []
+    for item in text.split(","):
+        try:
+            nal = base64.b64decode(item.strip(), validate=False) if item.strip() else b""
+        except binascii.Error:
+            continue
+        if nal:
+            out.append(nal)
+    return out
+
+
+def _h264_parameters(track: VideoTrack, params: dict[str, str]) -> None:
+    if params.get("packetization-mode", "0") not in ("0", "1"):
+        raise UnsupportedCodec("H.264 interleaved packetization (mode 2) is not supported")
+    for nal in _base64_nals(params.get("sprop-parameter-sets", "")):
+        if h264.nal_type(nal) == h264.NAL_SPS:
+            track.sps = nal
+        elif h264.nal_type(nal) == h264.NAL_PPS:
+            track.pps = nal
+    if track.sps is not None:
+        try:
+            track.info = h264.parse_sps(track.sps)
+        except h264.BitstreamError:
+            log.debug("unparsable SPS in SDP")
+
+
+def _h265_parameters(track: VideoTrack, params: dict[str, str]) -> None:
+    don_diff = params.get("sprop-max-don-diff", "0")
+    if not don_diff.isdigit() or int(don_diff) > 0:
+        raise UnsupportedCodec("H.265 with decoding-order numbers (sprop-max-don-diff > 0) is not supported")
+
+    def first(name: str, kind: int) -> bytes | None:
+        nals = _base64_nals(params.get(name, ""))
+        return next((n for n in nals if len(n) > 2 and h265.nal_type(n) == kind), None)
+
+    track.vps = first("sprop-vps", h265.NAL_VPS)
+    track.sps = first("sprop-sps", h265.NAL_SPS)
+    track.pps = first("sprop-pps", h265.NAL_PPS)
+    if track.sps is not None:
+        try:
+            track.info = h265.parse_sps(track.sps)
+        except h265.BitstreamError:
+            log.debug("unparsable H.265 SPS in SDP")
+
+
 def parse_sdp(sdp: str) -> SessionDescription:
     """The session control and first video track of an SDP answer to DESCRIBE.
 
-    Raises SourceProtocolError without a video track, UnsupportedCodec when it is not H.264.
+    The first offered format that is H.264 or H.265 is chosen. Raises
+    SourceProtocolError without a video track, UnsupportedCodec when no format is
+    either codec or the packetization is one we do not read (H.264 interleaved
+    mode, H.265 with decoding-order numbers).
     """
     session, media = _split_media(sdp)
     video = next((m for m in media if m[0].startswith("m=video")), None)
@@ -114,30 +177,21 @@ def parse_sdp(sdp: str) -> SessionDescription:
         if pt_text.isdigit():
             pairs = (item.strip().partition("=") for item in fmtp_text.split(";") if item.strip())
             fmtp[int(pt_text)] = {k.strip().lower(): v.strip() for k, _, v in pairs}
-    chosen = next((int(f) for f in formats if f.isdigit() and rtpmap.get(int(f), ("",))[0] == "H264"), None)
+    chosen = next((int(f) for f in formats if f.isdigit() and _encoding(rtpmap, int(f)) in _CODECS), None)
     if chosen is None:
-        names = [rtpmap.get(int(f), (f"payload type {f}",))[0] for f in formats if f.isdigit()]
-        raise UnsupportedCodec(f"video codec {', '.join(names) or 'unknown'} is not supported (H.264 only)")
+        names = [_encoding(rtpmap, int(f)) or f"payload type {f}" for f in formats if f.isdigit()]
+        raise UnsupportedCodec(
+            f"video codec {', '.join(names) or 'unknown'} is not supported (H.264 or H.265)"
+        )
     params = fmtp.get(chosen, {})
-    if params.get("packetization-mode", "0") not in ("0", "1"):
-        raise UnsupportedCodec("H.264 interleaved packetization (mode 2) is not supported")
     controls = _attribute(video, "control")
     track = VideoTrack(control=controls[0] if controls else "*", payload_type=chosen)
     track.clock_rate = rtpmap[chosen][1]
-    for text in params.get("sprop-parameter-sets", "").split(","):
-        try:
-            nal = base64.b64decode(text.strip(), validate=False) if text.strip() else b""
-        except binascii.Error:
-            continue
-        if nal and h264.nal_type(nal) == h264.NAL_SPS:
-            track.sps = nal
-        elif nal and h264.nal_type(nal) == h264.NAL_PPS:
-            track.pps = nal
-    if track.sps is not None:
-        try:
-            track.info = h264.parse_sps(track.sps)
-        except h264.BitstreamError:
-            log.debug("unparsable SPS in SDP")
+    track.codec = _CODECS[rtpmap[chosen][0]]
+    if track.codec == "h264":
+        _h264_parameters(track, params)
+    else:
+        _h265_parameters(track, params)
     session_controls = _attribute(session, "control")
     return SessionDescription(control=session_controls[0] if session_controls else None, video=track)
 
@@ -163,27 +217,29 @@ class _Timeline:
 
 
 @dataclass(slots=True)
-class _Unit:
+class PendingUnit:
+    """The access unit being reassembled by a :class:`Depacketizer`."""
+
     timestamp: int
     nals: list[bytes] = field(default_factory=list)
     fragment: bytearray | None = None
     size: int = 0
 
 
-class H264Depacketizer:
-    """RTP packets in, complete Annex-B access units out. See the module docstring."""
+class Depacketizer:
+    """RTP packets in, complete Annex-B access units out: the codec-neutral part.
 
-    def __init__(
-        self,
-        parameter_sets: h264.ParameterSets | None = None,
-        *,
-        payload_type: int | None = None,
-        clock_rate: int = CLOCK_RATE,
-    ) -> None:
-        self.parameter_sets = parameter_sets or h264.ParameterSets()
+    See the module docstring. Subclasses read their codec's payload formats
+    (:meth:`_payload`) and complete keyframes with parameter sets (:meth:`_complete`).
+    """
+
+    codec: Codec
+    """The codec of the access units made: set by each subclass."""
+
+    def __init__(self, *, payload_type: int | None = None, clock_rate: int = CLOCK_RATE) -> None:
         self.payload_type = payload_type
         self._timeline = _Timeline(clock_rate)
-        self._unit: _Unit | None = None
+        self._unit: PendingUnit | None = None
         self._next_seq: int | None = None
         self._ssrc: int | None = None
         self._broken = False
@@ -192,6 +248,11 @@ class H264Depacketizer:
         """RTP packets missing from the sequence."""
         self.discarded = 0
         """Access units thrown away because of loss or while waiting for a keyframe."""
+
+    @property
+    def sps(self) -> bytes | None:
+        """The latest sequence parameter set seen (SDP or in-band), None until one is known."""
+        raise NotImplementedError
 
     def push(self, packet: RtpPacket, received: float) -> list[MediaPacket]:
         """Feed one RTP packet; return the access units it completes (usually none or one)."""
@@ -216,13 +277,21 @@ class H264Depacketizer:
         if self._unit is not None and self._unit.timestamp != packet.timestamp:
             self._finish(out, received)  # the previous access unit lacked its marker
         if self._unit is None:
-            self._unit = _Unit(packet.timestamp)
+            self._unit = PendingUnit(packet.timestamp)
             self._broken = False
-        if not self._broken:
+        if not self._broken and packet.payload:
             self._payload(self._unit, packet.payload)
         if packet.marker:
             self._finish(out, received)
         return out
+
+    def _payload(self, unit: PendingUnit, payload: bytes) -> None:
+        """Add the NAL units (or the fragment) that one non-empty RTP payload carries."""
+        raise NotImplementedError
+
+    def _complete(self, nals: list[bytes]) -> tuple[list[bytes], bool]:
+        """The access unit's NAL units with parameter sets before a keyframe, and whether it is one."""
+        raise NotImplementedError
 
     def _drop_unit(self) -> None:
         if self._unit is not None:
@@ -230,43 +299,29 @@ class H264Depacketizer:
         self._unit = None
         self._broken = False
 
-    def _payload(self, unit: _Unit, payload: bytes) -> None:
-        if not payload:
-            return
-        kind = payload[0] & 0x1F
-        if 1 <= kind <= 23:
-            self._add(unit, payload)
-        elif kind == h264.NAL_STAP_A:
-            pos = 1
-            while pos + 2 <= len(payload):
-                (size,) = struct.unpack_from("!H", payload, pos)
-                pos += 2
-                if size == 0 or pos + size > len(payload):
-                    self._broken = True
-                    return
-                self._add(unit, payload[pos : pos + size])
-                pos += size
-        elif kind == h264.NAL_FU_A:
-            self._fragment(unit, payload)
-        else:
-            log.debug("ignoring RTP H.264 payload of NAL type %d", kind)
+    def _aggregate(self, unit: PendingUnit, payload: bytes, pos: int) -> None:
+        """Add the NAL units of an aggregation packet: 16-bit size, NAL unit, repeated from ``pos``."""
+        while pos + 2 <= len(payload):
+            (size,) = struct.unpack_from("!H", payload, pos)
+            pos += 2
+            if size == 0 or pos + size > len(payload):
+                self._broken = True
+                return
+            self._add(unit, payload[pos : pos + size])
+            pos += size
 
-    def _fragment(self, unit: _Unit, payload: bytes) -> None:
-        if len(payload) < 2:
-            self._broken = True
-            return
-        indicator, header = payload[0], payload[1]
-        start, end = bool(header & 0x80), bool(header & 0x40)
+    def _fragment(self, unit: PendingUnit, header: bytes, start: bool, end: bool, body: bytes) -> None:
+        """One fragment of a NAL unit; ``header`` is the NAL header to rebuild it with."""
         if start:
             if unit.fragment is not None:  # previous fragment never ended
                 self._broken = True
                 return
-            unit.fragment = bytearray([(indicator & 0xE0) | (header & 0x1F)])
+            unit.fragment = bytearray(header)
         elif unit.fragment is None:  # continuation without a start: its start was lost
             self._broken = True
             return
-        unit.fragment += payload[2:]
-        unit.size += len(payload) - 2
+        unit.fragment += body
+        unit.size += len(body)
         if unit.size > _MAX_AU_BYTES:
             self._broken = True
             return
@@ -274,7 +329,7 @@ class H264Depacketizer:
             unit.nals.append(bytes(unit.fragment))
             unit.fragment = None
 
-    def _add(self, unit: _Unit, nal: bytes) -> None:
+    def _add(self, unit: PendingUnit, nal: bytes) -> None:
         if unit.fragment is not None:  # a fragmented NAL unit was cut short
             self._broken = True
             return
@@ -293,7 +348,7 @@ class H264Depacketizer:
             self._need_keyframe = True
             self.discarded += 1
             return
-        nals, keyframe = self.parameter_sets.complete(unit.nals)
+        nals, keyframe = self._complete(unit.nals)
         if self._need_keyframe and not keyframe:
             self.discarded += 1
             return
@@ -303,6 +358,46 @@ class H264Depacketizer:
                 data=h264.join_nals(nals),
                 pts=self._timeline.pts(unit.timestamp),
                 keyframe=keyframe,
+                codec=self.codec,
                 received=received,
             )
         )
+
+
+class H264Depacketizer(Depacketizer):
+    """H.264 RTP payloads (RFC 6184: single NAL unit, STAP-A, FU-A) to access units."""
+
+    codec: Codec = "h264"
+
+    def __init__(
+        self,
+        parameter_sets: h264.ParameterSets | None = None,
+        *,
+        payload_type: int | None = None,
+        clock_rate: int = CLOCK_RATE,
+    ) -> None:
+        super().__init__(payload_type=payload_type, clock_rate=clock_rate)
+        self.parameter_sets = parameter_sets or h264.ParameterSets()
+
+    @property
+    def sps(self) -> bytes | None:
+        return self.parameter_sets.sps
+
+    def _payload(self, unit: PendingUnit, payload: bytes) -> None:
+        kind = payload[0] & 0x1F
+        if 1 <= kind <= 23:
+            self._add(unit, payload)
+        elif kind == h264.NAL_STAP_A:
+            self._aggregate(unit, payload, 1)
+        elif kind == h264.NAL_FU_A:
+            if len(payload) < 2:
+                self._broken = True
+                return
+            indicator, header = payload[0], payload[1]
+            nal_header = bytes([(indicator & 0xE0) | (header & 0x1F)])
+            self._fragment(unit, nal_header, bool(header & 0x80), bool(header & 0x40), payload[2:])
+        else:
+            log.debug("ignoring RTP H.264 payload of NAL type %d", kind)
+
+    def _complete(self, nals: list[bytes]) -> tuple[list[bytes], bool]:
+        return self.parameter_sets.complete(nals)

@@ -1,10 +1,12 @@
-"""The RTSP source: an asyncio RTSP client that yields H.264 access units.
+"""The RTSP source: an asyncio RTSP client that yields H.264 or H.265 access units.
 
 :class:`RtspSource` speaks RTSP 1.0 over one TCP connection (OPTIONS, DESCRIBE,
 SETUP, PLAY, keepalives, TEARDOWN) and receives RTP either interleaved on that
 connection (default) or on a UDP port pair. Access units are completed on the
-RTP marker bit by :class:`~streams.sources.rtp.H264Depacketizer`, so a frame is
-handed on as soon as its last packet arrives (no one-frame parser delay).
+RTP marker bit by the codec's depacketizer
+(:class:`~streams.sources.rtp.H264Depacketizer` or
+:class:`~streams.sources.rtp_h265.H265Depacketizer`), so a frame is handed on as
+soon as its last packet arrives (no one-frame parser delay).
 
 No thread and no task: everything runs inside the ``packets()`` generator on the
 event loop that iterates it. Keepalives are written from the read loop; in TCP
@@ -19,21 +21,39 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from urllib.parse import unquote, urlsplit
 
-from streams import h264
+from streams import h264, h265
 from streams.errors import SourceAuthError, SourceError, SourceProtocolError
-from streams.packets import MediaPacket, StreamInfo
+from streams.packets import Codec, MediaPacket, StreamInfo
 from streams.redact import redact_url
 from streams.sources.base import Source, SourceOptions
-from streams.sources.rtp import H264Depacketizer, parse_rtp, parse_sdp
+from streams.sources.rtp import Depacketizer, H264Depacketizer, VideoTrack, parse_rtp, parse_sdp
+from streams.sources.rtp_h265 import H265Depacketizer
 from streams.sources.rtsp_auth import Authenticator
 from streams.sources.rtsp_connection import RtspConnection, RtspMessage, UdpReceiver
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_SESSION_TIMEOUT = 60.0
+_CODEC_NAMES: dict[Codec, str] = {"h264": "H.264", "h265": "H.265"}
+_PARSE_SPS: dict[Codec, Callable[[bytes], StreamInfo]] = {"h264": h264.parse_sps, "h265": h265.parse_sps}
+
+
+def _depacketizer(track: VideoTrack) -> Depacketizer:
+    """The depacketizer for the track's codec, primed with the SDP's parameter sets."""
+    if track.codec == "h265":
+        return H265Depacketizer(
+            h265.ParameterSets(track.vps, track.sps, track.pps),
+            payload_type=track.payload_type,
+            clock_rate=track.clock_rate,
+        )
+    return H264Depacketizer(
+        h264.ParameterSets(track.sps, track.pps),
+        payload_type=track.payload_type,
+        clock_rate=track.clock_rate,
+    )
 
 
 def _split_url(options: SourceOptions) -> tuple[str, str, int, bool, Authenticator | None]:
@@ -83,7 +103,7 @@ def _expect_ok(reply: RtspMessage, method: str, url: str) -> None:
 
 
 class RtspSource(Source):
-    """H.264 video from an RTSP camera. See the module docstring."""
+    """H.264 or H.265 video from an RTSP camera. See the module docstring."""
 
     def __init__(self, options: SourceOptions) -> None:
         super().__init__(options)
@@ -108,16 +128,17 @@ class RtspSource(Source):
             base = redact_url(reply.get("Content-Base") or reply.get("Content-Location") or url)
             play_url = _resolve(base, sdp.control)
             self.info = sdp.video.info
-            depacketizer = H264Depacketizer(
-                h264.ParameterSets(sdp.video.sps, sdp.video.pps),
-                payload_type=sdp.video.payload_type,
-                clock_rate=sdp.video.clock_rate,
-            )
+            depacketizer = _depacketizer(sdp.video)
             channel, timeout = await self._setup(conn, udp, _resolve(base, sdp.video.control))
             early: list[tuple[int, bytes, float]] = []
             reply = await conn.request("PLAY", play_url, {"Range": "npt=0.000-"}, early)
             _expect_ok(reply, "PLAY", url)
-            log.info("%s: playing H.264 over %s", url, self.options.transport.upper())
+            log.info(
+                "%s: playing %s over %s",
+                url,
+                _CODEC_NAMES[sdp.video.codec],
+                self.options.transport.upper(),
+            )
             keepalive = _Keepalive(
                 conn,
                 play_url,
@@ -158,23 +179,22 @@ class RtspSource(Source):
         match = re.search(r"interleaved=(\d+)", reply.get("Transport") or "")
         return (int(match[1]) if match else 0), timeout
 
-    def _push(self, depacketizer: H264Depacketizer, data: bytes, received: float) -> list[MediaPacket]:
+    def _push(self, depacketizer: Depacketizer, data: bytes, received: float) -> list[MediaPacket]:
         packet = parse_rtp(data)
         if packet is None:
             return []
         out = depacketizer.push(packet, received)
-        if out and out[-1].keyframe and depacketizer.parameter_sets.sps is not None:
-            sps = depacketizer.parameter_sets.sps
-            if self.info is None or self._info_sps is not sps:
-                self._info_sps = sps
-                try:
-                    self.info = h264.parse_sps(sps)
-                except h264.BitstreamError:
-                    log.debug("%s: unparsable SPS", redact_url(self.options.url))
+        sps = depacketizer.sps
+        if out and out[-1].keyframe and sps is not None and (self.info is None or self._info_sps is not sps):
+            self._info_sps = sps
+            try:
+                self.info = _PARSE_SPS[depacketizer.codec](sps)
+            except h264.BitstreamError:
+                log.debug("%s: unparsable SPS", redact_url(self.options.url))
         return out
 
     async def _read_tcp(
-        self, conn: RtspConnection, channel: int, depacketizer: H264Depacketizer, keepalive: _Keepalive
+        self, conn: RtspConnection, channel: int, depacketizer: Depacketizer, keepalive: _Keepalive
     ) -> list[MediaPacket]:
         """Read interleaved frames until at least one access unit is complete."""
         loop = asyncio.get_running_loop()
@@ -195,7 +215,7 @@ class RtspSource(Source):
                     return out
 
     async def _read_udp(
-        self, conn: RtspConnection, udp: UdpReceiver, depacketizer: H264Depacketizer, keepalive: _Keepalive
+        self, conn: RtspConnection, udp: UdpReceiver, depacketizer: Depacketizer, keepalive: _Keepalive
     ) -> list[MediaPacket]:
         """Read RTP datagrams until at least one access unit is complete."""
         loop = asyncio.get_running_loop()

@@ -177,8 +177,8 @@ def test_sdp_video_track() -> None:
 def test_sdp_without_h264_video() -> None:
     with pytest.raises(SourceProtocolError, match="no video"):
         parse_sdp("v=0\r\nm=audio 0 RTP/AVP 0\r\n")
-    h265 = GST_SDP.replace("H264/90000", "H265/90000")
-    with pytest.raises(UnsupportedCodec, match="H265"):
-        parse_sdp(h265)
+    vp8 = GST_SDP.replace("H264/90000", "VP8/90000")
+    with pytest.raises(UnsupportedCodec, match=r"VP8 is not supported \(H\.264 or H\.265\)"):
+        parse_sdp(vp8)
     with pytest.raises(UnsupportedCodec, match="mode 2"):
         parse_sdp(GST_SDP.replace("packetization-mode=1", "packetization-mode=2"))

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from streams import h264
-from streams.errors import SourceAuthError, SourceError, SourceUnreachable, UnsupportedCodec
+from streams.errors import SourceAuthError, SourceError, SourceUnreachable
 from streams.packets import MediaPacket
 from streams.sources.base import SourceOptions
 from streams.sources.rtsp import RtspSource
@@ -296,10 +296,3 @@ async def test_keepalive_and_teardown_on_the_wire(rtsp_server: RtspServerFactory
 
     again = await take(RtspSource(options(server.url(), transport=transport)), 2)  # the server still serves
     assert again[0].keyframe
-
-
-@pytest.mark.rtsp
-async def test_h265_is_refused_clearly(rtsp_server: RtspServerFactory) -> None:
-    server = rtsp_server(streams={"hevc": "160x96@25,100k,gop=25,codec=h265"})
-    with pytest.raises(UnsupportedCodec, match=r"H265 is not supported \(H\.264 only\)"):
-        await take(RtspSource(options(server.url("hevc"))), 1)
