@@ -3,7 +3,8 @@
 # (driven by the system python3 through PyGObject), ffmpeg, PostgreSQL (the
 # tests start their own throwaway cluster with its initdb and pg_ctl), and
 # Debian's Chromium with a CJK font for the dashboard tests (Playwright, a Python
-# package, drives /usr/bin/chromium; it never downloads a browser of its own).
+# package, drives /usr/bin/chromium; it never downloads a browser of its own), and
+# nginx, for the test that plays video through the README's reverse-proxy example.
 # Idempotent; run as root on Debian. Python packages are installed elsewhere.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ packages=(
     postgresql
     chromium
     fonts-droid-fallback
+    nginx-light
 )
 
 missing=()

@@ -12,9 +12,21 @@ from streams.errors import (
     SourceUnreachable,
     StreamError,
     UnsupportedCodec,
+    WrongOutput,
 )
 from streams.ingest import IngestPolicy, IngestState
-from streams.manager import CameraSpec, CameraStats, IceServer, RelaySettings, StreamManager, UnknownCamera
+from streams.manager import (
+    CameraSpec,
+    CameraStats,
+    IceServer,
+    RelaySettings,
+    StreamManager,
+    StreamName,
+    SubStreamStats,
+    TranscodeSettings,
+    UnknownCamera,
+)
+from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
 from streams.outputs.webrtc import WhepSession
 from streams.redact import redact_url
@@ -29,6 +41,9 @@ __all__ = [
     "IceServer",
     "IngestPolicy",
     "IngestState",
+    "MseFragment",
+    "MseInit",
+    "MseSession",
     "NegotiationError",
     "NoPicture",
     "RelaySettings",
@@ -39,9 +54,13 @@ __all__ = [
     "SourceUnreachable",
     "StreamError",
     "StreamManager",
+    "StreamName",
+    "SubStreamStats",
+    "TranscodeSettings",
     "UnknownCamera",
     "UnsupportedCodec",
     "WhepSession",
+    "WrongOutput",
     "check_source_url",
     "mjpeg_part",
     "redact_url",

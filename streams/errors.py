@@ -37,3 +37,8 @@ class CapacityError(StreamError):
 
 class NegotiationError(StreamError):
     """A WebRTC offer cannot be answered (malformed SDP, no usable codec)."""
+
+
+class WrongOutput(StreamError):
+    """The stream cannot be played this way, but another output can play it
+    (for example a stream with B-frames over WebRTC: MSE plays it)."""

@@ -1,9 +1,16 @@
 """The face of the media plane: cameras in, subscriptions and statistics out.
 
-:class:`StreamManager` owns, per camera, one hub, one ingest and one picture
-output, and owns the WebRTC output shared by all cameras. The control plane
-(``vms``) builds it from its configuration, starts and stops it from the app's
-lifespan, and asks it for viewer sessions, pictures and statistics.
+:class:`StreamManager` owns, per camera, one or two pulled streams (the main
+stream and, if the camera has one, a smaller sub-stream), each with its own hub,
+ingest, picture output and on-demand H.264 transcoder, and owns the WebRTC and
+MSE outputs shared by all cameras. The control plane (``vms``) builds it from
+its configuration, starts and stops it from the app's lifespan, and asks it for
+viewer sessions, pictures and statistics.
+
+Which hub a viewer gets: the stream it asked for (main or sub); if that stream
+is H.265 and the viewer cannot decode H.265 (every WebRTC viewer, and MSE
+viewers whose browser says so), the stream's transcoder, which runs once per
+stream while anyone watches it, whatever the protocol.
 
 Event loop only.
 """
@@ -14,15 +21,22 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiortc import RTCIceServer
 
 from streams.errors import StreamError
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestPolicy, IngestState, StateListener
+from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
-from streams.outputs.webrtc import WebRtcOutput, WhepSession
+from streams.outputs.webrtc import StreamNotReady, WebRtcOutput, WhepSession
+from streams.packets import StreamInfo
 from streams.sources import SourceOptions, open_source
+from streams.transcoder import Transcoder
+
+StreamName = Literal["main", "sub"]
+_INFO_POLL = 0.05
 
 
 class UnknownCamera(StreamError):
@@ -37,6 +51,8 @@ class CameraSpec:
     source: SourceOptions
     enabled: bool = True
     policy: IngestPolicy = field(default_factory=IngestPolicy)
+    sub_source: SourceOptions | None = None
+    """A second, smaller stream of the same camera, for wall tiles; pulled once like the main one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +62,17 @@ class IceServer:
     urls: tuple[str, ...]
     username: str | None = None
     credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeSettings:
+    """H.265 to H.264, once per stream while watched (for viewers that cannot decode H.265)."""
+
+    max_width: int = 1280
+    max_height: int = 720
+    bitrate: int = 2_000_000
+    keyframe_interval: float = 2.0
+    idle_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +88,24 @@ class RelaySettings:
     jpeg_quality: int = 80
     mjpeg_max_fps: float = 5.0
     snapshot_timeout: float = 5.0
+    transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
+    info_timeout: float = 5.0
+    """Seconds a new viewer waits for a starting camera's first keyframe."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubStreamStats:
+    """The figures of a camera's sub-stream."""
+
+    state: IngestState
+    fps: float
+    codec: str | None
+    width: int | None
+    height: int | None
+    sessions_opened: int
+    reconnects: int
+    last_error: str | None
+    viewers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +131,34 @@ class CameraStats:
     bytes: int
     dropped: int
     viewers: int
+    """Every viewer of every protocol, main and sub-stream together."""
     webrtc_viewers: int
     mjpeg_viewers: int
+    mse_viewers: int
+    reorders: bool
+    """The main stream has B-frames: WebRTC cannot play it, MSE can."""
+    transcoding: bool
+    """An H.264 transcoder of one of the camera's streams is running."""
+    transcoder_starts: int
+    sub: SubStreamStats | None
 
 
-class _Camera:
-    def __init__(self, spec: CameraSpec, settings: RelaySettings, listener: StateListener) -> None:
-        self.spec = spec
-        self.hub = Hub(spec.id)
-        secrets = [spec.source.password] if spec.source.password else []
+class _Stream:
+    """One pulled source of a camera: hub, ingest, pictures, and a transcoder used on demand."""
+
+    def __init__(
+        self,
+        name: str,
+        options: SourceOptions,
+        spec: CameraSpec,
+        settings: RelaySettings,
+        listener: StateListener | None,
+    ) -> None:
+        self.hub = Hub(name)
+        secrets = [options.password] if options.password else []
         self.ingest = Ingest(
-            spec.id,
-            open_source(spec.source),
+            name,
+            open_source(options),
             self.hub,
             spec.policy,
             enabled=spec.enabled,
@@ -107,10 +168,45 @@ class _Camera:
         self.pictures = PictureOutput(
             self.hub, jpeg_quality=settings.jpeg_quality, max_fps=settings.mjpeg_max_fps
         )
+        t = settings.transcode
+        self.transcoder = Transcoder(
+            self.hub,
+            name=f"{name}/h264",
+            max_width=t.max_width,
+            max_height=t.max_height,
+            bitrate=t.bitrate,
+            keyframe_interval=t.keyframe_interval,
+            idle_timeout=t.idle_timeout,
+        )
+
+    async def stop(self) -> None:
+        await self.transcoder.stop()
+        await self.pictures.stop()
+        await self.ingest.stop()
+        self.hub.close()
+
+
+class _Camera:
+    def __init__(self, spec: CameraSpec, settings: RelaySettings, listener: StateListener) -> None:
+        self.spec = spec
+        self.main = _Stream(spec.id, spec.source, spec, settings, listener)
+        self.sub = (
+            _Stream(f"{spec.id}/sub", spec.sub_source, spec, settings, None)
+            if spec.sub_source is not None
+            else None
+        )
+
+    @property
+    def streams(self) -> list[_Stream]:
+        return [self.main] if self.sub is None else [self.main, self.sub]
+
+    def stream(self, name: StreamName) -> _Stream:
+        """The named stream; a camera without a sub-stream serves its main stream for both."""
+        return self.sub if name == "sub" and self.sub is not None else self.main
 
 
 class StreamManager:
-    """Starts one ingest per camera and serves their hubs. See the module docstring."""
+    """Starts one ingest per camera stream and serves their hubs. See the module docstring."""
 
     def __init__(self, cameras: Sequence[CameraSpec], settings: RelaySettings | None = None) -> None:
         self.settings = settings or RelaySettings()
@@ -125,9 +221,14 @@ class StreamManager:
             ice_host_addresses=list(self.settings.ice_host_addresses) or None,
             max_sessions_per_camera=self.settings.max_viewers_per_camera,
             max_sessions_total=self.settings.max_viewers_total,
+            info_timeout=self.settings.info_timeout,
             connect_timeout=self.settings.session_timeout,
             disconnect_grace=self.settings.session_timeout,
             on_end=self._on_session_end,
+        )
+        self.mse = MseOutput(
+            max_sessions_per_camera=self.settings.max_viewers_per_camera,
+            max_sessions_total=self.settings.max_viewers_total,
         )
         self._started = False
         self.started_at: float | None = None
@@ -140,28 +241,33 @@ class StreamManager:
         self._started = True
         self.started_at = time.time()
         for cam in self._cameras.values():
-            cam.ingest.start()
+            for stream in cam.streams:
+                stream.ingest.start()
 
     async def stop(self) -> None:
-        """Stop every viewer, output and ingest; idempotent."""
+        """Stop every viewer, output, transcoder and ingest; idempotent."""
         if not self._started:
             return
         self._started = False
         await self.webrtc.stop()
-        await asyncio.gather(*(cam.pictures.stop() for cam in self._cameras.values()))
-        await asyncio.gather(*(cam.ingest.stop() for cam in self._cameras.values()))
-        for cam in self._cameras.values():
-            cam.hub.close()
+        await self.mse.stop()
+        await asyncio.gather(*(stream.stop() for cam in self._cameras.values() for stream in cam.streams))
 
     @property
     def running(self) -> bool:
-        """True while started and every enabled camera's ingest task is alive."""
-        return self._started and all(cam.ingest.running for cam in self._cameras.values() if cam.spec.enabled)
+        """True while started and every enabled camera's ingest tasks are alive."""
+        return self._started and all(
+            stream.ingest.running
+            for cam in self._cameras.values()
+            if cam.spec.enabled
+            for stream in cam.streams
+        )
 
     # -- events -------------------------------------------------------------------
 
     def add_listener(self, listener: StateListener) -> None:
-        """Be told of every camera state change (on the event loop)."""
+        """Be told of every camera state change (on the event loop). A camera's state is
+        its main stream's; a sub-stream's state shows in its statistics only."""
         self._listeners.append(listener)
 
     def add_session_listener(self, listener: Callable[[WhepSession], None]) -> None:
@@ -187,18 +293,21 @@ class StreamManager:
         except KeyError:
             raise UnknownCamera(f"no camera {camera_id!r}") from None
 
-    def hub(self, camera_id: str) -> Hub:
-        return self._camera(camera_id).hub
+    def hub(self, camera_id: str, stream: StreamName = "main") -> Hub:
+        return self._camera(camera_id).stream(stream).hub
+
+    def has_sub_stream(self, camera_id: str) -> bool:
+        return self._camera(camera_id).sub is not None
 
     def stats(self, camera_id: str) -> CameraStats:
         cam = self._camera(camera_id)
-        ingest, hub = cam.ingest, cam.hub
-        fps, bitrate = hub.stats.rates()
-        if ingest.state is not IngestState.ONLINE:
-            fps, bitrate = 0.0, 0.0
+        main = cam.main
+        ingest, hub = main.ingest, main.hub
+        fps, bitrate = _rates(main)
         info = hub.info
         webrtc_viewers = self.webrtc.session_count(camera_id)
-        mjpeg_viewers = cam.pictures.viewer_count
+        mse_viewers = self.mse.session_count(camera_id)
+        mjpeg_viewers = sum(stream.pictures.viewer_count for stream in cam.streams)
         return CameraStats(
             id=camera_id,
             state=ingest.state,
@@ -220,9 +329,31 @@ class StreamManager:
             packets=hub.stats.packets,
             bytes=hub.stats.bytes,
             dropped=hub.stats.dropped,
-            viewers=webrtc_viewers + mjpeg_viewers,
+            viewers=webrtc_viewers + mjpeg_viewers + mse_viewers,
             webrtc_viewers=webrtc_viewers,
             mjpeg_viewers=mjpeg_viewers,
+            mse_viewers=mse_viewers,
+            reorders=hub.reorders,
+            transcoding=any(stream.transcoder.running for stream in cam.streams),
+            transcoder_starts=sum(stream.transcoder.starts for stream in cam.streams),
+            sub=self._sub_stats(cam),
+        )
+
+    def _sub_stats(self, cam: _Camera) -> SubStreamStats | None:
+        sub = cam.sub
+        if sub is None:
+            return None
+        info = sub.hub.info
+        return SubStreamStats(
+            state=sub.ingest.state,
+            fps=round(_rates(sub)[0], 2),
+            codec=info.codec if info else None,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            sessions_opened=sub.ingest.sessions_opened,
+            reconnects=sub.ingest.reconnects,
+            last_error=sub.ingest.last_error,
+            viewers=_viewers_of(sub, self.webrtc, self.mse),
         )
 
     def all_stats(self) -> list[CameraStats]:
@@ -230,14 +361,54 @@ class StreamManager:
 
     # -- viewers ------------------------------------------------------------------
 
-    async def whep_offer(self, camera_id: str, offer_sdp: str) -> WhepSession:
-        return await self.webrtc.create_session(camera_id, self._camera(camera_id).hub, offer_sdp)
+    async def _playable(self, camera_id: str, stream: StreamName, *, h265: bool) -> Hub:
+        """The hub a viewer of ``stream`` gets: the stream itself, or its H.264 transcode
+        when the stream is H.265 and the viewer cannot decode that."""
+        source = self._camera(camera_id).stream(stream)
+        info = await self._info(camera_id, source.hub)
+        if info.codec == "h265" and not h265:
+            return source.transcoder.output
+        return source.hub
+
+    async def _info(self, camera_id: str, hub: Hub) -> StreamInfo:
+        deadline = time.monotonic() + self.settings.info_timeout
+        while hub.info is None:
+            if time.monotonic() >= deadline:
+                raise StreamNotReady(f"camera {camera_id} has sent no keyframe yet")
+            await asyncio.sleep(_INFO_POLL)
+        return hub.info
+
+    async def whep_offer(self, camera_id: str, offer_sdp: str, stream: StreamName = "main") -> WhepSession:
+        hub = await self._playable(camera_id, stream, h265=False)
+        return await self.webrtc.create_session(camera_id, hub, offer_sdp)
 
     async def whep_close(self, session_id: str) -> bool:
         return await self.webrtc.close_session(session_id)
 
-    async def snapshot(self, camera_id: str) -> bytes:
-        return await self._camera(camera_id).pictures.snapshot(timeout=self.settings.snapshot_timeout)
+    async def mse_session(
+        self, camera_id: str, stream: StreamName = "main", *, h265: bool = False
+    ) -> MseSession:
+        """An MSE viewer session; ``h265``: the viewer's browser decodes H.265 (``hvc1``)."""
+        hub = await self._playable(camera_id, stream, h265=h265)
+        return self.mse.open(camera_id, hub)
 
-    def mjpeg(self, camera_id: str) -> AsyncIterator[bytes]:
-        return self._camera(camera_id).pictures.mjpeg()
+    async def snapshot(self, camera_id: str) -> bytes:
+        return await self._camera(camera_id).main.pictures.snapshot(timeout=self.settings.snapshot_timeout)
+
+    def mjpeg(self, camera_id: str, stream: StreamName = "main") -> AsyncIterator[bytes]:
+        return self._camera(camera_id).stream(stream).pictures.mjpeg()
+
+
+def _rates(stream: _Stream) -> tuple[float, float]:
+    if stream.ingest.state is not IngestState.ONLINE:
+        return 0.0, 0.0
+    return stream.hub.stats.rates()
+
+
+def _viewers_of(stream: _Stream, webrtc: WebRtcOutput, mse: MseOutput) -> int:
+    hubs = (stream.hub, stream.transcoder.output)
+    return (
+        sum(1 for s in webrtc.sessions() if s.stream in hubs)
+        + sum(1 for s in mse.sessions() if s.hub in hubs)
+        + stream.pictures.viewer_count
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -124,7 +125,8 @@ class WhepClient:
                 h264 = [c for c in media.rtp.codecs if c.mimeType.lower() == "video/h264"]
                 self._payload_type = h264[0].payloadType if h264 else None
         self.pc.on("connectionstatechange", self._on_state)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        applied = _as_offered_profile(answer_sdp, self.offer_sdp)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=applied, type="answer"))
         if self.decode:
             receiver = self.pc.getTransceivers()[0].receiver
             self._reader = asyncio.create_task(self._read_frames(receiver), name="whep-client-reader")
@@ -257,3 +259,15 @@ class WhepClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_PROFILE = re.compile(r"^(a=fmtp:(\d+) .*profile-level-id=)([0-9a-fA-F]{6})", re.MULTILINE)
+
+
+def _as_offered_profile(answer_sdp: str, offer_sdp: str) -> str:
+    """The answer with each H.264 profile-level-id put back to the one offered for its
+    payload type. The relay answers a stream's true profile (High, say) even under a
+    Constrained Baseline payload type; browsers decode it, but aiortc refuses any
+    answer whose profile it did not offer, although its decoder plays every profile."""
+    offered = {int(m[2]): m[3] for m in _PROFILE.finditer(offer_sdp)}
+    return _PROFILE.sub(lambda m: m[1] + offered.get(int(m[2]), m[3]), answer_sdp)

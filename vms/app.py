@@ -28,7 +28,7 @@ from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.config import Config
 from vms.relay import build_manager
-from vms.routes import alarms, audit, auth, cameras, dashboard, health, media, probes, users
+from vms.routes import alarms, audit, auth, cameras, dashboard, health, live_ws, media, probes, users
 from vms.routes import metrics as metrics_route
 from vms.storage import Database, database_url
 from vms.viewing import ViewingRecorder
@@ -94,6 +94,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(cameras.router, prefix=API_PREFIX)
     app.include_router(media.router, prefix=API_PREFIX)
     app.include_router(dashboard.router, prefix=API_PREFIX)
+    app.include_router(live_ws.router, prefix=API_PREFIX)
     app.include_router(alarms.router, prefix=API_PREFIX)
     static = dashboard_dir()
     if static is not None:

@@ -196,6 +196,21 @@ class PictureSettings(_Model):
     )
 
 
+class TranscodeSettings(_Model):
+    """H.265 cameras for browsers that cannot decode H.265: transcoded to H.264 once per
+    camera, only while someone watches, and shared by every viewer and protocol."""
+
+    max_width: int = Field(default=1280, ge=16, le=7680, description="Widest picture sent; never scaled up.")
+    max_height: int = Field(default=720, ge=16, le=4320, description="Tallest picture sent; never scaled up.")
+    bitrate_kbps: int = Field(default=2000, ge=100, le=50_000, description="H.264 bit rate, kbit/s.")
+    keyframe_interval: Seconds = Field(
+        default=2.0, description="Longest gap between keyframes, seconds (also at every camera keyframe)."
+    )
+    idle_timeout: Seconds = Field(
+        default=5.0, description="Seconds without a viewer after which the transcoder stops."
+    )
+
+
 def _centre_halls_shape(value: Any) -> str:
     return "all" if isinstance(value, str) else "list"
 
@@ -246,6 +261,11 @@ class Camera(_Model):
     name: Text = Field(description="Display name.")
     hall: Slug = Field(description="Id of the hall the camera is in.")
     url: str = Field(description="rtsp://, rtsps://, file:///path or demo://name; no credentials in it.")
+    sub_url: str | None = Field(
+        default=None,
+        description="A second, smaller stream of the same camera (same credentials and transport): "
+        "wall tiles play it, full screen plays url.",
+    )
     transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport (rtsp/rtsps only).")
     enabled: bool = Field(default=True, description="A disabled camera is listed but never pulled.")
     credentials: Credentials | None = Field(default=None, description="RTSP user name and password.")
@@ -253,10 +273,11 @@ class Camera(_Model):
         default=None, description="Replaces some of the site's ingest settings."
     )
 
-    @field_validator("url")
+    @field_validator("url", "sub_url")
     @classmethod
-    def _check_url(cls, url: str) -> str:
-        check_source_url(url)
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_source_url(url)
         return url
 
     @model_validator(mode="after")
@@ -277,11 +298,15 @@ class Camera(_Model):
     @property
     def redacted_url(self) -> str:
         """The URL without any ``user:password@`` part: safe for logs and API answers."""
-        parts = urlsplit(self.url)
-        if "@" not in parts.netloc:
-            return self.url
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        return _without_userinfo(self.url)
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class Config(_Model):
@@ -291,6 +316,7 @@ class Config(_Model):
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     pictures: PictureSettings = Field(default_factory=PictureSettings)
+    transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

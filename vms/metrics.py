@@ -101,6 +101,9 @@ def _relay_families(stats: Sequence[CameraStats], halls: dict[str, str]) -> list
     sessions = GaugeMetricFamily(
         "hallwatch_whep_sessions", "WebRTC (WHEP) sessions open on the whole service."
     )
+    transcoding = GaugeMetricFamily(
+        "hallwatch_camera_transcoding", "1 while an H.265 to H.264 transcoder of the camera runs.", labels=cam
+    )
     for s in stats:
         labels = [s.id, halls[s.id]]
         up.add_metric(labels, 1.0 if s.state is IngestState.ONLINE else 0.0)
@@ -111,8 +114,10 @@ def _relay_families(stats: Sequence[CameraStats], halls: dict[str, str]) -> list
             family.add_metric(labels, float(getattr(s, field)))
         viewers.add_metric([*labels, "webrtc"], float(s.webrtc_viewers))
         viewers.add_metric([*labels, "mjpeg"], float(s.mjpeg_viewers))
+        viewers.add_metric([*labels, "mse"], float(s.mse_viewers))
+        transcoding.add_metric(labels, 1.0 if s.transcoding else 0.0)
     sessions.add_metric([], float(sum(s.webrtc_viewers for s in stats)))
-    return [up, state, fps, *counters.values(), viewers, sessions]
+    return [up, state, fps, *counters.values(), viewers, sessions, transcoding]
 
 
 class HttpMetrics:

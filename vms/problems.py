@@ -7,7 +7,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from streams import CapacityError, NegotiationError, NoPicture, StreamError, UnknownCamera
+from streams import CapacityError, NegotiationError, NoPicture, StreamError, UnknownCamera, WrongOutput
 
 
 class Problem(Exception):
@@ -32,6 +32,7 @@ def problem_response(status: int, detail: str, headers: dict[str, str] | None = 
 _STATUS: list[tuple[type[StreamError], int]] = [
     (UnknownCamera, 404),
     (NegotiationError, 400),
+    (WrongOutput, 409),
     (CapacityError, 503),
     (NoPicture, 503),
 ]

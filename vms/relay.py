@@ -6,7 +6,15 @@ The only place where configuration models meet ``streams``: secrets leave their
 
 from __future__ import annotations
 
-from streams import CameraSpec, IceServer, IngestPolicy, RelaySettings, SourceOptions, StreamManager
+from streams import (
+    CameraSpec,
+    IceServer,
+    IngestPolicy,
+    RelaySettings,
+    SourceOptions,
+    StreamManager,
+    TranscodeSettings,
+)
 from vms.config import Camera, Config
 
 
@@ -14,19 +22,25 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
     ingest = config.ingest_for(camera.id)
     creds = camera.credentials
     hall = config.hall(camera.hall)
-    return CameraSpec(
-        id=camera.id,
-        enabled=camera.enabled,
-        source=SourceOptions(
-            url=camera.url,
+
+    def source(url: str, label: str) -> SourceOptions:
+        return SourceOptions(
+            url=url,
             transport=camera.transport,
             username=creds.username if creds else None,
             password=creds.password.get_secret_value() if creds else None,
             connect_timeout=ingest.connect_timeout,
             read_timeout=ingest.read_timeout,
             keepalive_interval=ingest.keepalive_interval,
-            label=f"{hall.id} / {camera.id}",
-        ),
+            label=label,
+        )
+
+    label = f"{hall.id} / {camera.id}"
+    return CameraSpec(
+        id=camera.id,
+        enabled=camera.enabled,
+        source=source(camera.url, label),
+        sub_source=source(camera.sub_url, f"{label} (sub)") if camera.sub_url else None,
         policy=IngestPolicy(
             stall_timeout=ingest.stall_timeout,
             first_packet_timeout=ingest.connect_timeout + ingest.stall_timeout,
@@ -38,7 +52,7 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
 
 
 def relay_settings(config: Config) -> RelaySettings:
-    webrtc = config.webrtc
+    webrtc, transcode = config.webrtc, config.transcode
     ice_servers = [
         IceServer(
             urls=tuple(server.urls),
@@ -56,6 +70,13 @@ def relay_settings(config: Config) -> RelaySettings:
         jpeg_quality=config.pictures.jpeg_quality,
         mjpeg_max_fps=config.pictures.mjpeg_max_fps,
         snapshot_timeout=config.pictures.snapshot_timeout,
+        transcode=TranscodeSettings(
+            max_width=transcode.max_width,
+            max_height=transcode.max_height,
+            bitrate=transcode.bitrate_kbps * 1000,
+            keyframe_interval=transcode.keyframe_interval,
+            idle_timeout=transcode.idle_timeout,
+        ),
     )
 
 

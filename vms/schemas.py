@@ -5,6 +5,18 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 
+class SubStreamState(BaseModel):
+    state: str
+    fps: float
+    codec: str | None
+    width: int | None
+    height: int | None
+    sessions_opened: int
+    reconnects: int
+    last_error: str | None
+    viewers: int
+
+
 class CameraState(BaseModel):
     state: str
     since: float
@@ -22,9 +34,18 @@ class CameraState(BaseModel):
     last_error: str | None
     last_error_at: float | None
     viewers: int
+    """Every viewer of every protocol, main and sub-stream together."""
     webrtc_viewers: int
     mjpeg_viewers: int
+    mse_viewers: int
     dropped_packets: int
+    reorders: bool
+    """The stream has B-frames: WebRTC cannot play it (409), MSE can."""
+    transcoding: bool
+    """An H.265 to H.264 transcoder of this camera is running (someone watches it)."""
+    transcoder_starts: int
+    sub: SubStreamState | None
+    """The sub-stream's figures, or null for a camera without one."""
 
 
 class CameraOut(BaseModel):
@@ -35,6 +56,8 @@ class CameraOut(BaseModel):
     """The source URL without user-info; credentials are never shown."""
     transport: str
     enabled: bool
+    streams: list[str]
+    """``["main"]``, or ``["main", "sub"]`` for a camera with a sub-stream (``?stream=sub``)."""
     live: CameraState
     links: dict[str, str]
 

@@ -9,10 +9,12 @@ that choice from the parsed offer; the WebRTC output then installs the result as
 the transceiver's negotiated codec list, so that the SDP answer and the RTP
 sender agree on it.
 
-When the viewer offered no payload type of the camera's profile, the first
-offered ``packetization-mode=1`` format is answered with the viewer's own
-parameters (decoders cope with a higher profile in practice, and the answer
-then at least matches the offer); the mismatch is logged.
+When the viewer offered no payload type of the camera's profile (Chromium, for
+one, offers no High profile format yet decodes High profile), the first offered
+``packetization-mode=1`` payload type is answered with the camera's true
+profile-level-id and ``level-asymmetry-allowed=1``: the answer describes what will
+really be sent (RFC 6184, 8.2.2: the sender's profile may differ from the
+receiver's in a sendonly stream), and the browser's decoder is set up for it.
 
 Pure functions, any thread.
 """
@@ -123,15 +125,15 @@ def select_h264(media: aiortc_sdp.MediaDescription, profile_level_id: str) -> H2
     if same:
         if "level-asymmetry-allowed" in offered.parameters:
             parameters["level-asymmetry-allowed"] = offered.parameters["level-asymmetry-allowed"]
-        parameters["profile-level-id"] = profile_level_id.lower()
     else:
-        # Browsers rarely offer High profile, yet decode it: mirror their format (common, not alarming).
+        # Browsers rarely offer High profile, yet decode it (common, not alarming).
         log.debug(
-            "viewer offered no H.264 format of profile-level-id %s; answering with its %s",
+            "viewer offered no H.264 format of profile-level-id %s; answering it under payload type %s",
             profile_level_id,
-            offered.parameters.get("profile-level-id"),
+            offered.payloadType,
         )
-        parameters = dict(offered.parameters)
+        parameters["level-asymmetry-allowed"] = 1
+    parameters["profile-level-id"] = profile_level_id.lower()
     codecs = [
         RTCRtpCodecParameters(
             mimeType="video/H264",

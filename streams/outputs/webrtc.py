@@ -47,7 +47,7 @@ from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDesc
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.stats import RTCTransportStats
 
-from streams.errors import CapacityError, NegotiationError, StreamError
+from streams.errors import CapacityError, NegotiationError, StreamError, WrongOutput
 from streams.hub import Hub
 from streams.outputs import ice, negotiation
 from streams.outputs.rtp_fanout import FastPathUnavailable, FastRtpSender, IdleTrack, SharedPacketizer
@@ -101,7 +101,8 @@ class WebRtcOutput:
         self._disconnect_grace = disconnect_grace
         self._poll = min(0.5, silence_timeout / 4)
         self._fast_path = fast_path
-        self._packetizers: dict[str, tuple[Hub, SharedPacketizer]] = {}
+        self._packetizers: dict[Hub, SharedPacketizer] = {}
+        """One per stream (hub) being watched: a camera's main, sub and transcoded streams differ."""
         self._sessions: dict[str, WhepSession] = {}
         self._reserved: Counter[str] = Counter()
         self._stopped = False
@@ -192,6 +193,10 @@ class WebRtcOutput:
             await asyncio.sleep(_INFO_POLL)
         if hub.info.codec != "h264":
             raise NegotiationError(f"camera {camera_id} sends {hub.info.codec}, not H.264")
+        if hub.reorders:
+            raise WrongOutput(
+                f"camera {camera_id} sends B-frames, which WebRTC cannot play; watch it over MSE"
+            )
         return hub.info
 
     async def _negotiate(
@@ -223,7 +228,7 @@ class WebRtcOutput:
                 raise NegotiationError(f"the offer cannot be answered: {err or type(err).__name__}") from err
             raise
         feed = track if isinstance(track, HubTrack) else None
-        session = WhepSession(secrets.token_urlsafe(16), camera_id, answer, pc, track, feed)
+        session = WhepSession(secrets.token_urlsafe(16), camera_id, answer, pc, track, feed, stream=hub)
         pc.on("connectionstatechange", session._wake.set)
         pc.on("iceconnectionstatechange", session._wake.set)
         track.on("ended", session._wake.set)
@@ -247,8 +252,8 @@ class WebRtcOutput:
                 await asyncio.wait([session._fanout])
             session._track.stop()
             await _close_pc(session._pc)
-            if not any(s.camera_id == session.camera_id for s in self._sessions.values()):
-                self._packetizers.pop(session.camera_id, None)
+            if not any(s.stream is session.stream for s in self._sessions.values()):
+                self._packetizers.pop(hub, None)
             log.info("WHEP session %s for %s ended: %s", session.id, session.camera_id, reason)
             if self._on_end is not None:
                 try:
@@ -257,12 +262,12 @@ class WebRtcOutput:
                     log.exception("WHEP session %s: end listener failed", session.id)
 
     def _start_fanout(self, session: WhepSession, hub: Hub) -> None:
-        entry = self._packetizers.get(session.camera_id)
-        if entry is None or entry[0] is not hub:
-            entry = self._packetizers[session.camera_id] = (hub, SharedPacketizer())
+        packetizer = self._packetizers.get(hub)
+        if packetizer is None:
+            packetizer = self._packetizers[hub] = SharedPacketizer()
         transceiver = session._pc.getTransceivers()[0]
         try:
-            fanout = FastRtpSender.from_transceiver(transceiver, hub, entry[1])
+            fanout = FastRtpSender.from_transceiver(transceiver, hub, packetizer)
         except FastPathUnavailable as err:
             log.warning("WHEP session %s: %s; using aiortc's sender", session.id, err)
             if isinstance(session._track, IdleTrack):

@@ -15,6 +15,7 @@ from typing import Protocol
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
+from streams.hub import Hub
 from streams.outputs.rtp_fanout import FastRtpSender
 
 
@@ -67,9 +68,13 @@ class WhepSession:
         pc: RTCPeerConnection,
         track: MediaStreamTrack,
         feed: _Feed | None,
+        *,
+        stream: Hub,
     ) -> None:
         self.id = session_id
         self.camera_id = camera_id
+        self.stream = stream
+        """The hub this viewer watches: the camera's main, sub or transcoded stream."""
         self.answer_sdp = answer_sdp
         self.created = time.time()
         self._started = time.monotonic()

@@ -21,7 +21,7 @@ from websockets.typing import Origin
 from streams import IngestState
 from tests.app_fixtures import RunningApp, serve_app
 from vms.deps import SESSION_COOKIE
-from vms.routes.dashboard import same_origin
+from vms.routes.live_ws import same_origin
 
 
 def site(database_url: str | None = None) -> str:

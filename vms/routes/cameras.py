@@ -15,10 +15,16 @@ router = APIRouter(tags=["cameras"])
 
 
 def _state(stats: CameraStats) -> CameraState:
-    # The media plane's figures as they are; only three names differ on the wire.
+    # The media plane's figures as they are; only a few names differ on the wire.
+    sub = asdict(stats.sub) | {"state": stats.sub.state.value} if stats.sub is not None else None
     return CameraState.model_validate(
         asdict(stats)
-        | {"state": stats.state.value, "since": stats.state_since, "dropped_packets": stats.dropped}
+        | {
+            "state": stats.state.value,
+            "since": stats.state_since,
+            "dropped_packets": stats.dropped,
+            "sub": sub,
+        }
     )
 
 
@@ -31,9 +37,12 @@ def _camera_out(camera: Camera, stats: CameraStats) -> CameraOut:
         source=redact_url(camera.url),
         transport=camera.transport,
         enabled=camera.enabled,
+        streams=["main", "sub"] if camera.sub_url else ["main"],
         live=_state(stats),
         links={
             "whep": f"{base}/whep",
+            "mse": f"{base}/mse.ws",
+            "mjpeg_ws": f"{base}/mjpeg.ws",
             "snapshot": f"{base}/snapshot.jpg",
             "mjpeg": f"{base}/stream.mjpeg",
         },

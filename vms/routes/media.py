@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from streams import MJPEG_BOUNDARY, mjpeg_part
+from streams import MJPEG_BOUNDARY, StreamName, mjpeg_part
 from vms.deps import ConfigDep, CurrentUser, ManagerDep, SnapshotUser, WatchUser, visible_camera
 from vms.problems import Problem
 from vms.viewing import Viewer, ViewingRecorder
@@ -43,9 +43,18 @@ def _client(request: Request) -> str | None:
 
 @router.post("/cameras/{camera_id}/whep", status_code=201)
 async def whep_offer(
-    camera_id: str, request: Request, manager: ManagerDep, config: ConfigDep, user: WatchUser
+    camera_id: str,
+    request: Request,
+    manager: ManagerDep,
+    config: ConfigDep,
+    user: WatchUser,
+    stream: StreamName = "main",
 ) -> Response:
-    """WHEP (RFC 9725): an SDP offer in, ``201 Created`` with the answer and the session's URL out."""
+    """WHEP (RFC 9725): an SDP offer in, ``201 Created`` with the answer and the session's URL out.
+
+    ``stream=sub`` plays the camera's sub-stream (its main stream if it has none). An
+    H.265 stream is sent transcoded to H.264; a stream with B-frames is refused with
+    409, since WebRTC cannot carry it: play it over MSE."""
     visible_camera(config, user, camera_id)
     viewing = _viewing(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -57,7 +66,7 @@ async def whep_offer(
     except UnicodeDecodeError:
         raise Problem(400, "the SDP offer is not UTF-8 text") from None
     started = datetime.now(UTC)
-    session = await manager.whep_offer(camera_id, offer)
+    session = await manager.whep_offer(camera_id, offer, stream)
     viewing.whep_started(session.id, Viewer(user, camera_id, "webrtc", _client(request), started))
     location = f"/api/v1/whep/{session.id}"
     return Response(
@@ -100,14 +109,19 @@ async def snapshot(
 
 @router.get("/cameras/{camera_id}/stream.mjpeg")
 async def mjpeg(
-    camera_id: str, request: Request, manager: ManagerDep, config: ConfigDep, user: WatchUser
+    camera_id: str,
+    request: Request,
+    manager: ManagerDep,
+    config: ConfigDep,
+    user: WatchUser,
+    stream: StreamName = "main",
 ) -> StreamingResponse:
     """Motion JPEG at a capped frame rate; decoding is shared by every viewer of the camera.
     The viewing is recorded in the audit trail when the viewer leaves."""
     visible_camera(config, user, camera_id)
     viewing = _viewing(request)
     viewer = Viewer(user, camera_id, "mjpeg", _client(request), datetime.now(UTC))
-    frames = manager.mjpeg(camera_id)
+    frames = manager.mjpeg(camera_id, stream)
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0

@@ -1,0 +1,151 @@
+"""The service behind nginx, configured with the example in ``deploy/nginx-hallwatch.conf``
+(the README's reverse-proxy snippet): logging in, WHEP signalling and MSE over the
+proxied WebSocket all work, and the Origin check still tells the service's own page
+from another site's."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
+from tests.app_fixtures import USER_PASSWORD, RunningApp, serve_app
+from tests.vms.test_live_ws import receive_mse
+from tests.whep_client import WhepClient
+from vms.deps import SESSION_COOKIE
+
+SNIPPET = Path(__file__).resolve().parents[1] / "deploy" / "nginx-hallwatch.conf"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+SITE = """
+webrtc:
+  ice_host_addresses: [127.0.0.1]
+centres:
+  - id: xingning
+    name: 兴宁市政务服务中心
+    halls: all
+halls:
+  - id: tax
+    name: 兴宁市税务局办税服务厅
+cameras:
+  - id: tax-1
+    name: 大厅全景
+    hall: tax
+    url: demo://tax-1?size=320x180&gop=25
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(upstream_port: int, workdir: Path) -> Iterator[str]:
+    """nginx on a free port with the example configuration pointed at ``upstream_port``."""
+    if not Path(NGINX).exists():
+        pytest.fail("nginx is not installed; run scripts/install-test-deps.sh", pytrace=False)
+    port = _free_port()
+    snippet = SNIPPET.read_text()
+    snippet = snippet.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+    snippet, listens = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", snippet)
+    assert listens == 1, "the example no longer has the 'listen 80;' line this test adapts"
+    (workdir / "logs").mkdir()
+    (workdir / "hallwatch.conf").write_text(snippet)
+    (workdir / "nginx.conf").write_text(
+        "worker_processes 1;\n"
+        f"pid {workdir}/nginx.pid;\n"
+        f"error_log {workdir}/logs/error.log;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n"
+        f"  access_log {workdir}/logs/access.log;\n"
+        f"  client_body_temp_path {workdir}/body;\n"
+        f"  proxy_temp_path {workdir}/proxy;\n"
+        f"  include {workdir}/hallwatch.conf;\n"
+        "}\n"
+    )
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"nginx did not start: {err}", pytrace=False)
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[RunningApp]:
+    async with serve_app(SITE) as running:
+        await running.wait_online("tax-1")
+        yield running
+
+
+async def test_the_example_nginx_configuration_carries_every_protocol(
+    app: RunningApp, tmp_path: Path
+) -> None:
+    upstream = int(app.base_url.rsplit(":", 1)[1])
+    await app.user("xingning", "viewer", username="proxied")
+    with nginx_in_front_of(upstream, tmp_path) as proxy:
+        async with httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10) as client:
+            login = await client.post(
+                "/api/v1/auth/login", json={"username": "proxied", "password": USER_PASSWORD}
+            )
+            assert login.status_code == 200, login.text
+            client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+            cameras = (await client.get("/api/v1/cameras")).json()
+            assert [c["id"] for c in cameras] == ["tax-1"]
+
+            # WHEP signalling goes through the proxy; the media flows directly over UDP.
+            async with WhepClient() as whep:
+                await whep.connect_http(client, "/api/v1/cameras/tax-1/whep")
+                assert await whep.wait_frames(3, within=10)
+
+            cookie = {"Cookie": f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"}
+            url = f"ws://{proxy}/api/v1/cameras/tax-1/mse.ws"
+            async with connect(
+                url,
+                origin=Origin(f"http://{proxy}"),
+                additional_headers=cookie,
+                open_timeout=5,
+                max_size=None,
+            ) as ws:
+                capture = await receive_mse(ws, 25)
+            assert (capture.init["width"], capture.init["height"]) == (320, 180)
+            assert len(capture.decode(tmp_path / "proxied.mp4")) == 25
+
+            # The proxy passes the Host through, so a foreign page is still refused.
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(
+                    url, origin=Origin("http://evil.example"), additional_headers=cookie, open_timeout=5
+                ):
+                    pass
+            assert refused.value.response.status_code == 403
