@@ -1,84 +1,70 @@
-// One live player per wall tile: WebRTC over WHEP first, MJPEG over a WebSocket as the
-// fallback, reconnecting by itself with backoff. The tile owns it: start() when the tile
-// should play, stop() when it should not (hidden, offline, cleared); stop() keeps the last
-// picture on the canvas so an offline tile can show it greyed.
+// One live player of a tile: it plays one camera's stream ("main" or "sub") on one surface
+// of the tile (a <video> and a <canvas>), trying WebRTC, then MSE, then MJPEG, each with a
+// short deadline of its own, unless the operator forced one mode. It reconnects by itself
+// with backoff, and every (re)connect starts again from the best mode, so a tile that fell
+// back does not stay degraded. The tile owns it: start() when it should play, stop() when it
+// should not; stop() keeps the last picture on the canvas so an offline tile can show it.
+//
+// States: idle → connecting(mode) → playing(mode) → (dropped) waiting → connecting(best) …
+// A mode that fails before its first picture hands over to the next one at once; after the
+// last, or after a drop, the player waits 1, 2, 4, 8, 15 s. "denied" (4403/4404, WHEP 403/404)
+// waits 15 s, an expired session (401, 4401) tells the app; "unsupported" means the forced
+// mode cannot play in this browser.
 
-import { csrfHeaders, request, sessionExpired } from "./api.js";
+import { sessionExpired } from "./api.js";
+import { MjpegStream } from "./mjpeg.js";
+import { MseStream, mseSupported } from "./mse.js";
+import { WebRtcStream, webrtcSupported } from "./webrtc.js";
 
-const ICE_GATHER_MS = 2000;
-const FIRST_FRAME_MS = 4000;
-const DISCONNECTED_GRACE_MS = 3000;
+export const MODES = ["webrtc", "mse", "mjpeg"];
+const STREAMS = { webrtc: WebRtcStream, mse: MseStream, mjpeg: MjpegStream };
+const ATTEMPT_MS = { webrtc: 9000, mse: 4000, mjpeg: 8000 };
 const FROZEN_MS = 10000;
-const WHEP_TIMEOUT_MS = 8000;
 const BACKOFF_S = [1, 2, 4, 8, 15];
 
-function waitForIce(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ICE_GATHER_MS);
-    function done() {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    }
-    function check() {
-      if (pc.iceGatheringState === "complete") done();
-    }
-    pc.addEventListener("icegatheringstatechange", check);
-  });
-}
-
-async function inboundVideo(pc) {
-  const report = await pc.getStats();
-  for (const s of report.values()) {
-    if (s.type === "inbound-rtp" && (s.kind === "video" || s.mediaType === "video")) return s;
-  }
-  return null;
-}
-
-/** Why a WebRTC attempt ended: fall back to MJPEG, retry later, or give up quietly. */
-class Outcome extends Error {
-  constructor(action, reason) {
-    super(reason);
-    this.action = action; // "fallback" | "retry" | "denied" | "expired"
-  }
+/** The modes this browser can play for camera, best first. */
+export function playableModes(camera) {
+  const links = camera.links || {};
+  const modes = [];
+  if (webrtcSupported() && links.whep) modes.push("webrtc");
+  if (mseSupported() && links.mse) modes.push("mse");
+  modes.push("mjpeg");
+  return modes;
 }
 
 export class Player {
   /**
-   * @param {object} camera the camera from GET /api/v1/cameras (id, links.whep)
-   * @param {{video: HTMLVideoElement, canvas: HTMLCanvasElement, host: HTMLElement}} view
-   * @param {(player: Player) => void} onChange called when mode, status or stats change
+   * @param {object} camera the camera from GET /api/v1/cameras (id, links)
+   * @param {{root: HTMLElement, video: HTMLVideoElement, canvas: HTMLCanvasElement}} surface
+   * @param {{stream?: string, forced?: string, onChange: (player: Player) => void}} options
+   *   stream "main" | "sub"; forced "auto" | "webrtc" | "mse" | "mjpeg"
    */
-  constructor(camera, view, onChange) {
+  constructor(camera, surface, { stream = "main", forced = "auto", onChange }) {
     this.camera = camera;
-    this.video = view.video;
-    this.canvas = view.canvas;
-    this.host = view.host;
+    this.surface = surface;
+    this.video = surface.video;
+    this.canvas = surface.canvas;
+    this.stream = stream;
+    this.forced = forced;
     this.onChange = onChange;
     this.gen = 0;
     this.active = false;
     this.mode = "";
-    this.status = "idle"; // idle | connecting | playing | waiting | denied
+    this.status = "idle"; // idle | connecting | playing | waiting | denied | unsupported
+    this.order = [];
+    this.current = null;
     this.retryIn = 0;
     this.attempt = 0;
-    this.forceMjpeg = typeof RTCPeerConnection !== "function";
-    this.wsFailures = 0;
     this.framesDecoded = 0;
     this.width = 0;
     this.height = 0;
     this.fps = 0;
-    this.pc = null;
-    this.location = null;
-    this.ws = null;
+    this.lag = null;
     this.timers = new Set();
     this.statsTimer = null;
     this.lastFrames = 0;
     this.lastTick = 0;
     this.lastProgress = 0;
-    this.decoding = false;
-    this.pendingBlob = null;
-    this.imgUrl = null;
   }
 
   /** Start playing (idempotent). */
@@ -95,7 +81,9 @@ export class Player {
     this.active = false;
     this.gen += 1;
     this.freeze();
-    this.teardown();
+    this.release();
+    for (const id of this.timers) clearTimeout(id);
+    this.timers.clear();
     this.setStatus("idle", "");
   }
 
@@ -104,15 +92,18 @@ export class Player {
     return {
       mode: this.mode,
       status: this.status,
+      stream: this.stream,
+      forced: this.forced,
       retryIn: this.retryIn,
       framesDecoded: this.framesDecoded,
       width: this.width,
       height: this.height,
       fps: this.fps,
+      lag: this.lag,
     };
   }
 
-  // ---- internals ---------------------------------------------------------------------------
+  // ---- the state machine -------------------------------------------------------------------
 
   later(fn, ms) {
     const id = setTimeout(() => {
@@ -129,37 +120,69 @@ export class Player {
     this.onChange(this);
   }
 
+  /** A fresh start from the best mode this browser has (or only the forced one). */
   connect() {
-    const gen = ++this.gen;
-    this.framesDecoded = 0;
-    this.fps = 0;
-    this.lastFrames = 0;
-    this.lastTick = performance.now();
-    this.lastProgress = performance.now();
-    this.setStatus("connecting", "");
-    if (this.forceMjpeg) {
-      this.playMjpeg(gen);
+    const modes = playableModes(this.camera);
+    this.order = this.forced === "auto" ? modes : modes.filter((m) => m === this.forced);
+    if (!this.order.length) {
+      this.gen += 1;
+      this.setStatus("unsupported", "");
       return;
     }
-    this.playWebRTC(gen).catch((err) => {
-      if (gen !== this.gen) return;
-      this.teardown();
-      const action = err instanceof Outcome ? err.action : "retry";
-      console.info(`camera ${this.camera.id}: WebRTC ${action}: ${err.message}`);
-      if (action === "expired") {
-        sessionExpired();
-      } else if (action === "fallback") {
-        this.forceMjpeg = true;
-        this.connect();
-      } else if (action === "denied") {
-        this.retry(BACKOFF_S[BACKOFF_S.length - 1], "denied");
-      } else {
-        this.retry();
-      }
-    });
+    this.tryMode(0);
   }
 
-  /** Schedule the next attempt with exponential backoff (1, 2, 4, 8, 15 s). */
+  tryMode(index) {
+    const gen = ++this.gen;
+    const mode = this.order[index];
+    this.framesDecoded = 0;
+    this.fps = 0;
+    this.lag = null;
+    this.lastFrames = 0;
+    this.setStatus("connecting", mode);
+    const ctx = {
+      camera: this.camera,
+      stream: this.stream,
+      video: this.video,
+      canvas: this.canvas,
+      playing: () => {
+        if (gen === this.gen) this.playing(mode);
+      },
+      ended: (action, reason) => {
+        if (gen === this.gen) this.ended(index, action, reason);
+      },
+    };
+    this.current = new STREAMS[mode](ctx);
+    // A safety net: each mode has deadlines of its own, this catches an attempt that hangs.
+    this.later(() => {
+      if (gen === this.gen && this.status === "connecting") {
+        this.ended(index, "fallback", `no picture within ${ATTEMPT_MS[mode] / 1000} s`);
+      }
+    }, ATTEMPT_MS[mode]);
+    this.current.start();
+  }
+
+  /** The current attempt ended: fall back to the next mode, or wait and start over. */
+  ended(index, action, reason) {
+    if (!this.active) return;
+    const mode = this.order[index];
+    const wasPlaying = this.status === "playing";
+    console.info(`camera ${this.camera.id} (${this.stream}): ${mode} ${wasPlaying ? "dropped" : action}: ${reason}`);
+    this.freeze();
+    this.release();
+    if (action === "expired") {
+      sessionExpired();
+      this.retry(BACKOFF_S[BACKOFF_S.length - 1]);
+    } else if (action === "denied") {
+      this.retry(BACKOFF_S[BACKOFF_S.length - 1], "denied");
+    } else if (!wasPlaying && index + 1 < this.order.length) {
+      this.tryMode(index + 1); // whatever went wrong before the first picture, the next mode may work
+    } else {
+      this.retry();
+    }
+  }
+
+  /** Come back after the backoff (1, 2, 4, 8, 15 s), from the best mode again. */
   retry(seconds, status = "waiting") {
     if (!this.active) return;
     const delay = seconds ?? BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length - 1)];
@@ -173,269 +196,60 @@ export class Player {
     }, delay * 1000);
   }
 
-  /** A live stream broke: free it and come back after the backoff. */
-  dropped(reason) {
-    if (!this.active) return;
-    console.info(`camera ${this.camera.id}: ${this.mode || "stream"} dropped (${reason}); reconnecting`);
-    this.freeze();
-    this.teardown();
-    this.retry();
-  }
-
   playing(mode) {
     this.attempt = 0;
     this.lastProgress = performance.now();
-    this.host.dataset.view = mode === "webrtc" ? "video" : "canvas";
+    this.lastTick = performance.now();
+    this.surface.root.dataset.view = this.current.view;
     this.setStatus("playing", mode);
     if (!this.statsTimer) this.statsTimer = setInterval(() => this.tick(), 1000);
+    this.tick();
   }
 
-  async playWebRTC(gen) {
-    const pc = new RTCPeerConnection({ iceServers: [] });
-    this.pc = pc;
-    pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addEventListener("track", (ev) => {
-      this.video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
-      this.video.play().catch(() => {});
-    });
-    let graceTimer = null;
-    pc.addEventListener("connectionstatechange", () => {
-      if (gen !== this.gen) return;
-      const state = pc.connectionState;
-      if (state === "failed" || state === "closed") {
-        this.dropped(`connection ${state}`);
-      } else if (state === "disconnected") {
-        if (!graceTimer) graceTimer = this.later(() => this.dropped("disconnected"), DISCONNECTED_GRACE_MS);
-      } else if (graceTimer) {
-        clearTimeout(graceTimer);
-        this.timers.delete(graceTimer);
-        graceTimer = null;
-      }
-    });
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIce(pc);
-    if (gen !== this.gen) return;
-
-    const ctrl = new AbortController();
-    const abort = this.later(() => ctrl.abort(), WHEP_TIMEOUT_MS);
-    let res;
-    try {
-      res = await fetch(this.camera.links.whep, {
-        method: "POST",
-        headers: csrfHeaders({ "Content-Type": "application/sdp" }),
-        body: pc.localDescription.sdp,
-        cache: "no-store",
-        signal: ctrl.signal,
-      });
-    } catch (err) {
-      throw new Outcome("retry", `WHEP request failed: ${err.message}`);
-    } finally {
-      clearTimeout(abort);
-      this.timers.delete(abort);
-    }
-    const body = await res.text();
-    if (res.status === 401) throw new Outcome("expired", "session expired");
-    if (res.status === 403 || res.status === 404) throw new Outcome("denied", `WHEP ${res.status}`);
-    if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
-      throw new Outcome("fallback", `WHEP ${res.status}: ${body.slice(0, 200)}`);
-    }
-    if (res.status !== 201 && res.status !== 200) throw new Outcome("retry", `WHEP ${res.status}`);
-    const loc = res.headers.get("Location");
-    if (loc) this.location = new URL(loc, location.href).href;
-    if (gen !== this.gen) {
-      this.teardown();
-      return;
-    }
-    await pc.setRemoteDescription({ type: "answer", sdp: body });
-    if (!(await this.firstVideoFrame(pc, gen))) {
-      if (gen !== this.gen) return;
-      throw new Outcome("fallback", `no video frame within ${FIRST_FRAME_MS / 1000} s`);
-    }
-    if (gen !== this.gen) return;
-    // The relay ending the session closes DTLS at once, long before ICE would notice.
-    const dtls = pc.getReceivers()[0]?.transport;
-    if (dtls) {
-      dtls.addEventListener("statechange", () => {
-        if (gen !== this.gen || (dtls.state !== "closed" && dtls.state !== "failed")) return;
-        if (dtls.state === "closed") this.location = null; // the relay ended it: nothing to DELETE
-        this.dropped(`DTLS ${dtls.state}`);
-      });
-    }
-    this.playing("webrtc");
-  }
-
-  async firstVideoFrame(pc, gen) {
-    const deadline = performance.now() + FIRST_FRAME_MS;
-    while (performance.now() < deadline) {
-      if (gen !== this.gen) return false;
-      const s = await inboundVideo(pc).catch(() => null);
-      if (s && s.framesDecoded > 0) {
-        this.framesDecoded = s.framesDecoded;
-        this.lastFrames = s.framesDecoded;
-        this.lastTick = performance.now();
-        return true;
-      }
-      await new Promise((r) => setTimeout(r, 150));
-    }
-    return false;
-  }
-
-  playMjpeg(gen) {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const url = `${scheme}${location.host}/api/v1/cameras/${encodeURIComponent(this.camera.id)}/mjpeg.ws`;
-    const ws = new WebSocket(url);
-    ws.binaryType = "blob";
-    this.ws = ws;
-    let opened = false;
-    let gotFrame = false;
-    this.later(() => {
-      if (gen === this.gen && !gotFrame) {
-        ws.close();
-      }
-    }, FIRST_FRAME_MS * 2);
-    ws.addEventListener("open", () => {
-      opened = true;
-    });
-    ws.addEventListener("message", (ev) => {
-      if (gen !== this.gen || typeof ev.data === "string") return;
-      if (!gotFrame) {
-        gotFrame = true;
-        this.wsFailures = 0;
-        this.playing("mjpeg");
-      }
-      this.showJpeg(ev.data, gen);
-    });
-    ws.addEventListener("close", () => {
-      if (gen !== this.gen) return;
-      this.ws = null;
-      if (!opened) {
-        // The handshake was refused: find out whether the session is gone (the API call
-        // reports a 401 itself); after repeated refusals give WebRTC another chance.
-        request("/auth/me", { quiet401: false }).catch(() => {});
-        this.wsFailures += 1;
-        if (this.wsFailures >= 3 && typeof RTCPeerConnection === "function") {
-          this.wsFailures = 0;
-          this.forceMjpeg = false;
-        }
-      }
-      this.dropped(opened ? "WebSocket closed" : "WebSocket refused");
-    });
-  }
-
-  /** Draw one JPEG; while one decodes, only the newest waiting frame is kept. */
-  showJpeg(blob, gen) {
-    if (this.decoding) {
-      this.pendingBlob = blob;
-      return;
-    }
-    this.decoding = true;
-    const done = () => {
-      this.decoding = false;
-      const next = this.pendingBlob;
-      this.pendingBlob = null;
-      if (next && gen === this.gen) this.showJpeg(next, gen);
-    };
-    if (typeof createImageBitmap === "function") {
-      createImageBitmap(blob)
-        .then((bitmap) => {
-          if (gen === this.gen) {
-            if (this.canvas.width !== bitmap.width || this.canvas.height !== bitmap.height) {
-              this.canvas.width = bitmap.width;
-              this.canvas.height = bitmap.height;
-            }
-            this.canvas.getContext("2d").drawImage(bitmap, 0, 0);
-            this.countFrame(bitmap.width, bitmap.height);
-          }
-          bitmap.close();
-        })
-        .catch(() => {})
-        .finally(done);
-      return;
-    }
-    const img = new Image();
-    const url = URL.createObjectURL(blob);
-    img.onload = img.onerror = () => {
-      if (gen === this.gen && img.naturalWidth) {
-        this.canvas.width = img.naturalWidth;
-        this.canvas.height = img.naturalHeight;
-        this.canvas.getContext("2d").drawImage(img, 0, 0);
-        this.countFrame(img.naturalWidth, img.naturalHeight);
-      }
-      URL.revokeObjectURL(url);
-      done();
-    };
-    img.src = url;
-  }
-
-  countFrame(width, height) {
-    this.framesDecoded += 1;
-    this.width = width;
-    this.height = height;
-    this.lastProgress = performance.now();
-  }
-
-  /** Once a second: frames per second, picture size, and the frozen-stream watchdog. */
+  /** Once a second: frames per second, picture size, live lag and the frozen-stream watchdog. */
   async tick() {
     const gen = this.gen;
+    const stream = this.current;
+    if (!stream) return;
+    const s = await stream.sample();
+    if (gen !== this.gen) return;
     const now = performance.now();
-    if (this.mode === "webrtc" && this.pc) {
-      const s = await inboundVideo(this.pc).catch(() => null);
-      if (gen !== this.gen || !s) return;
-      if ((s.framesDecoded || 0) > this.framesDecoded) this.lastProgress = now;
-      this.framesDecoded = s.framesDecoded || 0;
-      this.width = s.frameWidth || this.video.videoWidth || 0;
-      this.height = s.frameHeight || this.video.videoHeight || 0;
-    }
+    if (s.frames > this.framesDecoded) this.lastProgress = now;
     const dt = (now - this.lastTick) / 1000;
-    if (dt > 0) this.fps = Math.max(0, Math.round((this.framesDecoded - this.lastFrames) / dt));
-    this.lastFrames = this.framesDecoded;
-    this.lastTick = now;
+    if (dt > 0.5) {
+      this.fps = Math.max(0, Math.round((s.frames - this.lastFrames) / dt));
+      this.lastFrames = s.frames;
+      this.lastTick = now;
+    }
+    this.framesDecoded = s.frames;
+    this.width = s.width;
+    this.height = s.height;
+    this.lag = s.lag ?? null;
     this.onChange(this);
-    if (this.status === "playing" && now - this.lastProgress > FROZEN_MS) this.dropped("no new frames");
+    if (this.status === "playing" && now - this.lastProgress > FROZEN_MS) stream.end("retry", "no new frames");
   }
 
-  /** Keep the current video picture on the canvas (WebRTC); MJPEG already draws there. */
+  /** Keep the current video picture on the canvas; MJPEG already draws there. */
   freeze() {
     const v = this.video;
-    if (this.mode === "webrtc" && v.videoWidth && v.readyState >= 2) {
-      this.canvas.width = v.videoWidth;
-      this.canvas.height = v.videoHeight;
-      try {
-        this.canvas.getContext("2d").drawImage(v, 0, 0);
-        this.host.dataset.view = "canvas";
-      } catch {
-        // A picture that cannot be drawn leaves the canvas as it was.
-      }
+    if (!this.current || this.current.view !== "video" || !v.videoWidth || v.readyState < 2) return;
+    this.canvas.width = v.videoWidth;
+    this.canvas.height = v.videoHeight;
+    try {
+      this.canvas.getContext("2d").drawImage(v, 0, 0);
+      this.surface.root.dataset.view = "canvas";
+    } catch {
+      // A picture that cannot be drawn leaves the canvas as it was.
     }
   }
 
-  teardown() {
-    for (const id of this.timers) clearTimeout(id);
-    this.timers.clear();
+  /** Free the current attempt (its server session included) and the stats timer. */
+  release() {
     clearInterval(this.statsTimer);
     this.statsTimer = null;
     this.fps = 0;
-    const pc = this.pc;
-    this.pc = null;
-    if (this.location) {
-      // End the session first, then close the peer: closed first, the relay may drop the
-      // session on its own and the DELETE would find nothing (404).
-      const loc = this.location;
-      this.location = null;
-      fetch(loc, { method: "DELETE", headers: csrfHeaders(), keepalive: true })
-        .catch(() => {})
-        .finally(() => pc && pc.close());
-    } else if (pc) {
-      pc.close();
-    }
-    if (this.video.srcObject) {
-      this.video.srcObject = null;
-    }
-    if (this.ws) {
-      const ws = this.ws;
-      this.ws = null;
-      ws.close();
-    }
-    this.pendingBlob = null;
+    const stream = this.current;
+    this.current = null;
+    if (stream) stream.stop();
   }
 }

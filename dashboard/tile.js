@@ -1,13 +1,20 @@
 // One tile of the video wall: its element, its overlay (camera, hall, state, mode, fps,
-// buttons) and its player. The tile decides whether its player runs: a camera is placed,
-// the camera is online (or stalled), the tile is on screen and the tab is visible.
+// buttons, the forced-mode choice) and its player. The tile decides whether its player runs
+// (a camera is placed, the camera is online or stalled, the tile is on screen and the tab is
+// visible) and what it plays: the camera's sub-stream on the wall when it has one, the main
+// stream in full screen or alone on the wall; Auto or the mode an operator forced.
+//
+// Two surfaces (a <video> and a <canvas> each) sit on top of each other. A change of stream
+// or mode starts the new player on the surface behind, and the surfaces swap only once it
+// shows a picture; then the old player stops: no black gap.
 
 import { request } from "./api.js";
 import { clock, t } from "./i18n.js";
+import { MODE_BADGES, forcedMode, labelModeSelect, modeSelect, rememberMode } from "./modes.js";
 import { Player } from "./player.js";
+import { clearSurface, makeSurface, showSurface } from "./surface.js";
 
 const PLAYABLE = new Set(["online", "stalled"]);
-
 function el(tag, className, attrs = {}) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -44,17 +51,19 @@ export class Tile {
     this.index = index;
     this.cameraId = null;
     this.player = null;
+    this.pending = null;
+    this.swaps = 0;
     this.onScreen = false;
     const root = el("div", "tile", { tabindex: "0", role: "group", "data-tile": String(index), draggable: "false" });
     root.dataset.camera = "";
     root.dataset.state = "";
     root.dataset.mode = "";
     root.dataset.fps = "0";
-    root.dataset.view = "video";
+    root.dataset.stream = "";
+    root.dataset.forced = "auto";
     this.el = root;
-    this.video = el("video", "tile-video", { muted: "", playsinline: "", autoplay: "" });
-    this.video.muted = true;
-    this.canvas = el("canvas", "tile-canvas", { "aria-hidden": "true" });
+    this.surfaces = [makeSurface(0), makeSurface(1)];
+    this.front = 0;
     const empty = el("div", "tile-empty");
     empty.innerHTML = ICONS.camera;
     this.emptyText = el("span", "tile-empty-text");
@@ -72,12 +81,16 @@ export class Tile {
     const bottom = el("div", "tile-bar tile-bottom");
     this.stateText = el("div", "tile-state");
     const actions = el("div", "tile-actions");
+    if (wall.canChooseMode) {
+      this.modeChoice = modeSelect();
+      actions.append(this.modeChoice);
+    }
     if (wall.canSnapshot) actions.append(iconButton("snapshot", "tile.snapshot"));
     actions.append(iconButton("fullscreen", "tile.fullscreen"), iconButton("clear", "tile.clear"));
     bottom.append(this.stateText, actions);
     const number = el("span", "tile-number", { "aria-hidden": "true" });
     number.textContent = String(index + 1);
-    root.append(this.video, this.canvas, empty, top, bottom, number);
+    root.append(this.surfaces[0].root, this.surfaces[1].root, empty, top, bottom, number);
     this.wire();
     this.render();
   }
@@ -85,6 +98,7 @@ export class Tile {
   wire() {
     const root = this.el;
     root.addEventListener("click", (ev) => {
+      if (ev.target.closest("select")) return;
       const button = ev.target.closest("button[data-action]");
       if (button) {
         ev.stopPropagation();
@@ -94,8 +108,17 @@ export class Tile {
       this.wall.select(this.index);
     });
     root.addEventListener("dblclick", (ev) => {
-      if (!ev.target.closest("button")) this.toggleFullscreen();
+      if (!ev.target.closest("button, select")) this.toggleFullscreen();
     });
+    // Full screen plays the main stream, the wall the sub-stream.
+    root.addEventListener("fullscreenchange", () => this.reconcile());
+    if (this.modeChoice) {
+      this.modeChoice.addEventListener("change", () => {
+        if (!this.cameraId) return;
+        rememberMode(this.cameraId, this.modeChoice.value);
+        this.reconcile();
+      });
+    }
     root.addEventListener("keydown", (ev) => {
       if (ev.target !== root) return;
       if (ev.key === "Enter") {
@@ -182,6 +205,7 @@ export class Tile {
   /** Place a camera (or null) in this tile. */
   setCamera(id) {
     if (id === this.cameraId) return;
+    this.dropPending();
     if (this.player) {
       this.player.stop();
       this.player = null;
@@ -190,44 +214,113 @@ export class Tile {
     this.cameraId = id;
     this.el.dataset.camera = id || "";
     this.el.draggable = Boolean(id);
-    const ctx = this.canvas.getContext("2d");
-    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
-    this.canvas.width = 0;
-    this.el.dataset.view = "video";
+    for (const surface of this.surfaces) clearSurface(surface);
     this.reconcile();
   }
 
-  /** Start or stop the player to match the camera's state and the tile's visibility. */
+  /** The stream this tile should play: the sub-stream on the wall when the camera has one. */
+  wantedStream(cam) {
+    const big = document.fullscreenElement === this.el || this.wall.layout === 1;
+    return !big && Array.isArray(cam.streams) && cam.streams.includes("sub") ? "sub" : "main";
+  }
+
+  /** The mode this tile should use: Auto, unless an operator forced one for the camera. */
+  wantedMode() {
+    return this.wall.canChooseMode && this.cameraId ? forcedMode(this.cameraId) : "auto";
+  }
+
+  /** Start, stop or replace the player to match the camera, the tile's visibility and choices. */
   reconcile() {
     const cam = this.camera();
     const want =
       Boolean(cam) && this.wall.running && this.onScreen && !document.hidden && PLAYABLE.has(cam.live.state);
-    if (want) {
-      if (!this.player) this.player = new Player(cam, { video: this.video, canvas: this.canvas, host: this.el }, () => this.render());
-      this.player.camera = cam;
-      this.player.start();
-    } else if (this.player) {
-      this.player.stop();
+    if (!want) {
+      this.dropPending();
+      if (this.player) this.player.stop();
+      this.render();
+      return;
+    }
+    const stream = this.wantedStream(cam);
+    const forced = this.wantedMode();
+    const fits = (p) => p && p.stream === stream && p.forced === forced;
+    if (fits(this.player)) {
+      this.dropPending();
+    } else if (this.player && this.player.status === "playing") {
+      // Keep the picture on screen; the new player starts behind it and takes over.
+      if (!fits(this.pending)) {
+        this.dropPending();
+        this.pending = this.newPlayer(cam, 1 - this.front, stream, forced);
+      }
+    } else {
+      if (this.player) this.player.stop();
+      this.player = this.newPlayer(cam, this.front, stream, forced);
+    }
+    for (const p of [this.player, this.pending]) {
+      if (p) {
+        p.camera = cam;
+        p.start();
+      }
     }
     this.render();
+  }
+
+  newPlayer(cam, surfaceIndex, stream, forced) {
+    const player = new Player(cam, this.surfaces[surfaceIndex], {
+      stream,
+      forced,
+      onChange: (p) => this.playerChanged(p),
+    });
+    player.surfaceIndex = surfaceIndex;
+    return player;
+  }
+
+  playerChanged(player) {
+    if (player === this.pending && player.status === "playing") this.swap();
+    else if (player === this.player || player === this.pending) this.render();
+  }
+
+  /** The pending player shows a picture: bring its surface to the front, stop the old one. */
+  swap() {
+    const old = this.player;
+    this.player = this.pending;
+    this.pending = null;
+    this.front = this.player.surfaceIndex;
+    showSurface(this.surfaces, this.front);
+    this.swaps += 1;
+    if (old) {
+      old.stop();
+      clearSurface(old.surface);
+    }
+    this.render();
+  }
+
+  dropPending() {
+    if (!this.pending) return;
+    const p = this.pending;
+    this.pending = null;
+    p.stop();
+    clearSurface(p.surface);
   }
 
   /** Refresh the element's data attributes and overlay texts. */
   render() {
     const root = this.el;
     const cam = this.camera();
-    const info = this.player ? this.player.info() : { mode: "", status: "idle", fps: 0 };
+    const info = this.player ? this.player.info() : { mode: "", status: "idle", fps: 0, stream: "" };
     const state = cam ? cam.live.state : "";
     const hall = cam ? this.wall.halls.get(cam.hall) : null;
     root.dataset.state = state;
     root.dataset.mode = info.status === "playing" ? info.mode : "";
     root.dataset.fps = String(info.status === "playing" ? info.fps : 0);
     root.dataset.status = cam ? info.status : "";
+    root.dataset.stream = info.status === "playing" ? info.stream : "";
+    root.dataset.forced = this.wantedMode();
+    if (this.modeChoice) labelModeSelect(this.modeChoice, root.dataset.forced);
     root.classList.toggle("free", !cam);
     this.emptyText.textContent = t("wall.empty");
     this.titleCam.textContent = cam ? cam.name : "";
     this.titleHall.textContent = hall ? hall.name : "";
-    this.modeBadge.textContent = root.dataset.mode === "mjpeg" ? "MJPEG" : root.dataset.mode === "webrtc" ? "WebRTC" : "";
+    this.modeBadge.textContent = MODE_BADGES[root.dataset.mode] || "";
     this.fpsBadge.textContent = root.dataset.mode ? `${root.dataset.fps} fps` : "";
     const stateLabel = state ? t(`state.${state}`) : "";
     let text = stateLabel;
@@ -238,6 +331,7 @@ export class Tile {
       else if (info.status === "connecting") text = t("tile.connecting");
       else if (info.status === "waiting") text = t("tile.reconnect", { s: info.retryIn });
       else if (info.status === "denied") text = t("tile.denied");
+      else if (info.status === "unsupported") text = t("tile.unsupported");
     }
     this.stateText.textContent = text;
     root.setAttribute(
@@ -246,7 +340,7 @@ export class Tile {
         ? t("tile.label", { n: this.index + 1, camera: cam.name, hall: hall ? hall.name : cam.hall, state: text })
         : t("tile.labelEmpty", { n: this.index + 1 }),
     );
-    for (const b of root.querySelectorAll("button[data-i18n-label]")) {
+    for (const b of root.querySelectorAll("button[data-i18n-label], select[data-i18n-label]")) {
       b.setAttribute("aria-label", t(b.dataset.i18nLabel));
       b.title = t(b.dataset.i18nLabel);
     }
@@ -267,11 +361,17 @@ export class Tile {
       width: p ? p.width : 0,
       height: p ? p.height : 0,
       fps: p ? p.fps : 0,
+      stream: p ? p.stream : "",
+      forced: this.wantedMode(),
+      lag: p ? p.lag : null,
+      pending: this.pending ? { stream: this.pending.stream, forced: this.pending.forced, status: this.pending.status } : null,
+      swaps: this.swaps,
     };
   }
 
   /** Stop for good (the tile leaves the wall). */
   destroy() {
+    this.dropPending();
     if (this.player) this.player.stop();
     this.player = null;
     this.el.remove();

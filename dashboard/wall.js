@@ -7,16 +7,20 @@ import { Tile } from "./tile.js";
 
 export const LAYOUTS = [1, 4, 9, 16];
 const MAX_TILES = 16;
+const MODE_ROLES = new Set(["operator", "admin"]);
 
 export class Wall {
   /**
    * @param {HTMLElement} section the #wall element
    * @param {{canSnapshot: boolean, onChange: (state: {layout: number, tiles: (string|null)[]}) => void,
-   *          toast: (text: string) => void, onStats: () => void}} options
+   *          toast: (text: string) => void, onStats: () => void, canChooseMode?: boolean}} options
+   *   canChooseMode: whether the user may force a tile's playback mode (operators and admins);
+   *   by default taken from the logged-in user's role
    */
   constructor(section, options) {
     this.section = section;
     this.canSnapshot = options.canSnapshot;
+    this.canChooseMode = options.canChooseMode ?? MODE_ROLES.has(window.hallwatch?.user()?.role);
     this.onChange = options.onChange;
     this.toast = options.toast;
     this.onStats = options.onStats;
@@ -166,6 +170,7 @@ export class Wall {
     this.tiles.forEach((tile, i) => {
       tile.el.dataset.selected = String(i === this.selected);
       tile.setCamera(this.slots[i]);
+      tile.reconcile(); // a single tile plays the main stream, a wall of them the sub-streams
     });
     for (const b of document.querySelectorAll("[data-layout-choice]")) {
       b.setAttribute("aria-pressed", String(Number(b.dataset.layoutChoice) === this.layout));
@@ -207,7 +212,7 @@ export class Wall {
   }
 
   counts() {
-    const out = { webrtc: 0, mjpeg: 0 };
+    const out = { webrtc: 0, mse: 0, mjpeg: 0 };
     for (const tile of this.tiles) {
       const mode = tile.el.dataset.mode;
       if (mode in out) out[mode] += 1;

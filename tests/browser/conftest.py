@@ -28,7 +28,15 @@ import httpx
 import psutil
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, Response, WebSocket, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Response,
+    WebSocket,
+    async_playwright,
+)
 
 from streams import IngestState
 from tests.app_fixtures import USER_PASSWORD, RunningApp, serve_app
@@ -180,8 +188,8 @@ def _watch(page: Page) -> None:
     log = page_log(page)
 
     def on_console(msg: ConsoleMessage) -> None:
-        if msg.type in ("error", "warning"):
-            log.add(f"console.{msg.type}: {msg.text}")
+        if msg.type in ("error", "warning") or (msg.type == "info" and msg.text.startswith("camera ")):
+            log.add(f"console.{msg.type}: {msg.text}")  # the players say why a mode ended
 
     def on_response(res: Response) -> None:
         path = res.url.split("?")[0]
@@ -203,7 +211,31 @@ def _watch(page: Page) -> None:
 async def new_page(browser: Browser) -> AsyncIterator[PageFactory]:
     """Factory: ``page = await new_page(width=1366, height=768)``, a fresh context (no cookies) each;
     every context it opened is closed at teardown."""
-    contexts = []
+    async with _pages(browser) as factory:
+        yield factory
+
+
+UDP_BLOCKED_FLAG = "--webrtc-ip-handling-policy=disable_non_proxied_udp"
+"""WebRTC may not use UDP except through a proxy (there is none): a network that blocks UDP.
+The relay's ICE agent (aiortc) has no ICE-TCP, so WebRTC cannot connect at all."""
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def new_page_without_udp(browser: Browser) -> AsyncIterator[PageFactory]:
+    """Like ``new_page``, in a second Chromium launched with :data:`UDP_BLOCKED_FLAG`."""
+    blocked = await browser.browser_type.launch(
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_FLAGS, UDP_BLOCKED_FLAG], timeout=30_000
+    )
+    try:
+        async with _pages(blocked) as factory:
+            yield factory
+    finally:
+        await blocked.close()
+
+
+@contextlib.asynccontextmanager
+async def _pages(browser: Browser) -> AsyncIterator[PageFactory]:
+    contexts: list[BrowserContext] = []
 
     async def factory(width: int = 1366, height: int = 768, init_script: str | None = None) -> Page:
         context = await browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
@@ -214,7 +246,13 @@ async def new_page(browser: Browser) -> AsyncIterator[PageFactory]:
         _watch(page)
         return page
 
-    yield factory
+    try:
+        yield factory
+    finally:
+        await _close_contexts(contexts)
+
+
+async def _close_contexts(contexts: list[BrowserContext]) -> None:
     for context in contexts:
         for page in context.pages:
             _logs.pop(id(page), None)

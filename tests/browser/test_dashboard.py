@@ -41,7 +41,11 @@ TAX = [f"tax-{n}" for n in range(1, 5)]
 WATCHDOG_BOUND = 1.5 + 3 + 6
 """stall_timeout + offline_after of the site, plus the page's own polling and push delay."""
 WALL_TILES = "section#wall div.tile"
-NO_WEBRTC = "delete window.RTCPeerConnection; delete window.webkitRTCPeerConnection;"
+NO_WEBRTC = (
+    "delete window.RTCPeerConnection; delete window.webkitRTCPeerConnection;"
+    " delete window.MediaSource; delete window.ManagedMediaSource;"
+)
+"""A browser with neither WebRTC nor MSE: MJPEG is all that is left."""
 
 
 def cameras_of(*halls: str) -> list[str]:
