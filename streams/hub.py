@@ -2,7 +2,8 @@
 
 The hub keeps a GOP cache (the packets since the last keyframe) so that a new
 subscriber starts decoding at once instead of waiting for the camera's next
-keyframe, and keeps timestamps monotonic across source reconnects.
+keyframe, and keeps timestamps monotonic across source reconnects. A camera's
+audio, when it is relayed, has a hub of its own, where every frame is a keyframe.
 
 Every subscriber has a bounded queue, bounded in packets and in time: a
 subscriber whose oldest queued live packet is more than ``max_lag`` seconds
@@ -25,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from streams import h264, h265
-from streams.packets import CLOCK_RATE, MediaPacket, StreamInfo
+from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket, StreamInfo
 from streams.reorder import DecodeClock
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,9 @@ class Hub:
         self._frame_ticks = _DEFAULT_FRAME_TICKS
         self._closed = False
         self.info: StreamInfo | None = None
+        """The video stream's description, from its latest keyframe."""
+        self.audio: AudioInfo | None = None
+        """An audio hub's stream description, set by whoever publishes the audio."""
         self.stats = HubStats()
         self.on_subscribers: Callable[[int], None] | None = None
         """Called with the new subscriber count whenever someone joins or leaves: lets an
@@ -237,9 +241,10 @@ class Hub:
             if 0 < delta < CLOCK_RATE:
                 self._frame_ticks = delta
         packet = packet.shifted(self._offset)
-        if packet.keyframe:
-            self._describe(packet)
-        packet = self._decode_clock.stamp(packet)
+        if not packet.is_audio:
+            if packet.keyframe:
+                self._describe(packet)
+            packet = self._decode_clock.stamp(packet)
         self._last_pts = packet.pts if self._last_pts is None else max(self._last_pts, packet.pts)
         if packet.keyframe:
             self._gop = [packet]

@@ -17,15 +17,25 @@ from typing import Literal
 CLOCK_RATE = 90_000
 """Ticks per second of every ``pts`` in the media plane."""
 
-Codec = Literal["h264", "h265"]
+VideoCodec = Literal["h264", "h265"]
+AudioCodec = Literal["aac", "opus", "pcmu", "pcma"]
+Codec = Literal["h264", "h265", "aac", "opus", "pcmu", "pcma"]
+AUDIO_CODECS: frozenset[str] = frozenset({"aac", "opus", "pcmu", "pcma"})
 
 
 @dataclass(frozen=True, slots=True)
 class MediaPacket:
-    """One video access unit in Annex-B form (start codes before each NAL unit).
+    """One video access unit in Annex-B form (start codes before each NAL unit),
+    or one audio frame.
 
     Keyframes carry their parameter sets (SPS/PPS, and VPS for H.265) in-band, so
     any subscriber can start decoding at any keyframe.
+
+    Audio (``codec`` in :data:`AUDIO_CODECS`) travels in hubs of its own: ``data``
+    is one encoded frame as the codec defines it (AAC: a raw access unit without
+    ADTS header; Opus: one packet; G.711: its bytes), ``keyframe`` is always True,
+    and ``pts`` is in the same 90 kHz clock as video, so the two line up. The
+    stream's :class:`AudioInfo` is known to its hub.
     """
 
     data: bytes
@@ -44,6 +54,10 @@ class MediaPacket:
         """When the access unit is decoded: ``dts`` if known, else ``pts``."""
         return self.pts if self.dts is None else self.dts
 
+    @property
+    def is_audio(self) -> bool:
+        return self.codec in AUDIO_CODECS
+
     def shifted(self, offset: int) -> MediaPacket:
         """The same access unit with ``offset`` ticks added to its timestamps."""
         if offset == 0:
@@ -53,10 +67,27 @@ class MediaPacket:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """What a decoder or a muxer needs to know about an audio stream."""
+
+    codec: AudioCodec
+    sample_rate: int
+    channels: int
+    config: bytes = b""
+    """AAC: the AudioSpecificConfig (from the SDP's ``config=``); empty otherwise."""
+
+    @property
+    def codec_string(self) -> str:
+        """RFC 6381 codec string for MSE (AAC only): ``mp4a.40.<object type>``."""
+        object_type = self.config[0] >> 3 if self.config else 2
+        return f"mp4a.40.{object_type}"
+
+
+@dataclass(frozen=True, slots=True)
 class StreamInfo:
     """What a decoder or a signalling answer needs to know about a stream."""
 
-    codec: Codec
+    codec: VideoCodec
     width: int
     height: int
     profile: str

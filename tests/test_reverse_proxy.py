@@ -25,7 +25,8 @@ from tests.vms.test_live_ws import receive_mse
 from tests.whep_client import WhepClient
 from vms.deps import SESSION_COOKIE
 
-SNIPPET = Path(__file__).resolve().parents[1] / "deploy" / "nginx-hallwatch.conf"
+ROOT = Path(__file__).resolve().parents[1]
+SNIPPET = ROOT / "deploy" / "nginx-hallwatch.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 SITE = """
@@ -149,3 +150,11 @@ async def test_the_example_nginx_configuration_carries_every_protocol(
                 ):
                     pass
             assert refused.value.response.status_code == 403
+
+
+def test_the_readme_shows_the_tested_configuration() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"```nginx\n(.*?)```", readme, re.DOTALL)
+    assert shown is not None, "the README has no nginx example"
+    tested = "\n".join(line for line in SNIPPET.read_text().splitlines() if not line.startswith("#"))
+    assert shown[1].strip() == tested.strip()
