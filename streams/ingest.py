@@ -19,6 +19,11 @@ Each camera runs a small state machine::
 Every ingest is its own asyncio task on the event loop, so a dead, frozen or
 unreachable camera never delays another. Waiting on the stop event with a
 timeout is the backoff sleep, so stopping is immediate.
+
+A source asked for audio yields audio frames among the video; they go to the
+camera's audio hub (or nowhere without one). The state machine, the watchdog
+and the counters follow the video only: a camera whose picture froze is
+stalled even while its sound flows.
 """
 
 from __future__ import annotations
@@ -87,10 +92,12 @@ class Ingest:
         enabled: bool = True,
         listener: StateListener | None = None,
         secrets: list[str] | None = None,
+        audio_hub: Hub | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.source = source
         self.hub = hub
+        self.audio_hub = audio_hub
         self.policy = policy
         self.enabled = enabled
         self._listener = listener
@@ -156,22 +163,36 @@ class Ingest:
                 self._set_state(IngestState.STARTING)
 
     async def _session(self) -> bool:
-        """One connection: returns whether any packet arrived."""
+        """One connection: returns whether any video packet arrived."""
         got_packet = False
         self.sessions_opened += 1
         self.hub.discontinuity()
+        audio_hub = self.audio_hub
+        if audio_hub is not None:
+            audio_hub.discontinuity()
         packets = self.source.packets()
+        loop = asyncio.get_running_loop()
         try:
-            timeout = self.policy.first_packet_timeout
+            deadline = loop.time() + self.policy.first_packet_timeout
             while True:
                 try:
-                    async with asyncio.timeout(timeout):
+                    if loop.time() >= deadline:  # only audio came since the last video
+                        raise TimeoutError
+                    async with asyncio.timeout_at(deadline):
                         packet = await anext(packets)
                 except TimeoutError:
                     raise _Stalled from None
+                if packet.is_audio:
+                    if audio_hub is not None:
+                        if audio_hub.audio is not self.source.audio_info:
+                            audio_hub.audio = self.source.audio_info
+                        audio_hub.publish(packet)
+                    continue
+                deadline = loop.time() + self.policy.stall_timeout
                 if not got_packet:
                     got_packet = True
-                    timeout = self.policy.stall_timeout
+                    if audio_hub is not None:  # the source knows by now whether there is audio
+                        audio_hub.audio = self.source.audio_info
                     self._set_state(IngestState.ONLINE)
                     log.info("%s: online", self.camera_id)
                 self.hub.publish(packet)

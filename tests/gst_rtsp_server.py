@@ -8,13 +8,18 @@ project's virtualenv), for example::
 Each ``--stream PATH:SPEC`` adds a mount point. SPEC is either
 
 * encoder mode: ``WxH@FPS[,BITRATEk][,gop=N][,profile=baseline|high][,codec=h265]
-  [,bframes=N][,clock]``; a live test picture encoded by x264 (or x265).
+  [,bframes=N][,clock][,audio=pcmu|pcma|opus|aac|latm]``; a live test picture encoded
+  by x264 (or x265).
   ``bframes=N`` (H.264 only) makes x264 use N B-frames (High profile, no
   zero-latency tuning, which would forbid them), so presentation timestamps
   arrive out of order. ``clock`` replaces the test pattern with a grey picture
   and a moving bar whose top-left carries, as a barcode, the Unix time in
   milliseconds at which the frame was made (see ``clock_barcode.py``); raw I420
-  frames are fed to the encoder through an ``appsrc`` at the spec's rate. Or
+  frames are fed to the encoder through an ``appsrc`` at the spec's rate.
+  ``audio=CODEC`` adds a second track (``pay1``), a live sine tone: G.711 µ-law
+  or A-law (8 kHz mono, 20 ms per packet), Opus (48 kHz stereo, 20 ms frames)
+  or AAC-LC (``voaacenc``, 48 kHz stereo, RTP per RFC 3640 AAC-hbr; ``latm``:
+  the same in MP4A-LATM, RFC 6416, which the relay does not read). Or
 * access-unit file mode: ``aufile=FILE[,fps=N]``; pre-encoded H.264 access
   units (repeated 4-byte big-endian length + Annex-B access unit; the first is a
   keyframe with SPS/PPS) looped at real-time pace. Before each access unit goes
@@ -59,6 +64,16 @@ CLOCK_UUID = b"HALLWATCH-CLOCK!"
 _ROLE = "user"
 
 
+AUDIO_ENCODERS = {
+    "pcmu": ("rate=8000,channels=1", 160, "mulawenc ! rtppcmupay"),
+    "pcma": ("rate=8000,channels=1", 160, "alawenc ! rtppcmapay"),
+    "opus": ("rate=48000,channels=2", 960, "opusenc frame-size=20 ! rtpopuspay"),
+    "aac": ("rate=48000,channels=2", 1024, "voaacenc bitrate=64000 ! rtpmp4gpay"),
+    "latm": ("rate=48000,channels=2", 1024, "voaacenc bitrate=64000 ! rtpmp4apay"),
+}
+"""Raw caps, samples per buffer and encoder + payloader of each ``audio=`` codec."""
+
+
 @dataclass
 class EncoderSpec:
     width: int = 640
@@ -70,6 +85,7 @@ class EncoderSpec:
     codec: str = "h264"
     bframes: int = 0
     clock: bool = False
+    audio: str = ""
 
 
 @dataclass
@@ -113,6 +129,10 @@ def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
             enc.bframes = int(part[8:])
         elif part == "clock":
             enc.clock = True
+        elif part.startswith("audio="):
+            enc.audio = part[6:]
+            if enc.audio not in AUDIO_ENCODERS:
+                raise ValueError(f"audio must be one of {', '.join(AUDIO_ENCODERS)}, not {enc.audio!r}")
         else:
             raise ValueError(f"unknown option {part!r} in {spec!r}")
     if enc.bframes:
@@ -150,13 +170,23 @@ def encoder_and_payloader(enc: EncoderSpec) -> str:
     )
 
 
+def audio_launch(codec: str) -> str:
+    """The launch-line branch of a live sine tone encoded as ``codec`` and packetized as ``pay1``."""
+    caps, samples, encode = AUDIO_ENCODERS[codec]
+    return (
+        f"audiotestsrc is-live=true wave=sine volume=0.3 samplesperbuffer={samples} "
+        f"! audioconvert ! audioresample ! audio/x-raw,{caps} ! {encode} name=pay1"
+    )
+
+
 def encoder_launch(enc: EncoderSpec) -> str:
     size = f"width={enc.width},height={enc.height},framerate={enc.fps}/1"
     if enc.clock:
         source = f"appsrc name=src is-live=true format=time caps=video/x-raw,format=I420,{size} ! queue"
     else:
         source = f"videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,{size}"
-    return f"( {source} ! {encoder_and_payloader(enc)} )"
+    audio = f" {audio_launch(enc.audio)}" if enc.audio else ""
+    return f"( {source} ! {encoder_and_payloader(enc)}{audio} )"
 
 
 def aufile_launch() -> str:

@@ -1,7 +1,8 @@
 """What every source is: an async generator of access units.
 
 A source connects when iterated, yields :class:`~streams.packets.MediaPacket`
-objects until the stream ends (the generator returns) or fails (it raises a
+objects (video access units, and audio frames when asked for and offered) until
+the stream ends (the generator returns) or fails (it raises a
 :class:`~streams.errors.SourceError`), and releases everything when closed. The
 ingest supervisor owns reconnecting, watchdogs and backoff; a source only reads.
 """
@@ -13,7 +14,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.packets import MediaPacket
+from streams.packets import AudioInfo, MediaPacket
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,8 @@ class SourceOptions:
     keepalive_interval: float = 20.0
     label: str = ""
     """Text drawn on synthetic pictures (demo sources), for example the hall and camera."""
+    audio: bool = False
+    """Also pull the camera's audio (RTSP only), yielded among the video packets; off by default."""
 
 
 class Source(abc.ABC):
@@ -36,6 +39,8 @@ class Source(abc.ABC):
 
     def __init__(self, options: SourceOptions) -> None:
         self.options = options
+        self.audio_info: AudioInfo | None = None
+        """The audio stream's description once known (after connecting), None without audio."""
 
     @abc.abstractmethod
     def packets(self) -> AsyncGenerator[MediaPacket, None]:

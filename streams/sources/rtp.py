@@ -81,7 +81,8 @@ class SessionDescription:
     video: VideoTrack
 
 
-def _split_media(sdp: str) -> tuple[list[str], list[list[str]]]:
+def sdp_sections(sdp: str) -> tuple[list[str], list[list[str]]]:
+    """The session-level lines and, per ``m=`` line, that media's lines (the ``m=`` line first)."""
     session: list[str] = []
     media: list[list[str]] = []
     for raw in sdp.splitlines():
@@ -93,7 +94,8 @@ def _split_media(sdp: str) -> tuple[list[str], list[list[str]]]:
     return session, media
 
 
-def _attribute(lines: list[str], name: str) -> list[str]:
+def sdp_attribute(lines: list[str], name: str) -> list[str]:
+    """The values of every ``a=name:value`` line."""
     prefix = f"a={name}:"
     return [line[len(prefix) :].strip() for line in lines if line.startswith(prefix)]
 
@@ -160,19 +162,19 @@ def parse_sdp(sdp: str) -> SessionDescription:
     either codec or the packetization is one we do not read (H.264 interleaved
     mode, H.265 with decoding-order numbers).
     """
-    session, media = _split_media(sdp)
+    session, media = sdp_sections(sdp)
     video = next((m for m in media if m[0].startswith("m=video")), None)
     if video is None:
         raise SourceProtocolError("the stream has no video track")
     formats = video[0].split()[3:]
     rtpmap: dict[int, tuple[str, int]] = {}
-    for value in _attribute(video, "rtpmap"):
+    for value in sdp_attribute(video, "rtpmap"):
         pt_text, _, encoding = value.partition(" ")
         name, _, rate = encoding.partition("/")
         if pt_text.isdigit():
             rtpmap[int(pt_text)] = (name.upper(), int(rate.split("/")[0] or CLOCK_RATE))
     fmtp: dict[int, dict[str, str]] = {}
-    for value in _attribute(video, "fmtp"):
+    for value in sdp_attribute(video, "fmtp"):
         pt_text, _, fmtp_text = value.partition(" ")
         if pt_text.isdigit():
             pairs = (item.strip().partition("=") for item in fmtp_text.split(";") if item.strip())
@@ -184,7 +186,7 @@ def parse_sdp(sdp: str) -> SessionDescription:
             f"video codec {', '.join(names) or 'unknown'} is not supported (H.264 or H.265)"
         )
     params = fmtp.get(chosen, {})
-    controls = _attribute(video, "control")
+    controls = sdp_attribute(video, "control")
     track = VideoTrack(control=controls[0] if controls else "*", payload_type=chosen)
     track.clock_rate = rtpmap[chosen][1]
     track.codec = _CODECS[rtpmap[chosen][0]]
@@ -192,20 +194,24 @@ def parse_sdp(sdp: str) -> SessionDescription:
         _h264_parameters(track, params)
     else:
         _h265_parameters(track, params)
-    session_controls = _attribute(session, "control")
+    session_controls = sdp_attribute(session, "control")
     return SessionDescription(control=session_controls[0] if session_controls else None, video=track)
 
 
 @dataclass(slots=True)
-class _Timeline:
+class RtpTimeline:
     """Unwraps 32-bit RTP timestamps into a 90 kHz count starting at 0."""
 
     clock_rate: int = CLOCK_RATE
     _last: int | None = None
     _ticks: int = 0
+    origin: int | None = None
+    """The RTP timestamp that became 0 (the first one given), None before."""
 
     def pts(self, timestamp: int) -> int:
-        if self._last is not None:
+        if self._last is None:
+            self.origin = timestamp
+        else:
             delta = (timestamp - self._last) & 0xFFFFFFFF
             if delta >= 0x80000000:
                 delta -= 0x100000000
@@ -238,7 +244,7 @@ class Depacketizer:
 
     def __init__(self, *, payload_type: int | None = None, clock_rate: int = CLOCK_RATE) -> None:
         self.payload_type = payload_type
-        self._timeline = _Timeline(clock_rate)
+        self._timeline = RtpTimeline(clock_rate)
         self._unit: PendingUnit | None = None
         self._next_seq: int | None = None
         self._ssrc: int | None = None
@@ -253,6 +259,11 @@ class Depacketizer:
     def sps(self) -> bytes | None:
         """The latest sequence parameter set seen (SDP or in-band), None until one is known."""
         raise NotImplementedError
+
+    @property
+    def origin(self) -> int | None:
+        """The RTP timestamp of the first access unit made (its pts is 0), None before."""
+        return self._timeline.origin
 
     def push(self, packet: RtpPacket, received: float) -> list[MediaPacket]:
         """Feed one RTP packet; return the access units it completes (usually none or one)."""

@@ -1,4 +1,5 @@
-"""The RTSP source: an asyncio RTSP client that yields H.264 or H.265 access units.
+"""The RTSP source: an asyncio RTSP client that yields H.264 or H.265 access units,
+and the camera's audio frames when asked.
 
 :class:`RtspSource` speaks RTSP 1.0 over one TCP connection (OPTIONS, DESCRIBE,
 SETUP, PLAY, keepalives, TEARDOWN) and receives RTP either interleaved on that
@@ -7,6 +8,13 @@ RTP marker bit by the codec's depacketizer
 (:class:`~streams.sources.rtp.H264Depacketizer` or
 :class:`~streams.sources.rtp_h265.H265Depacketizer`), so a frame is handed on as
 soon as its last packet arrives (no one-frame parser delay).
+
+With ``SourceOptions.audio`` the first relayable audio track
+(:mod:`streams.sources.sdp_audio`) is set up too, on interleaved channels 2-3 or
+a second UDP port pair, and its frames (:mod:`streams.sources.rtp_audio`, on the
+video's timeline) are yielded among the video's. Without it, only video is set
+up. The read timeout counts video only: a camera whose picture died is dead even
+if its sound still flows.
 
 No thread and no task: everything runs inside the ``packets()`` generator on the
 event loop that iterates it. Keepalives are written from the read loop; in TCP
@@ -31,8 +39,10 @@ from streams.redact import redact_url
 from streams.sources.base import Source, SourceOptions
 from streams.sources.rtp import Depacketizer, H264Depacketizer, VideoTrack, parse_rtp, parse_sdp
 from streams.sources.rtp_h265 import H265Depacketizer
+from streams.sources.rtsp_audio import AudioSession, choose_audio, rtp_info_time
 from streams.sources.rtsp_auth import Authenticator
 from streams.sources.rtsp_connection import RtspConnection, RtspMessage, UdpReceiver
+from streams.sources.sdp_audio import AudioTrack
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +120,14 @@ class RtspSource(Source):
         self.info: StreamInfo | None = None
         """Codec, size and profile, from the SDP and then from in-band SPS; None until known."""
         self._info_sps: bytes | None = None
+        self._audio: AudioSession | None = None
 
     async def packets(self) -> AsyncGenerator[MediaPacket, None]:
         url, host, port, tls, auth = _split_url(self.options)
         conn = RtspConnection(url, host, port, tls, self.options.connect_timeout, auth)
         udp = UdpReceiver() if self.options.transport == "udp" else None
         play_url = url
+        self._audio = None
         try:
             await conn.open()
             public = ""
@@ -124,19 +136,35 @@ class RtspSource(Source):
                 public = (reply.get("Public") or "").upper()
             reply = await conn.request("DESCRIBE", url, {"Accept": "application/sdp"})
             _expect_ok(reply, "DESCRIBE", url)
-            sdp = parse_sdp(reply.body.decode("utf-8", "replace"))
+            sdp_text = reply.body.decode("utf-8", "replace")
+            sdp = parse_sdp(sdp_text)
             base = redact_url(reply.get("Content-Base") or reply.get("Content-Location") or url)
             play_url = _resolve(base, sdp.control)
             self.info = sdp.video.info
+            audio_track = choose_audio(sdp_text, url) if self.options.audio else None
+            self.audio_info = audio_track.info if audio_track is not None else None
             depacketizer = _depacketizer(sdp.video)
-            channel, timeout = await self._setup(conn, udp, _resolve(base, sdp.video.control))
+            video_url = _resolve(base, sdp.video.control)
+            setup = await self._setup(conn, udp, video_url, 0, required=True)
+            assert setup is not None
+            channel, timeout = setup
+            if audio_track is not None:
+                audio_url = _resolve(base, audio_track.control)
+                await self._setup_audio(conn, udp, audio_track, audio_url, channel, sdp.video.clock_rate)
             early: list[tuple[int, bytes, float]] = []
             reply = await conn.request("PLAY", play_url, {"Range": "npt=0.000-"}, early)
             _expect_ok(reply, "PLAY", url)
+            audio = self._audio
+            if audio is not None:
+                audio.sync.anchor(
+                    rtp_info_time(reply, video_url, sdp.video.control),
+                    rtp_info_time(reply, audio.url, audio.track.control),
+                )
             log.info(
-                "%s: playing %s over %s",
+                "%s: playing %s%s over %s",
                 url,
                 _CODEC_NAMES[sdp.video.codec],
+                f" and {audio.track.info.codec.upper()} audio" if audio is not None else "",
                 self.options.transport.upper(),
             )
             keepalive = _Keepalive(
@@ -145,7 +173,12 @@ class RtspSource(Source):
                 "GET_PARAMETER" if "GET_PARAMETER" in public else "OPTIONS",
                 min(self.options.keepalive_interval, timeout * 0.8),
             )
-            batch = [p for ch, data, t in early if ch == channel for p in self._push(depacketizer, data, t)]
+            batch: list[MediaPacket] = []
+            for ch, data, t in early:
+                if ch == channel:
+                    batch += self._push(depacketizer, data, t)
+                elif audio is not None and ch == audio.channel:
+                    batch += audio.push(data, t)
             while True:
                 for packet in batch:
                     yield packet
@@ -160,30 +193,62 @@ class RtspSource(Source):
                 conn.close()
                 if udp is not None:
                     udp.close()
+                if self._audio is not None:
+                    self._audio.close()
 
     async def _setup(
-        self, conn: RtspConnection, udp: UdpReceiver | None, track_url: str
-    ) -> tuple[int, float]:
+        self, conn: RtspConnection, udp: UdpReceiver | None, track_url: str, channel: int, *, required: bool
+    ) -> tuple[int, float] | None:
+        """SETUP one track: its interleaved channel and the session timeout, or None if an
+        optional track was refused."""
         if udp is not None:
             await udp.open(conn.local_host)
             transport = f"RTP/AVP;unicast;client_port={udp.port}-{udp.port + 1}"
         else:
-            transport = "RTP/AVP/TCP;unicast;interleaved=0-1"
+            transport = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
         reply = await conn.request("SETUP", track_url, {"Transport": transport})
+        if not required and not 200 <= reply.status < 300:
+            log.info("%s: SETUP of the audio track answered %d; video only", conn.url, reply.status)
+            return None
         if reply.status == 461:
             raise SourceProtocolError(
                 f"{conn.url}: the camera refuses RTP over {self.options.transport.upper()}"
             )
         _expect_ok(reply, "SETUP", conn.url)
-        conn.session, timeout = _session(reply, conn.url)
+        session, timeout = _session(reply, conn.url)
+        conn.session = conn.session or session
         match = re.search(r"interleaved=(\d+)", reply.get("Transport") or "")
-        return (int(match[1]) if match else 0), timeout
+        return (int(match[1]) if match else channel), timeout
+
+    async def _setup_audio(
+        self,
+        conn: RtspConnection,
+        udp: UdpReceiver | None,
+        track: AudioTrack,
+        track_url: str,
+        video_channel: int,
+        video_clock: int,
+    ) -> None:
+        """SETUP the audio track as the session's second; without success, the session is video only."""
+        audio = AudioSession(
+            track, track_url, UdpReceiver(udp.arrived) if udp is not None else None, video_clock
+        )
+        self._audio = audio  # from here on, its sockets are closed with the session
+        setup = await self._setup(conn, audio.udp, track_url, video_channel + 2, required=False)
+        if setup is None or (udp is None and setup[0] in (video_channel, video_channel + 1)):
+            self.audio_info = None
+            self._audio = None
+            audio.close()
+            return
+        audio.channel = setup[0]
 
     def _push(self, depacketizer: Depacketizer, data: bytes, received: float) -> list[MediaPacket]:
         packet = parse_rtp(data)
         if packet is None:
             return []
         out = depacketizer.push(packet, received)
+        if self._audio is not None:
+            self._audio.sync.video(out, depacketizer.origin)
         sps = depacketizer.sps
         if out and out[-1].keyframe and sps is not None and (self.info is None or self._info_sps is not sps):
             self._info_sps = sps
@@ -199,9 +264,12 @@ class RtspSource(Source):
         """Read interleaved frames until at least one access unit is complete."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.read_timeout
+        audio = self._audio
         while True:
             keepalive.poll()
             try:
+                if loop.time() >= deadline:  # audio alone keeps arriving: do not wait for it
+                    raise TimeoutError
                 async with asyncio.timeout_at(deadline):
                     item = await conn.read_item()
             except TimeoutError as err:
@@ -213,6 +281,10 @@ class RtspSource(Source):
                 out = self._push(depacketizer, item[1], time.monotonic())
                 if out:
                     return out
+            elif audio is not None and item[0] == audio.channel:
+                out = audio.push(item[1], time.monotonic())
+                if out:
+                    return out
 
     async def _read_udp(
         self, conn: RtspConnection, udp: UdpReceiver, depacketizer: Depacketizer, keepalive: _Keepalive
@@ -220,10 +292,12 @@ class RtspSource(Source):
         """Read RTP datagrams until at least one access unit is complete."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.read_timeout
+        audio = self._audio
+        audio_queue = audio.udp.queue if audio is not None and audio.udp is not None else None
         while True:
             if keepalive.due():
                 keepalive.check(await conn.request(keepalive.method, keepalive.url))
-            while not udp.queue:
+            while not udp.queue and not audio_queue:
                 if not conn.usable:
                     raise SourceError(f"{conn.url}: the camera closed the RTSP connection")
                 udp.arrived.clear()
@@ -232,9 +306,14 @@ class RtspSource(Source):
                         await udp.arrived.wait()
                 except TimeoutError as err:
                     raise SourceError(f"{conn.url}: no RTP for {self.options.read_timeout:g} s") from err
-            data, received = udp.queue.popleft()
-            deadline = loop.time() + self.options.read_timeout
-            out = self._push(depacketizer, data, received)
+            if audio is not None and audio_queue and (not udp.queue or audio_queue[0][1] < udp.queue[0][1]):
+                if loop.time() >= deadline:  # audio alone keeps arriving
+                    raise SourceError(f"{conn.url}: no video RTP for {self.options.read_timeout:g} s")
+                out = audio.push(*audio_queue.popleft())
+            else:
+                data, received = udp.queue.popleft()
+                deadline = loop.time() + self.options.read_timeout
+                out = self._push(depacketizer, data, received)
             if out:
                 return out
 

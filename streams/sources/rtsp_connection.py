@@ -236,11 +236,14 @@ class RtspConnection:
 
 
 class UdpReceiver(asyncio.DatagramProtocol):
-    """An RTP/RTCP port pair; RTP datagrams wait in a bounded queue (newest dropped when full)."""
+    """An RTP/RTCP port pair; RTP datagrams wait in a bounded queue (newest dropped when full).
 
-    def __init__(self) -> None:
+    Receivers of one session's tracks may share ``arrived``, so one wait serves them all.
+    """
+
+    def __init__(self, arrived: asyncio.Event | None = None) -> None:
         self.queue: collections.deque[tuple[bytes, float]] = collections.deque()
-        self.arrived = asyncio.Event()
+        self.arrived = arrived or asyncio.Event()
         self.overflow = 0
         self.port = 0
         self._transports: list[asyncio.BaseTransport] = []
