@@ -18,55 +18,29 @@ last one, and every keyframe carries SPS/PPS in-band. Output packets keep the
 source packets' ``pts`` and ``received`` times (after a restart the output hub
 shifts ``pts`` by a constant, so that its timeline never goes back).
 
-Threads: the public API, the output hub and every counter belong to the event
-loop. Decoding, scaling and encoding block, so they run in one thread per running
+Lifecycle, threads and queueing are :class:`~streams.on_demand.OnDemandWorker`'s:
+the public API, the output hub and every counter belong to the event loop;
+decoding, scaling and encoding block, so they run in one thread per running
 transcoder, which alone touches the codec contexts
-(:mod:`streams.transcode_pipeline`). Source packets go to it through a bounded
-queue of ``queue_packets``: when it is full, what it holds is thrown away and
-feeding resumes at the next source keyframe (counted in ``dropped``). Encoded
-packets come back with ``loop.call_soon_threadsafe``. The thread signals its exit
-the same way, even when it fails, so :meth:`Transcoder.stop` never hangs; a
-failed worker is restarted after ``restart_delay`` if anyone still watches. A
-packet the decoder rejects costs the rest of its GOP, never the worker; a source
-reconnect (a hub discontinuity) is just a new keyframe to the worker.
+(:mod:`streams.transcode_pipeline`). A packet the decoder rejects costs the rest
+of its GOP, never the worker; a source reconnect (a hub discontinuity) is just a
+new keyframe to the worker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import queue
-import threading
-from collections.abc import Callable
-from typing import Any
-
-from streams.hub import Hub, HubClosed, Subscription
-from streams.packets import MediaPacket
-from streams.transcode_pipeline import Pipeline, PipelineResult, PipelineSettings, fit_size
+from streams.hub import Hub
+from streams.on_demand import DEFAULT_QUEUE_PACKETS, DEFAULT_RESTART_DELAY, OnDemandWorker
+from streams.transcode_pipeline import Pipeline, PipelineSettings, fit_size
 
 __all__ = ["DEFAULT_QUEUE_PACKETS", "DEFAULT_RESTART_DELAY", "Transcoder", "fit_size"]
 
-log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE_PACKETS = 50
-"""Source packets waiting for the worker, at most (two seconds at 25 fps)."""
-DEFAULT_RESTART_DELAY = 1.0
-"""Seconds before a failed worker is restarted for the subscribers still waiting."""
-
-_IDLE_POLL = 0.1
-"""Seconds between checks of the output hub's subscriber count."""
-_EXIT_TIMEOUT = 5.0
-"""Seconds :meth:`Transcoder.stop` waits for a worker busy in a codec call."""
-_STOP = None
-"""Queue item telling the worker thread to exit."""
-
-_Item = tuple[MediaPacket, bool] | None
-"""A source packet and whether the decoder must start afresh with it, or :data:`_STOP`."""
-
-
-class Transcoder:
+class Transcoder(OnDemandWorker):
     """One camera's H.264 transcode, running only while someone watches. See the module docstring."""
+
+    _kind = "transcoder"
+    _thread_prefix = "transcode"
 
     def __init__(
         self,
@@ -85,256 +59,14 @@ class Transcoder:
             raise ValueError(f"max size must be at least 2x2, not {max_width}x{max_height}")
         if bitrate <= 0 or keyframe_interval <= 0 or idle_timeout < 0 or queue_packets < 1:
             raise ValueError("bitrate, keyframe_interval and queue_packets must be positive")
-        self.name = name
-        self._source = source
-        self._settings = PipelineSettings(max_width, max_height, bitrate, keyframe_interval)
-        self._idle_timeout = idle_timeout
-        self._queue_packets = queue_packets
-        self._restart_delay = restart_delay
-        self._output = Hub(name)
-        self._output.on_subscribers = self._on_subscribers
-        self._run: _Run | None = None
-        self._stopped = False
-        self.starts = 0
-        """How many times the worker started."""
-        self.frames_in = 0
-        """Source packets handed to the worker (less those thrown away while queued)."""
-        self.frames_out = 0
-        """H.264 packets published on the output hub."""
-        self.dropped = 0
-        """Source packets thrown away because the worker fell behind (or to reach a keyframe)."""
-        self.decode_errors = 0
-        """Packets the decoder or encoder rejected."""
-        self.failures = 0
-        """Workers that ended by an unexpected error."""
-
-    @property
-    def output(self) -> Hub:
-        """The H.264 hub; its first subscriber starts the worker."""
-        return self._output
-
-    @property
-    def running(self) -> bool:
-        """True from the start of a worker until its thread has ended (or, after a
-        failure, until it is restarted or given up)."""
-        return self._run is not None
-
-    @property
-    def worker_thread(self) -> threading.Thread | None:
-        """The running worker's thread, if any (for tests and diagnostics)."""
-        return None if self._run is None else self._run.thread
-
-    def subscribe(self, *, from_keyframe: bool = True, maxsize: int | None = None) -> Subscription:
-        """A subscription of the output hub; starts the worker if it is not running.
-
-        Raises :class:`~streams.hub.HubClosed` once stopped or once the source hub closed.
-        """
-        if self._stopped:
-            raise HubClosed
-        return self._output.subscribe(from_keyframe=from_keyframe, maxsize=maxsize)
-
-    async def stop(self) -> None:
-        """Stop the worker and end every subscription. Idempotent."""
-        self._stopped = True
-        while (run := self._run) is not None:
-            if run.task is not None:
-                run.task.cancel()
-                await asyncio.wait([run.task])
-            if self._run is run:
-                self._run = None
-        self._output.close()
-
-    # Event loop side ------------------------------------------------------
-
-    def _on_subscribers(self, count: int) -> None:
-        run = self._run
-        if count and not self._stopped and (run is None or run.ending):
-            self._start()
-
-    def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        run = _Run(self._source.subscribe(), self._queue_packets)
-        self.starts += 1
-        pipeline = Pipeline(self.name, self._settings)
-        run.thread = threading.Thread(
-            target=_work,
-            args=(run, pipeline, lambda result: loop.call_soon_threadsafe(self._deliver, run, result)),
-            name=f"transcode {self.name}",
-            daemon=True,
+        super().__init__(
+            source,
+            name=name,
+            idle_timeout=idle_timeout,
+            queue_packets=queue_packets,
+            restart_delay=restart_delay,
         )
-        try:
-            run.thread.start()
-        except BaseException:
-            run.source.close()
-            raise
-        self._run = run
-        run.task = asyncio.create_task(self._live(run), name=f"transcoder {self.name}")
-        log.info("%s: transcoder started", self.name)
+        self._settings = PipelineSettings(max_width, max_height, bitrate, keyframe_interval)
 
-    async def _live(self, run: _Run) -> None:
-        """One run's owner: serve it, then close the output if the source is gone, or
-        restart a failed worker for the subscribers still waiting."""
-        try:
-            source_closed = await self._serve(run)
-            # The cached GOP is stale now: the next viewer must wait for fresh video
-            # rather than see it, and the timeline continues from here.
-            self._output.discontinuity()
-            if run.failed:
-                self.failures += 1
-            if source_closed:
-                self._output.close()  # no more video will come
-            elif run.failed and not self._stopped and self._output.subscriber_count:
-                await asyncio.sleep(self._restart_delay)
-                if self._run is run and not self._stopped and self._output.subscriber_count:
-                    self._start()  # the new run replaces this one
-        finally:
-            if self._run is run:
-                self._run = None
-
-    async def _serve(self, run: _Run) -> bool:
-        """Feed the worker until idle, source closed, worker exit or cancellation; then end
-        the worker. Returns whether the source hub closed."""
-        feed = asyncio.create_task(self._feed(run))
-        idle = asyncio.create_task(self._watch_idle())
-        exited = asyncio.create_task(run.exited.wait())
-        tasks = {feed, idle, exited}
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Tell the thread to exit before any await, so that even a second
-            # cancellation cannot leave it waiting on its queue.
-            run.ending = True
-            for task in tasks:
-                task.cancel()
-            run.source.close()
-            _drain(run.queue)
-            run.queue.put_nowait(_STOP)
-            ended = asyncio.ensure_future(self._reap(run, tasks))
-            try:
-                await asyncio.shield(ended)
-            except asyncio.CancelledError:
-                await asyncio.wait([ended])
-                raise
-        return not feed.cancelled() and feed.exception() is None
-
-    async def _feed(self, run: _Run) -> None:
-        """Hand every source packet to the worker; returns when the source hub closes."""
-        sub = run.source
-        async for packet in sub:
-            resync = sub.skips != run.skips  # the hub skipped us forward to this keyframe
-            run.skips = sub.skips
-            self._offer(run, packet, resync)
-
-    def _offer(self, run: _Run, packet: MediaPacket, resync: bool) -> None:
-        if run.need_keyframe:
-            if not packet.keyframe:
-                self.dropped += 1
-                return
-            resync = True
-        try:
-            run.queue.put_nowait((packet, resync))
-        except queue.Full:
-            # The worker fell behind: what it holds is stale; resume at the next keyframe.
-            stale = _drain(run.queue)
-            self.frames_in -= stale
-            self.dropped += stale + 1
-            run.need_keyframe = True
-            level = logging.DEBUG if run.warned else logging.WARNING
-            log.log(level, "%s: transcoder falling behind, skipping to the next keyframe", self.name)
-            run.warned = True
-            if packet.keyframe:
-                run.queue.put_nowait((packet, True))
-                run.need_keyframe = False
-                self.frames_in += 1
-            return
-        run.need_keyframe = False
-        self.frames_in += 1
-
-    async def _watch_idle(self) -> None:
-        """Return once the output hub has had no subscriber for ``idle_timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        idle_since: float | None = None
-        while True:
-            now = loop.time()
-            if self._output.subscriber_count:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            if idle_since is not None and now - idle_since >= self._idle_timeout:
-                return
-            await asyncio.sleep(_IDLE_POLL)
-
-    async def _reap(self, run: _Run, tasks: set[asyncio.Task[Any]]) -> None:
-        """Wait for a run's tasks and its worker thread to end (told to stop already)."""
-        await asyncio.wait(tasks)
-        for task in tasks:
-            if not task.cancelled() and (err := task.exception()) is not None:
-                log.error("%s: transcoder task failed", self.name, exc_info=err)
-        try:
-            async with asyncio.timeout(_EXIT_TIMEOUT):
-                await run.exited.wait()
-        except TimeoutError:
-            log.warning("%s: transcoder thread busy for %g s, left to finish", self.name, _EXIT_TIMEOUT)
-            return
-        if run.thread is not None:
-            await asyncio.to_thread(run.thread.join)  # it has sent its last word: returns at once
-        log.info("%s: transcoder stopped", self.name)
-
-    def _deliver(self, run: _Run, result: PipelineResult | None) -> None:
-        """Called on the loop by the worker: its output for one source packet, or its exit."""
-        if result is None:
-            run.exited.set()
-            return
-        self.decode_errors += result.errors
-        if run.ending or self._run is not run:
-            return
-        for packet in result.packets:
-            self._output.publish(packet)
-        self.frames_out += len(result.packets)
-
-
-class _Run:
-    """One life of the worker, from first demand to idle. ``failed`` is written by the
-    worker thread before it signals its exit, and read on the loop after."""
-
-    def __init__(self, source: Subscription, queue_packets: int) -> None:
-        self.source = source
-        self.queue: queue.Queue[_Item] = queue.Queue(queue_packets)
-        self.thread: threading.Thread | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.exited = asyncio.Event()
-        self.ending = False
-        self.failed = False
-        self.need_keyframe = False  # the source subscription starts at a keyframe
-        self.skips = 0
-        self.warned = False
-
-
-def _drain(items: queue.Queue[_Item]) -> int:
-    """Empty a queue (only the loop puts, so it stays empty until the next put)."""
-    count = 0
-    with contextlib.suppress(queue.Empty):
-        while True:
-            items.get_nowait()
-            count += 1
-    return count
-
-
-# Worker thread side -----------------------------------------------------------
-
-
-def _work(run: _Run, pipeline: Pipeline, deliver: Callable[[PipelineResult | None], object]) -> None:
-    """The worker thread: take packets until told to stop; always signal the exit."""
-    try:
-        while (item := run.queue.get()) is not _STOP:
-            packet, resync = item
-            result = pipeline.process(packet, resync)
-            if result.packets or result.errors:
-                deliver(result)
-    except Exception:
-        log.exception("%s: transcoder worker failed", pipeline.name)
-        run.failed = True
-    finally:
-        pipeline.close()
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-            deliver(None)
+    def _open_stage(self) -> Pipeline:
+        return Pipeline(self.name, self._settings)

@@ -10,6 +10,12 @@ over HTTP, applies the answer and then counts what arrives:
 * decoded frames, unless ``decode=False``: then aiortc's decoder thread is
   stopped as soon as it starts, and nothing is decoded at all.
 
+With ``audio=True`` it also offers one receive-only audio transceiver (every
+audio codec aiortc has: Opus, PCMU, PCMA), records the audio RTP payloads as
+they arrive (``audio_payloads``) and counts the audio frames aiortc decodes
+(``audio_frames``); ``audio_codec`` is the codec the answer chose, or None when
+the answer declined audio.
+
 ``lose(ssrc, sequence_number)`` simulates packet loss: the RTP packets it
 returns True for are dropped as they come off the socket, before SRTP and
 aiortc see them (aiortc then asks for them again with NACKs).
@@ -75,7 +81,13 @@ class WhepClient:
         codecs: Sequence[str] = ("H264",),
         ice_host_addresses: Sequence[str] | None = ("127.0.0.1",),
         lose: Callable[[int, int], bool] | None = None,
+        audio: bool = False,
     ) -> None:
+        self.audio = audio
+        self.audio_codec: str | None = None
+        self.audio_frames = 0
+        self.audio_payloads: list[bytes] = []
+        self._audio_reader: asyncio.Task[None] | None = None
         self.decode = decode
         self.capture = capture
         self._codecs = [c.lower() for c in codecs]
@@ -109,6 +121,8 @@ class WhepClient:
             rtx = [c for c in capabilities.codecs if c.name.lower() == "rtx"]
             transceiver.setCodecPreferences(wanted + rtx)
         self._hook_receiver(transceiver.receiver)
+        if self.audio:
+            self._hook_audio(self.pc.addTransceiver("audio", direction="recvonly").receiver)
         if self._lose is not None:
             self._hook_loss(transceiver.receiver.transport.transport, self._lose)
         if self._ice_host_addresses:
@@ -124,12 +138,17 @@ class WhepClient:
             if media.kind == "video":
                 h264 = [c for c in media.rtp.codecs if c.mimeType.lower() == "video/h264"]
                 self._payload_type = h264[0].payloadType if h264 else None
+            elif media.kind == "audio" and media.direction not in ("inactive", "recvonly"):
+                self.audio_codec = media.rtp.codecs[0].name if media.rtp.codecs else None
         self.pc.on("connectionstatechange", self._on_state)
         applied = _as_offered_profile(answer_sdp, self.offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=applied, type="answer"))
         if self.decode:
             receiver = self.pc.getTransceivers()[0].receiver
             self._reader = asyncio.create_task(self._read_frames(receiver), name="whep-client-reader")
+        audio = [t.receiver for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if audio and audio[0].track is not None and self.audio_codec is not None:
+            self._audio_reader = asyncio.create_task(self._read_audio(audio[0]), name="whep-client-audio")
 
     async def connect(self, signal: Signal) -> str:
         """Offer, let ``signal`` turn the offer into an answer, apply it."""
@@ -174,6 +193,16 @@ class WhepClient:
         receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
         receiver.receive = start_receiving  # type: ignore[method-assign]
 
+    def _hook_audio(self, receiver: RTCRtpReceiver) -> None:
+        handle = receiver._handle_rtp_packet
+
+        async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+            self.audio_payloads.append(packet.payload)
+            self._progress.set()
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
     def _hook_loss(self, ice_transport: RTCIceTransport, lose: Callable[[int, int], bool]) -> None:
         recv = ice_transport._recv
 
@@ -215,6 +244,15 @@ class WhepClient:
                 self.frames.append(DecodedFrame(time.monotonic(), frame.width, frame.height))
                 self._progress.set()
 
+    async def _read_audio(self, receiver: RTCRtpReceiver) -> None:
+        track = receiver.track
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                self.audio_frames += 1
+                self._progress.set()
+
     async def wait_until(self, predicate: Callable[[], bool], within: float) -> bool:
         """Wait until ``predicate()`` holds (checked on every arrival); False on timeout."""
         deadline = time.monotonic() + within
@@ -250,9 +288,10 @@ class WhepClient:
             with contextlib.suppress(httpx.HTTPError):
                 await self._http.delete(self.location, timeout=5.0)
         await self.pc.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.wait([self._reader])
+        for reader in (self._reader, self._audio_reader):
+            if reader is not None:
+                reader.cancel()
+                await asyncio.wait([reader])
 
     async def __aenter__(self) -> WhepClient:
         return self

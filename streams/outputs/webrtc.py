@@ -30,6 +30,11 @@ is being sent media has been silent (no RTCP nor any other packet) for
 ``silence_timeout`` ("disconnected") and then ``disconnect_grace`` more seconds.
 Ending closes the peer connection and the hub subscription.
 
+Audio (optional, ``audio_hub``): see :mod:`streams.outputs.webrtc_audio`. When
+the offer receives the audio hub's codec, a second, send-only transceiver
+passes its packets through with aiortc's own sender; otherwise the audio m-line
+is answered inactive. Audio never fails a session: the video is answered either way.
+
 Event loop only.
 """
 
@@ -49,7 +54,7 @@ from aiortc.stats import RTCTransportStats
 
 from streams.errors import CapacityError, NegotiationError, StreamError, WrongOutput
 from streams.hub import Hub
-from streams.outputs import ice, negotiation
+from streams.outputs import ice, negotiation, webrtc_audio
 from streams.outputs.rtp_fanout import FastPathUnavailable, FastRtpSender, IdleTrack, SharedPacketizer
 from streams.outputs.webrtc_track import HubTrack
 from streams.outputs.whep_session import SessionStats, WhepSession
@@ -121,8 +126,11 @@ class WebRtcOutput:
     def get(self, session_id: str) -> WhepSession | None:
         return self._sessions.get(session_id)
 
-    async def create_session(self, camera_id: str, hub: Hub, offer_sdp: str) -> WhepSession:
-        """Answer a WHEP offer for ``hub``'s camera.
+    async def create_session(
+        self, camera_id: str, hub: Hub, offer_sdp: str, audio_hub: Hub | None = None
+    ) -> WhepSession:
+        """Answer a WHEP offer for ``hub``'s camera, with ``audio_hub``'s audio (Opus or
+        G.711) if it is given and the offer receives its codec.
 
         Raises :class:`NegotiationError` (unusable offer), :class:`CapacityError`
         (a viewer cap is reached) or :class:`StreamNotReady` (no keyframe within
@@ -130,28 +138,33 @@ class WebRtcOutput:
         """
         if self._stopped:
             raise CapacityError("the WebRTC output is shutting down")
-        media = negotiation.video_media(negotiation.parse_offer(offer_sdp))
+        description = negotiation.parse_offer(offer_sdp)
+        media = negotiation.video_media(description)
+        audio = webrtc_audio.plan_audio(description, audio_hub, camera_id)
         self._reserve(camera_id)
         try:
             info = await self._stream_info(camera_id, hub)
             choice = negotiation.select_h264(media, info.profile_level_id)
-            session = await self._negotiate(camera_id, hub, offer_sdp, choice)
+            session = await self._negotiate(camera_id, hub, offer_sdp, choice, audio)
         finally:
             self._reserved[camera_id] -= 1
             if self._reserved[camera_id] <= 0:
                 del self._reserved[camera_id]
         if self._stopped:  # stop() ran while this offer was being answered
             session._track.stop()
+            if session.audio is not None:
+                session.audio.stop()
             await _close_pc(session._pc)
             raise CapacityError("the WebRTC output is shutting down")
         self._sessions[session.id] = session
         session._task = asyncio.create_task(self._supervise(session, hub), name=f"whep-session-{session.id}")
         log.info(
-            "WHEP session %s for %s: H.264 pt %d profile-level-id %s",
+            "WHEP session %s for %s: H.264 pt %d profile-level-id %s, audio %s",
             session.id,
             camera_id,
             choice.payload_type,
             choice.profile_level_id,
+            session.audio_codec or "none",
         )
         return session
 
@@ -200,25 +213,39 @@ class WebRtcOutput:
         return hub.info
 
     async def _negotiate(
-        self, camera_id: str, hub: Hub, offer_sdp: str, choice: negotiation.H264Choice
+        self,
+        camera_id: str,
+        hub: Hub,
+        offer_sdp: str,
+        choice: negotiation.H264Choice,
+        audio: webrtc_audio.AudioPlan | None,
     ) -> WhepSession:
         track: MediaStreamTrack = IdleTrack() if self._fast_path else HubTrack(hub)
+        audio_track = webrtc_audio.AudioHubTrack(audio.hub) if audio is not None else None
         pc = RTCPeerConnection(ice.configuration(self._ice_servers))
         try:
             async with asyncio.timeout(self._negotiation_timeout):
+                # Video first: the session's first transceiver is its video.
                 transceiver = pc.addTransceiver(track, direction="sendonly")
+                audio_transceiver = (
+                    pc.addTransceiver(audio_track, direction="sendonly") if audio_track else None
+                )
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
                 if transceiver.mid is None:
                     raise NegotiationError("the offer's video m-line could not be matched")
                 # The codec list aiortc negotiated is what both createAnswer() and the
                 # RTP sender read: replace it with the format chosen for passthrough.
                 transceiver._codecs = list(choice.codecs)
+                if audio and audio_transceiver and not webrtc_audio.install_codec(audio_transceiver, audio):
+                    audio = None  # answered inactive: video only
                 if self._ice_host_addresses:
                     ice.pin_host_addresses(pc, self._ice_host_addresses)
                 await pc.setLocalDescription(await pc.createAnswer())
                 answer = pc.localDescription.sdp
         except BaseException as err:
             track.stop()
+            if audio_track is not None:
+                audio_track.stop()
             await _close_pc(pc)
             if isinstance(err, NegotiationError):
                 raise
@@ -229,6 +256,10 @@ class WebRtcOutput:
             raise
         feed = track if isinstance(track, HubTrack) else None
         session = WhepSession(secrets.token_urlsafe(16), camera_id, answer, pc, track, feed, stream=hub)
+        if audio is not None and audio_track is not None:
+            session.audio, session.audio_codec = audio_track, audio.codec_name
+        elif audio_track is not None:
+            audio_track.stop()
         pc.on("connectionstatechange", session._wake.set)
         pc.on("iceconnectionstatechange", session._wake.set)
         track.on("ended", session._wake.set)
@@ -251,6 +282,8 @@ class WebRtcOutput:
                 session._fanout.cancel()
                 await asyncio.wait([session._fanout])
             session._track.stop()
+            if session.audio is not None:
+                session.audio.stop()
             await _close_pc(session._pc)
             if not any(s.stream is session.stream for s in self._sessions.values()):
                 self._packetizers.pop(hub, None)

@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from streams.hub import Hub
 from streams.outputs.rtp_fanout import FastRtpSender
+from streams.outputs.webrtc_audio import AudioHubTrack
 
 
 class _Feed(Protocol):
@@ -89,6 +90,10 @@ class WhepSession:
         self._ended = False
         self.end_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self.audio: AudioHubTrack | None = None
+        """The audio track, when the session sends audio (its counters: ``frames``, ``bytes``)."""
+        self.audio_codec: str | None = None
+        """``opus``, ``PCMU`` or ``PCMA`` when the session sends audio."""
 
     @property
     def state(self) -> str:
