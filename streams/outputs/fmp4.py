@@ -1,4 +1,4 @@
-"""Fragmented MP4 (ISO BMFF) of one video track, for Media Source Extensions.
+"""Fragmented MP4 (ISO BMFF) of one video track, and optionally an AAC track, for Media Source Extensions.
 
 An init segment (``ftyp`` + ``moov``) describes the track from the keyframe's
 in-band parameter sets, which go into its ``avcC``/``hvcC`` box; then every
@@ -6,7 +6,9 @@ access unit becomes one fragment (``moof`` + ``mdat``) of a single sample, sent
 as soon as the access unit arrives: no frame of look-ahead. The sample holds the
 access unit's NAL units with 4-byte length prefixes, without access unit
 delimiters and parameter sets (those live in the init segment; when they
-change, a new init segment is due).
+change, a new init segment is due). :func:`with_audio` adds an AAC track
+(track 2) to an init segment; its fragments come from
+:mod:`streams.outputs.fmp4_audio`.
 
 Times are in the media plane's 90 kHz clock: the sample's decode time is the
 packet's ``decode_ts``, its composition offset ``pts - decode_ts`` (a signed
@@ -29,9 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streams import h264, h265
-from streams.outputs.fmp4_config import avcc, hvcc
+from streams.outputs.fmp4_audio import AUDIO_TRACK_ID, audio_trak, audio_trex
+from streams.outputs.fmp4_config import avcc, hvcc, media_information
 from streams.outputs.fmp4_config import box as _box
-from streams.packets import CLOCK_RATE, Codec, MediaPacket
+from streams.outputs.fmp4_config import full_box as _full_box
+from streams.packets import CLOCK_RATE, AudioInfo, Codec, MediaPacket
 from streams.reorder import frame_period
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "fragment",
     "init_segment",
     "split_access_unit",
+    "with_audio",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,10 +105,6 @@ def split_access_unit(data: bytes, codec: Codec) -> tuple[list[bytes], list[byte
 # -- boxes ------------------------------------------------------------------
 
 
-def _full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
-    return _box(kind, struct.pack(">I", version << 24 | flags), *payload)
-
-
 def codec_string(codec: Codec, sps: bytes) -> str:
     """RFC 6381 codec string of a stream, for example ``avc1.64001f`` or ``hvc1.1.6.L93.B0``."""
     return h264.parse_sps(sps).codec_string if codec == "h264" else h265.codec_string(sps)
@@ -117,8 +118,10 @@ def init_segment(
     *,
     width: int,
     height: int,
+    audio: AudioInfo | None = None,
 ) -> bytes:
-    """``ftyp`` + ``moov`` of one video track carrying these parameter sets (timescale 90 kHz)."""
+    """``ftyp`` + ``moov`` of one video track carrying these parameter sets (timescale 90 kHz),
+    and of an AAC track after it when ``audio`` is given."""
     if codec == "h264":
         entry_kind, config = b"avc1", avcc(sps, pps)
     else:
@@ -126,7 +129,7 @@ def init_segment(
     ftyp = _box(b"ftyp", b"iso5", struct.pack(">I", 512), b"iso5iso6mp41")
     mvhd = _full_box(
         b"mvhd", 0, 0, struct.pack(">IIIIIH10x", 0, 0, 1000, 0, 0x10000, 0x100), _MATRIX, bytes(24),
-        struct.pack(">I", TRACK_ID + 1),
+        struct.pack(">I", (TRACK_ID if audio is None else AUDIO_TRACK_ID) + 1),
     )  # fmt: skip
     tkhd = _full_box(
         b"tkhd", 0, 3, struct.pack(">IIIII8xHHH2x", 0, 0, TRACK_ID, 0, 0, 0, 0, 0), _MATRIX,
@@ -135,23 +138,19 @@ def init_segment(
     mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, TIMESCALE, 0, _LANGUAGE_UND, 0))
     hdlr = _full_box(b"hdlr", 0, 0, struct.pack(">I4s12x", 0, b"vide"), b"VideoHandler\x00")
     vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
-    dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))
     entry = _box(
         entry_kind,
         struct.pack(">6xH16xHHIIIH32xHh", 1, width, height, 0x480000, 0x480000, 0, 1, 0x18, -1),
         config,
     )
-    stbl = _box(
-        b"stbl",
-        _full_box(b"stsd", 0, 0, struct.pack(">I", 1), entry),
-        _full_box(b"stts", 0, 0, bytes(4)),
-        _full_box(b"stsc", 0, 0, bytes(4)),
-        _full_box(b"stsz", 0, 0, bytes(8)),
-        _full_box(b"stco", 0, 0, bytes(4)),
-    )
-    mdia = _box(b"mdia", mdhd, hdlr, _box(b"minf", vmhd, dinf, stbl))
+    mdia = _box(b"mdia", mdhd, hdlr, media_information(vmhd, entry))
     trex = _full_box(b"trex", 0, 0, struct.pack(">IIIII", TRACK_ID, 1, 0, 0, 0))
-    moov = _box(b"moov", mvhd, _box(b"trak", tkhd, mdia), _box(b"mvex", trex))
+    if audio is None:
+        moov = _box(b"moov", mvhd, _box(b"trak", tkhd, mdia), _box(b"mvex", trex))
+    else:
+        moov = _box(
+            b"moov", mvhd, _box(b"trak", tkhd, mdia), audio_trak(audio), _box(b"mvex", trex, audio_trex())
+        )
     return ftyp + moov
 
 
@@ -188,10 +187,17 @@ class InitSegment:
     data: bytes
     parameter_sets: tuple[bytes, ...]
     """The parameter sets it was built from, in stream order: a change needs a new init segment."""
+    audio: AudioInfo | None = None
+    """The AAC track's description, when the init segment has one (see :func:`with_audio`)."""
+
+    @property
+    def codecs(self) -> str:
+        """The RFC 6381 codec strings of its tracks, video first: ``avc1.64001f, mp4a.40.2``."""
+        return self.codec if self.audio is None else f"{self.codec}, {self.audio.codec_string}"
 
     @property
     def mime(self) -> str:
-        return f'video/mp4; codecs="{self.codec}"'
+        return f'video/mp4; codecs="{self.codecs}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +210,7 @@ class Fragment:
     init: InitSegment
 
 
-def _describe(codec: Codec, params: Sequence[bytes]) -> InitSegment | None:
+def _describe(codec: Codec, params: Sequence[bytes], audio: AudioInfo | None = None) -> InitSegment | None:
     """The init segment for these parameter sets, or None if some are missing."""
     if codec == "h264":
         sps = [p for p in params if h264.nal_type(p) == h264.NAL_SPS]
@@ -220,8 +226,21 @@ def _describe(codec: Codec, params: Sequence[bytes]) -> InitSegment | None:
         if not vps or not sps or not pps:
             return None
         info = h265.parse_sps(sps[0])
-    data = init_segment(codec, sps, pps, vps, width=info.width, height=info.height)
-    return InitSegment(info.codec_string, info.width, info.height, data, tuple(params))
+    data = init_segment(codec, sps, pps, vps, width=info.width, height=info.height, audio=audio)
+    return InitSegment(info.codec_string, info.width, info.height, data, tuple(params), audio)
+
+
+def with_audio(init: InitSegment, audio: AudioInfo | None) -> InitSegment:
+    """``init`` with an AAC track described by ``audio`` (or without one, for None)."""
+    if audio == init.audio:
+        return init
+    if audio is not None and audio.codec != "aac":
+        raise ValueError(f"an MP4 audio track here carries AAC, not {audio.codec}")
+    codec: Codec = "h264" if init.codec.startswith("avc") else "h265"
+    combined = _describe(codec, init.parameter_sets, audio)
+    if combined is None:  # cannot happen: init was described from the same parameter sets
+        raise ValueError("the init segment's parameter sets are incomplete")
+    return combined
 
 
 class Fmp4Writer:

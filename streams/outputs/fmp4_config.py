@@ -1,9 +1,11 @@
-"""Decoder configuration records of MP4 sample entries: ``avcC`` (H.264) and ``hvcC`` (H.265).
+"""Decoder configuration records of MP4 sample entries: ``avcC`` (H.264), ``hvcC`` (H.265)
+and ``esds`` (AAC).
 
 ISO/IEC 14496-15 boxes built from a stream's parameter sets, with 4-byte NAL
 unit lengths. Besides the parameter sets themselves they repeat a few SPS
 fields (chroma format, bit depths), read by ``sample_format`` of
-:mod:`streams.h264` and :mod:`streams.h265`.
+:mod:`streams.h264` and :mod:`streams.h265`. The ``esds`` box (ISO/IEC
+14496-1 and 14496-14) wraps an AAC AudioSpecificConfig.
 
 Pure functions on bytes, safe from any thread.
 """
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from streams import h264, h265
 
-__all__ = ["avcc", "hvcc"]
+__all__ = ["avcc", "box", "esds", "full_box", "hvcc"]
 
 _H264_PROFILES_WITH_CHROMA = {100, 110, 122, 144}
 """Profiles whose ``avcC`` carries chroma format and bit depths (ISO/IEC 14496-15, 5.3.3.1)."""
@@ -24,6 +26,27 @@ _H264_PROFILES_WITH_CHROMA = {100, 110, 122, 144}
 def box(kind: bytes, *payload: bytes) -> bytes:
     """An ISO BMFF box: 32-bit size, four-character type, payload."""
     return struct.pack(">I4s", 8 + sum(len(p) for p in payload), kind) + b"".join(payload)
+
+
+def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
+    """An ISO BMFF full box: a box whose payload starts with a version byte and 24 bits of flags."""
+    return box(kind, struct.pack(">I", version << 24 | flags), *payload)
+
+
+def media_information(media_header: bytes, sample_entry: bytes) -> bytes:
+    """The ``minf`` box of a fragmented track: its media header (``vmhd``/``smhd``), a
+    self-contained data reference, and a sample table that holds only the sample entry
+    (the samples themselves come in the fragments)."""
+    dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
+    stbl = box(
+        b"stbl",
+        full_box(b"stsd", 0, 0, struct.pack(">I", 1), sample_entry),
+        full_box(b"stts", 0, 0, bytes(4)),
+        full_box(b"stsc", 0, 0, bytes(4)),
+        full_box(b"stsz", 0, 0, bytes(8)),
+        full_box(b"stco", 0, 0, bytes(4)),
+    )
+    return box(b"minf", media_header, dinf, stbl)
 
 
 def _arrays(nals: Iterable[bytes]) -> bytes:
@@ -64,3 +87,40 @@ def hvcc(vps: Sequence[bytes], sps: Sequence[bytes], pps: Sequence[bytes]) -> by
     for kind, nals in arrays:
         body += struct.pack(">BH", 0x80 | kind, len(nals)) + _arrays(nals)  # array_completeness 1
     return box(b"hvcC", body)
+
+
+_ES_DESCRIPTOR = 0x03
+_DECODER_CONFIG_DESCRIPTOR = 0x04
+_DECODER_SPECIFIC_INFO = 0x05
+_SL_CONFIG_DESCRIPTOR = 0x06
+_OBJECT_TYPE_AAC = 0x40
+"""objectTypeIndication of ISO/IEC 14496-3 audio (AAC and its kin)."""
+_STREAM_TYPE_AUDIO = 0x05
+
+
+def _descriptor(tag: int, *payload: bytes) -> bytes:
+    """An MPEG-4 descriptor: tag, size in 7-bit groups (high bit: more follow), payload."""
+    body = b"".join(payload)
+    size, groups = len(body), [len(body) & 0x7F]
+    while size > 0x7F:
+        size >>= 7
+        groups.append(0x80 | (size & 0x7F))
+    return bytes((tag, *reversed(groups))) + body
+
+
+def esds(config: bytes, *, track_id: int = 0, bitrate: int = 0) -> bytes:
+    """``esds`` box: an ES descriptor for MPEG-4 audio carrying ``config`` (the AudioSpecificConfig)."""
+    decoder_config = _descriptor(
+        _DECODER_CONFIG_DESCRIPTOR,
+        # objectTypeIndication, streamType << 2 | upStream 0 | reserved 1, bufferSizeDB (24 bits),
+        # maxBitrate, avgBitrate (0: unknown)
+        struct.pack(">BB3sII", _OBJECT_TYPE_AAC, _STREAM_TYPE_AUDIO << 2 | 1, bytes(3), bitrate, bitrate),
+        _descriptor(_DECODER_SPECIFIC_INFO, config),
+    )
+    es = _descriptor(
+        _ES_DESCRIPTOR,
+        struct.pack(">HB", track_id, 0),  # ES_ID, no dependency, URL or OCR stream
+        decoder_config,
+        _descriptor(_SL_CONFIG_DESCRIPTOR, b"\x02"),  # predefined: MP4 files
+    )
+    return full_box(b"esds", 0, 0, es)

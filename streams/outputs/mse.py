@@ -10,9 +10,22 @@ transport (a WebSocket, in the control plane) only sends what it gets.
 Each session reads its own hub subscription, so it starts at the GOP cache's
 keyframe, and a session whose viewer reads too slowly is skipped forward to
 the next keyframe by the hub, like any subscriber, without holding back the
-others. The fragments are computed once per camera, by a shared
-:class:`~streams.outputs.fmp4.Fmp4Writer`, and the same bytes object goes to
-every session of that camera: another viewer costs sending, not muxing.
+others. The fragments are computed once per camera (see
+:mod:`streams.outputs.mse_fragments`), and the same bytes object goes to every
+session of that camera: another viewer costs sending, not muxing.
+
+Audio: a session opened with the camera's audio hub, when that hub carries
+AAC, also reads an audio subscription and has an AAC track in its init
+segments (a player appends both to one SourceBuffer); one fragment per audio
+frame, shared per audio hub like the video ones, interleaved with the video
+fragments in the order the packets arrived. Audio before the session's first
+keyframe is not sent. Whether the track is there is decided at the first
+keyframe, by whether audio is flowing then, and kept for the session: a
+browser plays a muxed SourceBuffer only as far as both tracks reach, so
+audio that stops (for ``audio_timeout`` while video goes on) or changes its
+description ends the session, and the player's reconnection gets a fresh
+one. Other audio codecs are not carried here (an AAC transcoder would be
+needed): their hubs are ignored.
 
 Event loop only; muxing is a few microseconds of byte shuffling per access
 unit, done inline.
@@ -20,96 +33,88 @@ unit, done inline.
 
 from __future__ import annotations
 
-import collections
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 from streams.errors import CapacityError
 from streams.hub import Hub, HubClosed, Subscription
-from streams.outputs.fmp4 import Fmp4Writer, InitSegment
-from streams.packets import MediaPacket
+from streams.outputs.mse_fragments import (
+    DEFAULT_CACHE_FRAGMENTS,
+    MseFragment,
+    MseInit,
+    MseMessage,
+    SharedAudio,
+    SharedFragments,
+)
+from streams.packets import AudioInfo, MediaPacket
 
-__all__ = ["MseFragment", "MseInit", "MseMessage", "MseOutput", "MseSession", "SharedFragments"]
+__all__ = [
+    "MseFragment",
+    "MseInit",
+    "MseMessage",
+    "MseOutput",
+    "MseSession",
+    "SharedAudio",
+    "SharedFragments",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_FRAGMENTS = 512
-"""Fragments a camera keeps for its sessions: more than a hub subscription can queue."""
+DEFAULT_AUDIO_TIMEOUT = 3.0
+"""Seconds without audio, while video goes on, that end a session with an audio track."""
 
 
-@dataclass(frozen=True, slots=True)
-class MseInit:
-    """Sent first, and again before a keyframe whose stream description changed."""
+class _Reader:
+    """A subscription read alongside another one: the packet taken but not yet handed on, and
+    the task waiting for the next one while the session waits for either."""
 
-    codec: str
-    """RFC 6381 codec string, for example ``avc1.64001f``."""
-    mime: str
-    """For ``MediaSource.isTypeSupported`` / ``addSourceBuffer``: ``video/mp4; codecs="..."``."""
-    width: int
-    height: int
-    data: bytes
-    """The init segment (``ftyp`` + ``moov``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MseFragment:
-    """One access unit as ``moof`` + ``mdat``; the same object for every session of a camera."""
-
-    data: bytes
-    keyframe: bool
-    pts: int
-    """Presentation time of the access unit in the hub's 90 kHz clock (without the file's offset)."""
-
-
-MseMessage = MseInit | MseFragment
-
-
-class SharedFragments:
-    """One camera's fragments, computed once and shared by its sessions.
-
-    Keeps the most recent ``capacity`` fragments, keyed by packet identity (the
-    hub hands the same MediaPacket object to every subscriber).
-    """
-
-    def __init__(self, capacity: int = DEFAULT_CACHE_FRAGMENTS) -> None:
-        self._capacity = capacity
-        self._writer = Fmp4Writer()
-        self._cache: collections.OrderedDict[int, tuple[MediaPacket, tuple[MseInit, MseFragment] | None]] = (
-            collections.OrderedDict()
-        )
-        self._inits: dict[InitSegment, MseInit] = {}
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self._next: MediaPacket | None = None
+        self._task: asyncio.Task[MediaPacket] | None = None
 
     @property
-    def muxed(self) -> int:
-        """Fragments written so far."""
-        return self._writer.written
+    def idle(self) -> bool:
+        """Nothing held, nothing waited for: the subscription can be read directly."""
+        return self._next is None and self._task is None
 
-    def get(self, packet: MediaPacket) -> tuple[MseInit, MseFragment] | None:
-        """``packet``'s fragment and the init message it needs, or None if it cannot be
-        sent (no init segment known yet)."""
-        entry = self._cache.get(id(packet))
-        if entry is not None and entry[0] is packet:
-            return entry[1]
-        written = self._writer.write(packet)
-        result = None
-        if written is not None:
-            fragment = MseFragment(written.data, written.keyframe, written.pts)
-            result = (self._init_message(written.init), fragment)
-        self._cache[id(packet)] = (packet, result)
-        self._cache.move_to_end(id(packet))
-        if len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
-        return result
+    def peek(self) -> MediaPacket | None:
+        """The next packet if one is at hand. Raises :class:`HubClosed`."""
+        if self._next is None:
+            task = self._task
+            if task is None:
+                self._next = self.subscription.get_nowait()
+            elif task.done():
+                self._task = None
+                self._next = task.result()
+        return self._next
 
-    def _init_message(self, init: InitSegment) -> MseInit:
-        message = self._inits.get(init)
-        if message is None:
-            message = MseInit(init.codec, init.mime, init.width, init.height, init.data)
-            self._inits = {init: message}  # only the current one is worth keeping
-        return message
+    def take(self) -> MediaPacket:
+        packet, self._next = self._next, None
+        assert packet is not None
+        return packet
+
+    def waiter(self) -> asyncio.Task[MediaPacket]:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self.subscription.get())
+        return self._task
+
+    def pending(self) -> int:
+        task = self._task
+        ready = task is not None and task.done() and not task.cancelled() and task.exception() is None
+        return self.subscription.pending() + (self._next is not None) + ready
+
+    def close(self) -> None:
+        task, self._task, self._next = self._task, None, None
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: a HubClosed here is expected
+        self.subscription.close()
 
 
 class MseSession:
@@ -126,11 +131,15 @@ class MseSession:
         subscription: Subscription,
         shared: SharedFragments,
         on_end: Callable[[MseSession], None],
+        audio: tuple[Hub, Subscription, SharedAudio] | None = None,
+        audio_timeout: float = DEFAULT_AUDIO_TIMEOUT,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.camera_id = camera_id
         self.hub = hub
         """The hub the session reads (a camera may have several: main, sub-stream, transcoded)."""
+        self.audio_hub = None if audio is None else audio[0]
+        """The audio hub the session was opened with, if it carries AAC."""
         self.started = time.time()
         """Wall-clock time (``time.time()``) the session opened."""
         self.ended: float | None = None
@@ -139,11 +148,25 @@ class MseSession:
         self.bytes_sent = 0
         """Bytes of every message handed out (init segments included)."""
         self.fragments_sent = 0
+        self.audio_sent = 0
+        """Audio fragments among ``fragments_sent``."""
         self._sub = subscription
+        self._video = _Reader(subscription)
         self._shared = shared
         self._on_end = on_end
         self._init: MseInit | None = None
         self._held: MseFragment | None = None
+        self._audio = None if audio is None else _Reader(audio[1])
+        self._audio_shared = None if audio is None else audio[2]
+        self._audio_info: AudioInfo | None = None
+        """The audio track's description, once the first init message has one."""
+        self._audio_timeout = audio_timeout
+        self._audio_seen = 0.0
+
+    @property
+    def audio(self) -> AudioInfo | None:
+        """The audio track sent to this viewer (decided at its first keyframe), or None."""
+        return self._audio_info
 
     @property
     def dropped(self) -> int:
@@ -152,7 +175,8 @@ class MseSession:
 
     def pending(self) -> int:
         """Messages at hand (queued packets, plus a fragment held back behind an init message)."""
-        return self._sub.pending() + (self._held is not None)
+        audio = 0 if self._audio is None else self._audio.pending()
+        return self._video.pending() + audio + (self._held is not None)
 
     def __aiter__(self) -> AsyncIterator[MseMessage]:
         return self
@@ -165,37 +189,114 @@ class MseSession:
             return self._count(fragment)
         while True:
             try:
-                packet = await self._sub.get()
+                packet = await self._next_packet()
             except HubClosed:
                 self._end("camera stream ended")
                 raise StopAsyncIteration from None
-            found = self._shared.get(packet)
-            if found is None:
-                continue
-            init, fragment = found
-            if init is not self._init:
-                if not packet.keyframe:
-                    continue  # the new description starts at a keyframe
-                self._init = init
-                self._held = fragment
-                return self._count(init)
-            return self._count(fragment)
+            message = self._audio_message(packet) if packet.is_audio else self._video_message(packet)
+            if self.ended is not None:
+                raise StopAsyncIteration
+            if message is not None:
+                return self._count(message)
+
+    async def _next_packet(self) -> MediaPacket:
+        """The next packet of either subscription, the earlier arrival first. Raises
+        :class:`HubClosed` when the video hub closes."""
+        if self._audio is None and self._video.idle:
+            return await self._sub.get()
+        while True:
+            video = self._video.peek()
+            audio = None
+            if self._audio is not None:
+                try:
+                    audio = self._audio.peek()
+                except HubClosed:
+                    self._audio_gone()
+                    if self.ended is not None:
+                        raise
+                    continue
+            if video is not None and (audio is None or video.received <= audio.received):
+                return self._video.take()
+            if audio is not None and self._audio is not None:
+                return self._audio.take()
+            if self.ended is not None:
+                raise HubClosed
+            waiters = {self._video.waiter()}
+            if self._audio is not None:
+                waiters.add(self._audio.waiter())
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+
+    def _video_message(self, packet: MediaPacket) -> MseMessage | None:
+        if self._audio_info is not None and time.monotonic() - self._audio_seen > self._audio_timeout:
+            self._end("audio stopped")
+            return None
+        if self._init is None and packet.keyframe and self._audio is not None:
+            self._choose_audio()
+        found = self._shared.get(packet, self._audio_info)
+        if found is None:
+            return None
+        init, fragment = found
+        if init is not self._init:
+            if not packet.keyframe:
+                return None  # the new description starts at a keyframe
+            self._init = init
+            self._held = fragment
+            return init
+        return fragment
+
+    def _audio_message(self, packet: MediaPacket) -> MseMessage | None:
+        if self._init is None or self._audio_info is None or self._audio_shared is None:
+            return None  # nothing before the first keyframe
+        self._audio_seen = time.monotonic()
+        assert self.audio_hub is not None
+        if self.audio_hub.audio != self._audio_info:
+            self._end("audio stream changed")
+            return None
+        return self._audio_shared.get(packet, self._audio_info)
+
+    def _choose_audio(self) -> None:
+        """At the first keyframe: an audio track if AAC audio is flowing, else none for good."""
+        assert self.audio_hub is not None
+        info, last = self.audio_hub.audio, self.audio_hub.stats.last_packet
+        now = time.monotonic()
+        if (
+            info is not None
+            and info.codec == "aac"
+            and last is not None
+            and now - last <= self._audio_timeout
+        ):
+            self._audio_info = info
+            self._audio_seen = now
+        else:
+            log.debug("MSE session %s: no audio flowing, video only", self.id)
+            self._audio_gone()
+
+    def _audio_gone(self) -> None:
+        """The audio subscription ended: without a track, leave it; with one, end the session."""
+        if self._audio_info is not None:
+            self._end("audio stream ended")
+        elif self._audio is not None:
+            self._audio.close()
+            self._audio = None
 
     def _count(self, message: MseMessage) -> MseMessage:
         self.bytes_sent += len(message.data)
         if isinstance(message, MseFragment):
             self.fragments_sent += 1
+            self.audio_sent += message.audio
         return message
 
     def close(self, reason: str = "closed") -> None:
-        """End the session and leave the hub. Idempotent; a pending iteration stops."""
+        """End the session and leave the hubs. Idempotent; a pending iteration stops."""
         self._end(reason)
 
     def _end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = time.time()
             self.end_reason = reason
-            self._sub.close()
+            self._video.close()
+            if self._audio is not None:
+                self._audio.close()
             self._on_end(self)
 
     def __repr__(self) -> str:
@@ -211,12 +312,15 @@ class MseOutput:
         max_sessions_per_camera: int = 32,
         max_sessions_total: int = 256,
         cache_fragments: int = DEFAULT_CACHE_FRAGMENTS,
+        audio_timeout: float = DEFAULT_AUDIO_TIMEOUT,
     ) -> None:
         self._max_per_camera = max_sessions_per_camera
         self._max_total = max_sessions_total
         self._cache_fragments = cache_fragments
+        self._audio_timeout = audio_timeout
         self._sessions: dict[str, MseSession] = {}
         self._shared: dict[Hub, SharedFragments] = {}
+        self._shared_audio: dict[Hub, SharedAudio] = {}
         self._stopped = False
 
     def session_count(self, camera_id: str | None = None) -> int:
@@ -232,9 +336,15 @@ class MseOutput:
         """The hub's shared fragments while it has sessions (for figures and tests)."""
         return self._shared.get(hub)
 
-    def open(self, camera_id: str, hub: Hub) -> MseSession:
-        """A new session on ``hub``'s camera. Raises :class:`CapacityError` when a cap is
-        reached or the output is stopping, and :class:`~streams.hub.HubClosed` if the hub is."""
+    def shared_audio(self, audio_hub: Hub) -> SharedAudio | None:
+        """The audio hub's shared fragments while it has sessions (for figures and tests)."""
+        return self._shared_audio.get(audio_hub)
+
+    def open(self, camera_id: str, hub: Hub, audio_hub: Hub | None = None) -> MseSession:
+        """A new session on ``hub``'s camera, with the AAC audio of ``audio_hub`` if it has
+        some (see the module docstring). Raises :class:`CapacityError` when a cap is reached
+        or the output is stopping, and :class:`~streams.hub.HubClosed` if ``hub`` is closed
+        (a closed audio hub just leaves the audio out)."""
         if self._stopped:
             raise CapacityError("the MSE output is shutting down")
         if len(self._sessions) >= self._max_total:
@@ -245,10 +355,25 @@ class MseOutput:
         shared = self._shared.get(hub)
         if shared is None:  # the hub's first MSE viewer
             shared = self._shared[hub] = SharedFragments(self._cache_fragments)
-        session = MseSession(camera_id, hub, subscription, shared, self._ended)
+        audio = self._subscribe_audio(audio_hub) if audio_hub is not None else None
+        session = MseSession(camera_id, hub, subscription, shared, self._ended, audio, self._audio_timeout)
         self._sessions[session.id] = session
         log.info("MSE session %s for %s opened", session.id, camera_id)
         return session
+
+    def _subscribe_audio(self, audio_hub: Hub) -> tuple[Hub, Subscription, SharedAudio] | None:
+        info = audio_hub.audio
+        if info is not None and info.codec != "aac":
+            log.debug("%s: %s audio cannot go into MP4 here, video only", audio_hub.name, info.codec)
+            return None
+        try:
+            subscription = audio_hub.subscribe()
+        except HubClosed:
+            return None
+        shared = self._shared_audio.get(audio_hub)
+        if shared is None:
+            shared = self._shared_audio[audio_hub] = SharedAudio(self._cache_fragments)
+        return audio_hub, subscription, shared
 
     def _ended(self, session: MseSession) -> None:
         if self._sessions.pop(session.id, None) is None:
@@ -264,6 +389,9 @@ class MseOutput:
         )
         if not any(s.hub is session.hub for s in self._sessions.values()):
             self._shared.pop(session.hub, None)
+        audio_hub = session.audio_hub
+        if audio_hub is not None and not any(s.audio_hub is audio_hub for s in self._sessions.values()):
+            self._shared_audio.pop(audio_hub, None)
 
     async def stop(self) -> None:
         """Close every session. Idempotent."""

@@ -1,20 +1,27 @@
-"""MSE sessions on a real hub: shared fragments, late joiners, slow viewers, stream changes, caps.
+"""MSE sessions on a real hub: shared fragments, late joiners, slow viewers, stream changes, caps,
+and AAC audio from an audio hub interleaved with the video.
 
-Covers :mod:`streams.outputs.mse`, with real PyAV-encoded H.264.
+Covers :mod:`streams.outputs.mse` and :mod:`streams.outputs.mse_fragments`, with real
+PyAV-encoded H.264 and AAC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import time
+from pathlib import Path
 
+import av
 import pytest
 
 from streams.errors import CapacityError
 from streams.hub import Hub
 from streams.outputs.mse import MseFragment, MseInit, MseMessage, MseOutput, MseSession
-from streams.packets import CLOCK_RATE, MediaPacket
+from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from tests.media import encode_h264
+from tests.streams.outputs.test_fmp4_audio import encode_aac
 
 FRAME = CLOCK_RATE // 25
 STEP = 2.0
@@ -153,3 +160,179 @@ async def test_stop_and_hub_close_end_sessions() -> None:
     assert output.shared(hub) is None
     with pytest.raises(CapacityError, match="shutting down"):
         output.open("cam", hub)
+
+
+# -- audio ----------------------------------------------------------------------
+
+
+def aac(seconds: float = 3.0) -> tuple[AudioInfo, tuple[MediaPacket, ...]]:
+    return encode_aac(seconds, 48_000, 2)
+
+
+AUDIO_FRAME = 1024 * CLOCK_RATE // 48_000
+
+
+def live(packets: list[MediaPacket], start: float) -> list[MediaPacket]:
+    """``packets`` as if they had arrived in real time from ``start`` (monotonic), merged in
+    presentation order: the order a camera's video and audio hubs receive them."""
+    stamped = [dataclasses.replace(p, received=start + p.pts / CLOCK_RATE) for p in packets]
+    return sorted(stamped, key=lambda p: (p.received, p.is_audio))
+
+
+def hubs(info: AudioInfo, queue_packets: int = 1000) -> tuple[Hub, Hub]:
+    """A camera's video hub and its audio hub, patient enough for a test that publishes
+    seconds of media before reading (they would skip a subscriber a second behind)."""
+    audio = Hub("cam audio", queue_packets=queue_packets, max_lag=10.0)
+    audio.audio = info
+    return Hub("cam", queue_packets=queue_packets, max_lag=10.0), audio
+
+
+def publish(video: Hub, audio: Hub, packets: list[MediaPacket]) -> None:
+    for packet in packets:
+        (audio if packet.is_audio else video).publish(packet)
+
+
+async def test_audio_is_interleaved_in_arrival_order_and_shared() -> None:
+    info, sound = aac()
+    (hub, audio), output = hubs(info), MseOutput()
+    a, b = output.open("cam", hub, audio), output.open("cam", hub, audio)
+    assert audio.subscriber_count == 2
+    early = [p.shifted(-3 * AUDIO_FRAME) for p in sound[:3]]  # audio before the first keyframe
+    packets = live(early + list(stream()[:25]) + list(sound[:50]), time.monotonic() - 1.0)
+    publish(hub, audio, packets)
+    got_a, got_b = await ready(a), await ready(b)
+    init = got_a[0]
+    assert isinstance(init, MseInit) and init.audio == "mp4a.40.2" and a.audio == info
+    assert init.mime == f'video/mp4; codecs="{init.codec}, mp4a.40.2"'
+    assert init.data is got_b[0].data and init.data.count(b"mp4a") == 1
+    fragments = [m for m in got_a[1:] if isinstance(m, MseFragment)]
+    assert len(fragments) == len(got_a) - 1 == 25 + 50
+    sent = [p for p in packets if p.pts >= 0]
+    assert [(f.audio, f.pts) for f in fragments] == [(p.is_audio, p.pts) for p in sent]  # arrival order
+    assert fragments[0].keyframe and not fragments[0].audio
+    assert all(x is y for x, y in zip(got_a, got_b, strict=True))  # shared bytes, both tracks
+    shared = output.shared_audio(audio)
+    assert shared is not None and shared.muxed == 50  # once for both; the early frames not at all
+    assert a.audio_sent == 50 and a.fragments_sent == 75
+
+    # A session waiting for either track wakes for the one that comes.
+    waiting = asyncio.ensure_future(anext(a))
+    await asyncio.sleep(0)
+    audio.publish(sound[50])
+    frame = await asyncio.wait_for(waiting, STEP)
+    assert isinstance(frame, MseFragment) and frame.audio and frame.pts == sound[50].pts
+    waiting = asyncio.ensure_future(anext(a))
+    await asyncio.sleep(0)
+    hub.publish(stream()[25])
+    picture = await asyncio.wait_for(waiting, STEP)
+    assert isinstance(picture, MseFragment) and not picture.audio and picture.pts == stream()[25].pts
+    await output.stop()
+    assert audio.subscriber_count == 0 and output.shared_audio(audio) is None
+
+
+async def test_muxed_session_plays_back(tmp_path: Path) -> None:
+    """What one session sends, written to a file, holds both tracks in step."""
+    info, sound = aac(2.0)
+    (hub, audio), output = hubs(info), MseOutput()
+    session = output.open("cam", hub, audio)
+    publish(hub, audio, live(list(stream()[:50]) + list(sound), time.monotonic() - 2.0))
+    got = await ready(session)
+    path = tmp_path / "session.mp4"
+    path.write_bytes(b"".join(m.data for m in got))
+    with av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        frames = list(container.decode(video=0, audio=0))
+    pictures = [f for f in frames if isinstance(f, av.VideoFrame)]
+    samples = [f for f in frames if isinstance(f, av.AudioFrame)]
+    assert len(pictures) == 50 and len(samples) == len(sound)
+    assert abs(float(samples[0].time or 0) - float(pictures[0].time or 0)) < 1 / 25
+    await output.stop()
+
+
+async def test_slow_session_is_skipped_on_both_tracks() -> None:
+    info, sound = aac()
+    hub, audio = hubs(info, queue_packets=16)
+    output = MseOutput()
+    fast, slow = output.open("cam", hub, audio), output.open("cam", hub, audio)
+    packets = live(list(stream()[:56]) + list(sound[:105]), time.monotonic() - 3.0)
+    publish(hub, audio, packets[:2])
+    assert [type(m) for m in await ready(slow)] == [MseInit, MseFragment]
+    fast_got: list[MseMessage] = []
+    for packet in packets[2:]:  # the slow viewer reads nothing meanwhile
+        publish(hub, audio, [packet])
+        fast_got += await ready(fast)
+    assert len([m for m in fast_got if isinstance(m, MseFragment)]) == len(packets)
+    assert slow.dropped > 0 and slow.pending() <= 32
+    resumed = [m for m in await ready(slow) if isinstance(m, MseFragment)]
+    video = [m for m in resumed if not m.audio]
+    assert video[0].keyframe and video[0].pts == stream()[50].pts  # skipped to the latest keyframe
+    assert {m.pts for m in resumed} <= {m.pts for m in fast_got if isinstance(m, MseFragment)}
+    shared = output.shared_audio(audio)
+    assert shared is not None and shared.muxed == 105  # muxed once, whoever reads
+    await output.stop()
+
+
+async def test_new_init_keeps_the_audio_track() -> None:
+    info, sound = aac()
+    (hub, audio), output = hubs(info), MseOutput()
+    session = output.open("cam", hub, audio)
+    large = [p.shifted(25 * FRAME) for p in stream(640, 360, 25)]
+    publish(hub, audio, live([*stream()[:25], *large, *sound[:100]], time.monotonic() - 2.0))
+    inits = [m for m in await ready(session) if isinstance(m, MseInit)]
+    assert [(m.width, m.audio) for m in inits] == [(320, "mp4a.40.2"), (640, "mp4a.40.2")]
+    assert all(m.mime.endswith(', mp4a.40.2"') for m in inits)
+    await output.stop()
+
+
+async def test_audio_that_is_not_aac_or_not_flowing_is_left_out() -> None:
+    info, sound = aac()
+    hub, output = Hub("cam"), MseOutput()
+    _, opus = hubs(AudioInfo("opus", 48_000, 2))
+    session = output.open("cam", hub, opus)
+    assert opus.subscriber_count == 0  # never subscribed: an Opus transcoder is not started for nothing
+    _, silent = hubs(info)
+    other = output.open("cam", hub, silent)
+    assert silent.subscriber_count == 1
+    hub.publish(stream()[0])
+    first, second = await take(session), await take(other)
+    assert isinstance(first, MseInit) and isinstance(second, MseInit)
+    assert first.audio is second.audio is None and first.data is second.data
+    assert first.mime == f'video/mp4; codecs="{first.codec}"' and other.audio is None
+    assert silent.subscriber_count == 0  # no audio at the first keyframe: none for this session
+    silent.publish(sound[0])
+    hub.publish(stream()[1])
+    assert [m.pts for m in await ready(other) if isinstance(m, MseFragment)] == [
+        stream()[0].pts,
+        stream()[1].pts,
+    ]
+    await output.stop()
+
+
+async def test_audio_that_stops_changes_or_ends_ends_the_session() -> None:
+    info, sound = aac()
+    output = MseOutput(audio_timeout=0.2)
+    cameras = [hubs(info) for _ in range(3)]
+    stopped, changed, closed = (output.open("cam", hub, audio) for hub, audio in cameras)
+    for hub, audio in cameras:
+        publish(hub, audio, live([*stream()[:5], *sound[:10]], time.monotonic()))
+    for session in (stopped, changed, closed):
+        assert isinstance((await ready(session))[0], MseInit)
+
+    async def until_ended(session: MseSession) -> str | None:
+        with pytest.raises(StopAsyncIteration):
+            for _ in range(10):
+                await take(session)
+        return session.end_reason
+
+    await asyncio.sleep(0.25)  # longer than audio_timeout without audio
+    cameras[0][0].publish(stream()[5])
+    assert await until_ended(stopped) == "audio stopped"
+
+    cameras[1][1].audio = AudioInfo("aac", 16_000, 1, bytes.fromhex("1408"))
+    cameras[1][1].publish(sound[10])
+    assert await until_ended(changed) == "audio stream changed"
+
+    cameras[2][1].close()
+    assert await until_ended(closed) == "audio stream ended"
+    assert output.session_count() == 0
+    assert all(hub.subscriber_count == 0 and output.shared_audio(audio) is None for hub, audio in cameras)
