@@ -1,9 +1,12 @@
 // One MSE attempt for a tile's player: the relay's fragmented MP4 over the camera's mse.ws
 // WebSocket, appended to a SourceBuffer on the tile's <video> and kept at the live edge.
 //
-// The wire: a text {"type":"init", mime, codec, width, height, transcoded} followed by one
-// binary message, the init segment; then one binary moof+mdat per access unit. A new init
-// may come mid-stream (the camera changed its parameters). The stream starts at the relay's
+// The wire: a text {"type":"init", mime, codec, width, height, transcoded, audio} followed by
+// one binary message, the init segment; then one binary moof+mdat per access unit or audio
+// frame. With audio ("mp4a.40.2", else null) the init segment has an AAC track besides the
+// video, the mime names both codecs, and both tracks go into the one SourceBuffer (its
+// buffered range is where both have data); the <video> stays muted unless the tile's sound
+// toggle says otherwise. A new init may come mid-stream (the camera changed its parameters). The stream starts at the relay's
 // cached keyframe, up to a GOP behind live: once the first burst is appended the playhead
 // jumps to just before the newest frame, and a 250 ms timer keeps it there (faster playback
 // for a small lag, a jump for a large one) and trims what lies behind it.
@@ -58,6 +61,7 @@ export class MseStream {
     this.queue = [];
     this.nextInit = null;
     this.info = null;
+    this.hasAudio = false;
     this.jumped = false;
     this.seen = false;
     this.quotaErrors = 0;
@@ -148,6 +152,7 @@ export class MseStream {
         this.jumped = false;
       }
       this.info = info;
+      this.hasAudio = Boolean(info.audio);
       this.enqueue({ kind: "init", mime: info.mime, data });
       return;
     }

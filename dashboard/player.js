@@ -100,6 +100,7 @@ export class Player {
       height: this.height,
       fps: this.fps,
       lag: this.lag,
+      audio: Boolean(this.current && this.current.hasAudio), // the stream carries sound (muted or not)
     };
   }
 

@@ -6,12 +6,14 @@
 //
 // Two surfaces (a <video> and a <canvas> each) sit on top of each other. A change of stream
 // or mode starts the new player on the surface behind, and the surfaces swap only once it
-// shows a picture; then the old player stops: no black gap.
+// shows a picture; then the old player stops: no black gap. The wall is silent; a tile whose
+// stream has audio offers a sound toggle (sound.js).
 
 import { request } from "./api.js";
 import { clock, t } from "./i18n.js";
 import { MODE_BADGES, forcedMode, labelModeSelect, modeSelect, rememberMode } from "./modes.js";
 import { Player } from "./player.js";
+import { applySound, soundButton } from "./sound.js";
 import { clearSurface, makeSurface, showSurface } from "./surface.js";
 
 const PLAYABLE = new Set(["online", "stalled"]);
@@ -54,6 +56,7 @@ export class Tile {
     this.pending = null;
     this.swaps = 0;
     this.onScreen = false;
+    this.sound = false;
     const root = el("div", "tile", { tabindex: "0", role: "group", "data-tile": String(index), draggable: "false" });
     root.dataset.camera = "";
     root.dataset.state = "";
@@ -86,6 +89,8 @@ export class Tile {
       actions.append(this.modeChoice);
     }
     if (wall.canSnapshot) actions.append(iconButton("snapshot", "tile.snapshot"));
+    this.soundButton = soundButton();
+    actions.append(this.soundButton);
     actions.append(iconButton("fullscreen", "tile.fullscreen"), iconButton("clear", "tile.clear"));
     bottom.append(this.stateText, actions);
     const number = el("span", "tile-number", { "aria-hidden": "true" });
@@ -162,6 +167,10 @@ export class Tile {
     if (name === "fullscreen") this.toggleFullscreen();
     else if (name === "clear") this.wall.assign(this.index, null);
     else if (name === "snapshot") this.snapshot();
+    else if (name === "sound") {
+      this.sound = !this.sound;
+      this.render();
+    }
   }
 
   toggleFullscreen() {
@@ -212,6 +221,7 @@ export class Tile {
     }
     if (document.fullscreenElement === this.el && !id) document.exitFullscreen().catch(() => {});
     this.cameraId = id;
+    this.sound = false; // another camera starts silent
     this.el.dataset.camera = id || "";
     this.el.draggable = Boolean(id);
     for (const surface of this.surfaces) clearSurface(surface);
@@ -314,6 +324,8 @@ export class Tile {
     root.dataset.fps = String(info.status === "playing" ? info.fps : 0);
     root.dataset.status = cam ? info.status : "";
     root.dataset.stream = info.status === "playing" ? info.stream : "";
+    root.dataset.audio = String(info.status === "playing" && Boolean(info.audio));
+    applySound(this.soundButton, this.surfaces, this.front, root.dataset.audio === "true", this.sound);
     root.dataset.forced = this.wantedMode();
     if (this.modeChoice) labelModeSelect(this.modeChoice, root.dataset.forced);
     root.classList.toggle("free", !cam);
@@ -366,6 +378,8 @@ export class Tile {
       lag: p ? p.lag : null,
       pending: this.pending ? { stream: this.pending.stream, forced: this.pending.forced, status: this.pending.status } : null,
       swaps: this.swaps,
+      audio: this.el.dataset.audio === "true",
+      sound: this.el.dataset.audio === "true" && this.sound,
     };
   }
 

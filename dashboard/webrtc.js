@@ -72,6 +72,7 @@ export class WebRtcStream {
     this.location = null;
     this.done = false;
     this.graceTimer = null;
+    this.hasAudio = false;
   }
 
   start() {
@@ -122,9 +123,14 @@ export class WebRtcStream {
     const pc = new RTCPeerConnection({ iceServers: [] });
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
+    // Sound only for cameras that relay it (off unless configured); the tile starts muted.
+    if (this.ctx.camera.live && this.ctx.camera.live.audio) pc.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
     pc.addEventListener("track", (ev) => {
       if (this.done) return;
-      this.video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      media.addTrack(ev.track); // video and sound in one stream, whatever stream ids the relay gave them
+      if (ev.track.kind === "audio") this.hasAudio = true;
+      if (this.video.srcObject !== media) this.video.srcObject = media;
       this.video.play().catch(() => {});
     });
     pc.addEventListener("connectionstatechange", () => this.watch(pc));

@@ -12,6 +12,11 @@ is H.265 and the viewer cannot decode H.265 (every WebRTC viewer, and MSE
 viewers whose browser says so), the stream's transcoder, which runs once per
 stream while anyone watches it, whatever the protocol.
 
+A camera configured with audio has, per stream, an audio hub beside the video
+hub. WebRTC viewers get Opus and G.711 as they are and AAC through the stream's
+AAC-to-Opus transcoder (once per stream, while anyone listens); MSE viewers get
+AAC in the same fragmented MP4 as the video.
+
 Event loop only.
 """
 
@@ -25,6 +30,7 @@ from typing import Literal
 
 from aiortc import RTCIceServer
 
+from streams.audio_transcoder import AudioTranscoder
 from streams.errors import StreamError
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestPolicy, IngestState, StateListener
@@ -138,8 +144,11 @@ class CameraStats:
     reorders: bool
     """The main stream has B-frames: WebRTC cannot play it, MSE can."""
     transcoding: bool
-    """An H.264 transcoder of one of the camera's streams is running."""
+    """A transcoder of one of the camera's streams is running (H.265 to H.264, AAC to Opus)."""
     transcoder_starts: int
+    audio: str | None
+    """The codec of the sound relayed with the main stream (``aac``, ``opus``, ``pcmu``,
+    ``pcma``), or None: audio off, or the camera sends none we can relay."""
     sub: SubStreamStats | None
 
 
@@ -155,6 +164,7 @@ class _Stream:
         listener: StateListener | None,
     ) -> None:
         self.hub = Hub(name)
+        self.audio_hub = Hub(f"{name}/audio") if options.audio else None
         secrets = [options.password] if options.password else []
         self.ingest = Ingest(
             name,
@@ -164,6 +174,7 @@ class _Stream:
             enabled=spec.enabled,
             listener=listener,
             secrets=secrets,
+            audio_hub=self.audio_hub,
         )
         self.pictures = PictureOutput(
             self.hub, jpeg_quality=settings.jpeg_quality, max_fps=settings.mjpeg_max_fps
@@ -178,12 +189,35 @@ class _Stream:
             keyframe_interval=t.keyframe_interval,
             idle_timeout=t.idle_timeout,
         )
+        self.audio_transcoder = (
+            AudioTranscoder(self.audio_hub, name=f"{name}/opus", idle_timeout=t.idle_timeout)
+            if self.audio_hub is not None
+            else None
+        )
+
+    @property
+    def transcoders(self) -> list[Transcoder | AudioTranscoder]:
+        return (
+            [self.transcoder] if self.audio_transcoder is None else [self.transcoder, self.audio_transcoder]
+        )
+
+    def webrtc_audio(self) -> Hub | None:
+        """The audio a WebRTC viewer gets: Opus or G.711 as it is, AAC transcoded to Opus."""
+        if self.audio_hub is None or self.audio_hub.audio is None:
+            return None
+        if self.audio_hub.audio.codec == "aac" and self.audio_transcoder is not None:
+            return self.audio_transcoder.output
+        return self.audio_hub
 
     async def stop(self) -> None:
+        if self.audio_transcoder is not None:
+            await self.audio_transcoder.stop()
         await self.transcoder.stop()
         await self.pictures.stop()
         await self.ingest.stop()
         self.hub.close()
+        if self.audio_hub is not None:
+            self.audio_hub.close()
 
 
 class _Camera:
@@ -334,8 +368,9 @@ class StreamManager:
             mjpeg_viewers=mjpeg_viewers,
             mse_viewers=mse_viewers,
             reorders=hub.reorders,
-            transcoding=any(stream.transcoder.running for stream in cam.streams),
-            transcoder_starts=sum(stream.transcoder.starts for stream in cam.streams),
+            transcoding=any(t.running for stream in cam.streams for t in stream.transcoders),
+            transcoder_starts=sum(t.starts for stream in cam.streams for t in stream.transcoders),
+            audio=main.audio_hub.audio.codec if main.audio_hub and main.audio_hub.audio else None,
             sub=self._sub_stats(cam),
         )
 
@@ -380,7 +415,8 @@ class StreamManager:
 
     async def whep_offer(self, camera_id: str, offer_sdp: str, stream: StreamName = "main") -> WhepSession:
         hub = await self._playable(camera_id, stream, h265=False)
-        return await self.webrtc.create_session(camera_id, hub, offer_sdp)
+        audio = self._camera(camera_id).stream(stream).webrtc_audio()
+        return await self.webrtc.create_session(camera_id, hub, offer_sdp, audio)
 
     async def whep_close(self, session_id: str) -> bool:
         return await self.webrtc.close_session(session_id)
@@ -390,7 +426,7 @@ class StreamManager:
     ) -> MseSession:
         """An MSE viewer session; ``h265``: the viewer's browser decodes H.265 (``hvc1``)."""
         hub = await self._playable(camera_id, stream, h265=h265)
-        return self.mse.open(camera_id, hub)
+        return self.mse.open(camera_id, hub, self._camera(camera_id).stream(stream).audio_hub)
 
     async def snapshot(self, camera_id: str) -> bytes:
         return await self._camera(camera_id).main.pictures.snapshot(timeout=self.settings.snapshot_timeout)

@@ -268,6 +268,12 @@ class Camera(_Model):
     )
     transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport (rtsp/rtsps only).")
     enabled: bool = Field(default=True, description="A disabled camera is listed but never pulled.")
+    audio: bool = Field(
+        default=False,
+        description="Relay the camera's sound too. Off by default: halls are public spaces, and "
+        "recording or relaying speech needs a policy. G.711 and Opus go to WebRTC as they are; "
+        "AAC goes to MSE as it is and to WebRTC transcoded to Opus.",
+    )
     credentials: Credentials | None = Field(default=None, description="RTSP user name and password.")
     ingest: IngestOverrides | None = Field(
         default=None, description="Replaces some of the site's ingest settings."

@@ -33,6 +33,7 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
             read_timeout=ingest.read_timeout,
             keepalive_interval=ingest.keepalive_interval,
             label=label,
+            audio=camera.audio,
         )
 
     label = f"{hall.id} / {camera.id}"

@@ -42,8 +42,11 @@ class CameraState(BaseModel):
     reorders: bool
     """The stream has B-frames: WebRTC cannot play it (409), MSE can."""
     transcoding: bool
-    """An H.265 to H.264 transcoder of this camera is running (someone watches it)."""
+    """A transcoder of this camera is running (H.265 to H.264, AAC to Opus): someone watches."""
     transcoder_starts: int
+    audio: str | None
+    """The codec of the relayed sound (aac, opus, pcmu, pcma), or null: audio is off for the
+    camera, or it sends none that can be relayed."""
     sub: SubStreamState | None
     """The sub-stream's figures, or null for a camera without one."""
 

@@ -40,6 +40,7 @@ STREAMS = {
     "dual-sub": "480x270@25,300k,gop=25",
     "bframes": "640x360@25,600k,gop=25,bframes=2",
     "hevc": "640x360@25,500k,gop=25,codec=h265",
+    "sound": "320x180@25,300k,gop=25,audio=aac",
 }
 """RTSP paths: ``clock`` has a 4-second keyframe interval (100 frames at 25 fps)."""
 TRANSCODE_IDLE_S = 1.0
@@ -80,6 +81,7 @@ cameras:
     sub_url: "{server.url("dual-sub")}"
   - {{id: bframes, name: 窗口区, hall: tax, url: "{server.url("bframes")}"}}
   - {{id: hevc, name: 门口, hall: tax, url: "{server.url("hevc")}"}}
+  - {{id: sound, name: 咨询台, hall: tax, url: "{server.url("sound")}", audio: true}}
 """
 
 
@@ -120,7 +122,7 @@ async def playback() -> AsyncIterator[Playback]:
     try:
         await asyncio.to_thread(server.start)
         async with serve_app(playback_yaml(server)) as app:
-            await app.wait_online("clock", "dual", "bframes", "hevc", within=30)
+            await app.wait_online("clock", "dual", "bframes", "hevc", "sound", within=30)
             apis = {
                 "operator-meizhou": await app.user("meizhou", "operator"),
                 "viewer-meizhou": await app.user("meizhou", "viewer"),
@@ -421,3 +423,60 @@ async def test_an_operator_forces_a_tile_to_mjpeg_and_back_to_auto(
     await expect(choice).to_have_value("auto")
     await assert_decoding(page, ["clock"], timeout=10, mode="webrtc")
     assert await page.evaluate("localStorage.getItem('hallwatch-mode:clock')") is None
+
+
+AUDIO_DECODED = "v => v.webkitAudioDecodedByteCount"
+LIVE_AUDIO_TRACKS = (
+    "v => v.srcObject ? v.srcObject.getAudioTracks().filter(t => t.readyState === 'live').length : 0"
+)
+SOUND_BUTTON = TILE.format("sound") + " button.tile-sound"
+
+
+async def test_a_camera_with_sound_plays_it_over_mse_and_webrtc_muted_until_asked(
+    playback: Playback, new_page: PageFactory
+) -> None:
+    live = await playback.live("sound")
+    assert live["audio"] == "aac", live
+    await playback.wall(playback.operator, ["sound"])
+
+    # MSE: the AAC rides in the same fragmented MP4 and the browser decodes it.
+    page = await new_page(init_script=NO_WEBRTC)
+    await open_wall(page, playback, playback.operator)
+    await assert_decoding(page, ["sound"], timeout=10, mode="mse")
+    video = page.locator(TILE.format("sound") + ' .tile-surface[data-active="true"] video')
+    assert await video.evaluate("v => v.muted"), "the wall must start silent"
+
+    async def audio_decoded() -> int | None:
+        decoded: int = await video.evaluate(AUDIO_DECODED)
+        return decoded if decoded > 2000 else None
+
+    decoded = await wait_until(page, audio_decoded, 10, "MSE audio decoded")
+    button = page.locator(SOUND_BUTTON)
+    await expect(button).to_be_visible()
+    await button.click()
+    assert not await video.evaluate("v => v.muted")
+    await page.context.close()
+
+    # WebRTC: the AAC is transcoded to Opus once, and reaches the page as a live audio track.
+    page = await new_page()
+    await open_wall(page, playback, playback.operator)
+    await assert_decoding(page, ["sound"], timeout=10, mode="webrtc")
+    video = page.locator(TILE.format("sound") + ' .tile-surface[data-active="true"] video')
+
+    async def audio_track() -> int | None:
+        tracks: int = await video.evaluate(LIVE_AUDIO_TRACKS)
+        return tracks or None
+
+    await wait_until(page, audio_track, 10, "a live WebRTC audio track")
+    sessions = [s for s in playback.app.manager.webrtc.sessions() if s.camera_id == "sound"]
+    assert sessions and sessions[0].audio_codec == "opus", sessions
+
+    async def audio_sent() -> int | None:
+        track = sessions[0].audio
+        return track.frames if track is not None and track.frames > 25 else None
+
+    await wait_until(page, audio_sent, 10, "Opus frames sent to the page")
+    assert (await playback.live("sound"))["transcoding"]  # AAC to Opus, for WebRTC only
+    await expect(page.locator(SOUND_BUTTON)).to_be_visible()
+    note("sound", f"MSE decoded {decoded} bytes of AAC; WebRTC got Opus from the shared transcoder")
+    await page.context.close()

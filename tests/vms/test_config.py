@@ -207,7 +207,7 @@ def test_base_text_is_valid(site: Path) -> None:
             "    hall: tax\n",
             "    hall: tax\n    username: viewer\n",
             "site.yaml:14:5: cameras[0]: unknown key 'username' here; it belongs under credentials: "
-            "(allowed keys: id, name, hall, url, sub_url, transport, enabled, credentials, ingest)",
+            "(allowed keys: id, name, hall, url, sub_url, transport, enabled, audio, credentials, ingest)",
             id="key-in-wrong-section",
         ),
         pytest.param(
@@ -273,7 +273,7 @@ def test_unknown_key_is_reported_with_the_missing_key_it_hides(site: Path) -> No
         "site.yaml:11:5: cameras[0]: missing required key 'url' (rtsp://, rtsps://, file:///path or "
         "demo://name; no credentials in it); add a 'url:' line to this entry",
         "site.yaml:14:5: cameras[0]: unknown key 'urll'; did you mean 'url'? allowed keys: id, name, hall, "
-        "url, sub_url, transport, enabled, credentials, ingest",
+        "url, sub_url, transport, enabled, audio, credentials, ingest",
     ]
 
 

@@ -8,8 +8,9 @@ Both pass through an HTTP reverse proxy that forwards the ``Upgrade`` handshake
 (the README has an nginx example).
 
 * ``mse.ws``: a text message ``{"type": "init", "codec", "mime", "width",
-  "height", "transcoded"}`` followed by one binary message, the init segment;
-  then one binary message per access unit (``moof`` + ``mdat``). Another ``init``
+  "height", "transcoded", "audio"}`` (``audio``: the AAC track's codec string,
+  or null) followed by one binary message, the init segment; then one binary
+  message per access unit or audio frame (``moof`` + ``mdat``). Another ``init``
   pair comes before a keyframe whose stream description changed. The stream
   starts at the camera's latest keyframe, so the first picture comes at once;
   the player jumps to the live edge. ``stream=sub`` plays the sub-stream;
@@ -129,6 +130,7 @@ async def _mse_messages(session: MseSession, *, transcoded: bool) -> AsyncGenera
                         "width": message.width,
                         "height": message.height,
                         "transcoded": transcoded,
+                        "audio": message.audio,
                     }
                 )
             yield message.data
