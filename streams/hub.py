@@ -3,7 +3,9 @@
 The hub keeps a GOP cache (the packets since the last keyframe) so that a new
 subscriber starts decoding at once instead of waiting for the camera's next
 keyframe, and keeps timestamps monotonic across source reconnects. A camera's
-audio, when it is relayed, has a hub of its own, where every frame is a keyframe.
+audio, when it is relayed, has a hub of its own, where every frame is a keyframe;
+it takes its timeline from the video hub (``timeline_of``), so that after a
+reconnect both shift by the same offset and stay in step.
 
 Every subscriber has a bounded queue, bounded in packets and in time: a
 subscriber whose oldest queued live packet is more than ``max_lag`` seconds
@@ -181,8 +183,10 @@ class Hub:
         queue_packets: int = DEFAULT_QUEUE_PACKETS,
         gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES,
         max_lag: float = DEFAULT_MAX_LAG,
+        timeline_of: Hub | None = None,
     ) -> None:
         self.name = name
+        self._timeline_of = timeline_of
         self._queue_packets = queue_packets
         self._max_lag = max_lag
         self._gop_cache_bytes = gop_cache_bytes
@@ -234,7 +238,9 @@ class Hub:
             return
         if self._rebase:
             self._rebase = False
-            if self._last_pts is not None:
+            if self._timeline_of is not None:
+                self._offset = self._timeline_of._offset
+            elif self._last_pts is not None:
                 self._offset = self._last_pts + self._frame_ticks - packet.pts
         elif self._last_pts is not None:
             delta = packet.pts + self._offset - self._last_pts

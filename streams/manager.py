@@ -164,7 +164,7 @@ class _Stream:
         listener: StateListener | None,
     ) -> None:
         self.hub = Hub(name)
-        self.audio_hub = Hub(f"{name}/audio") if options.audio else None
+        self.audio_hub = Hub(f"{name}/audio", timeline_of=self.hub) if options.audio else None
         secrets = [options.password] if options.password else []
         self.ingest = Ingest(
             name,

@@ -83,6 +83,28 @@ def test_timestamps_continue_across_a_reconnect(gop_packets: list[MediaPacket]) 
     assert pts[10] - pts[9] == pts[9] - pts[8], "the gap is one frame duration"
 
 
+def test_an_audio_hub_keeps_in_step_with_its_video_across_a_reconnect(
+    gop_packets: list[MediaPacket],
+) -> None:
+    video = Hub("cam")
+    audio = Hub("cam/audio", timeline_of=video)
+    pictures, sound = video.subscribe(from_keyframe=False), audio.subscribe(from_keyframe=False)
+    # The restarted camera's clock is far back, and its sound now lags its picture by 20 ms.
+    for session, (clock, lag) in enumerate(((0, 900), (-10_000_000, 1800))):
+        video.discontinuity()
+        audio.discontinuity()
+        for pkt in gop_packets[session * 10 : session * 10 + 10]:
+            pts = pkt.pts + clock
+            video.publish(dataclasses.replace(pkt, pts=pts))
+            audio.publish(MediaPacket(data=b"\xff", pts=pts + lag, keyframe=True, codec="opus"))
+    shown = [p.pts for p in iter(pictures.get_nowait, None)]
+    heard = [p.pts for p in iter(sound.get_nowait, None)]
+    assert len(shown) == len(heard) == 20
+    assert all(b > a for a, b in itertools.pairwise(heard))
+    # Each sound frame keeps its place against its picture, before and after the reconnect.
+    assert [h - s for s, h in zip(shown, heard, strict=True)] == [900] * 10 + [1800] * 10
+
+
 def test_discontinuity_empties_gop_cache(gop_packets: list[MediaPacket]) -> None:
     hub = Hub("cam")
     for pkt in gop_packets[:5]:
