@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from streams import IngestState, StreamManager
 from vms.app import create_app
+from vms.cli import server_config
 from vms.config import Config
 from vms.config_loader import parse_config
 
@@ -102,7 +103,7 @@ async def serve_app(config: Config | str) -> AsyncIterator[RunningApp]:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on"))
         task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
         running: RunningApp | None = None
         try:

@@ -142,6 +142,10 @@ async def test_mse_websocket_sends_playable_fragmented_mp4_and_is_audited(
 ) -> None:
     operator = await live.user("xingning", "operator")
     async with open_ws(live, ws_url(live, "tax-1"), operator) as ws:
+        # The client offers compression, as browsers do; the service declines it, since
+        # compressing video fragments once per viewer costs much and saves nothing.
+        assert "permessage-deflate" in (ws.request.headers.get("Sec-WebSocket-Extensions") or "")
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
         capture = await receive_mse(ws, 40)
         assert live.manager.stats("tax-1").mse_viewers == 1
     init = capture.init
