@@ -132,6 +132,8 @@ class Service:
         self._password = secrets.token_urlsafe(18)
         self.headers: dict[str, str] = {}
         """What every API request must carry: a bearer token once logged in, else nothing."""
+        self.session_cookie: str | None = None
+        """The login's session cookie (``name=value``), as a browser holds it, once logged in."""
         self.not_ready: str | None = None
         """``/readyz``'s answer when it was not 200 although every camera was online."""
         self.proc: subprocess.Popen[bytes] | None = None
@@ -176,6 +178,7 @@ class Service:
             "/api/v1/auth/login", json={"username": f"admin-{CENTRE}", "password": self._password}
         )
         response.raise_for_status()
+        self.session_cookie = "; ".join(f"{name}={value}" for name, value in response.cookies.items()) or None
         csrf = response.json().get("csrf_token") or ""
         response = http.post(
             "/api/v1/auth/tokens",
@@ -184,6 +187,11 @@ class Service:
         )
         response.raise_for_status()
         return {"Authorization": f"Bearer {response.json()['token']}"}
+
+    @property
+    def browser_headers(self) -> dict[str, str]:
+        """What the dashboard's WebSocket handshake carries: its session cookie (else the bearer token)."""
+        return {"Cookie": self.session_cookie} if self.session_cookie else dict(self.headers)
 
     def camera(self, cam: str, http: httpx.Client) -> dict[str, Any]:
         response = http.get(f"/api/v1/cameras/{cam}", headers=self.headers)

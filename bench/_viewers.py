@@ -12,7 +12,9 @@ thread is ended as soon as it starts); :class:`~_units.RtpUnits` counts complete
 access units and reads their burnt-in clock instead. It still feeds aiortc's
 receive statistics, so RTCP receiver reports go out and the relay sees a live
 viewer. The direct reader (:class:`~_units.DirectReader`) runs in a viewer
-process too.
+process too. A process can hold MSE viewers instead (``join`` with protocol
+``mse``: :class:`~_mse.MseViewer`, WebSocket clients of ``mse.ws``) and time a
+new viewer's first decodable picture (``first_picture``, see ``_first_picture.py``).
 
 Threads: the child's event loop does everything; one executor thread waits on
 the pipe. The parent side (:class:`ViewerProcess`) is plain blocking code.
@@ -24,27 +26,42 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import re
 import signal
 import socket
 import time
 from typing import Any
 
+from _mse import MseViewer
 from _units import DirectReader, RtpUnits, catch_up
 
 _RCVBUF = 4 * 1024 * 1024
 _JOIN_TIMEOUT = 20.0
 _JOIN_PARALLEL = 6
+_FMTP_PROFILE = re.compile(r"^(a=fmtp:(\d+) [^\r\n]*profile-level-id=)([0-9a-fA-F]{6})", re.MULTILINE)
+
+
+def as_offered_profile(answer: str, offer: str) -> str:
+    """The answer with each H.264 profile-level-id put back to the one offered for its payload type.
+
+    The relay answers the camera's true profile (High) under an offered Constrained
+    Baseline payload type, as browsers accept; aiortc refuses an answer with a profile
+    it did not offer, although its decoder plays any.
+    """
+    offered = {m[2]: m[3] for m in _FMTP_PROFILE.finditer(offer)}
+    return _FMTP_PROFILE.sub(lambda m: m[1] + offered.get(m[2], m[3]), answer)
 
 
 class Viewer:
-    """One WHEP viewer that receives RTP and decodes nothing."""
+    """One WHEP viewer that receives RTP and decodes nothing (``decode=True``: aiortc decodes too)."""
 
-    def __init__(self, http: Any, base_url: str, camera: str) -> None:
+    def __init__(self, http: Any, base_url: str, camera: str, *, decode: bool = False) -> None:
         from aiortc import RTCPeerConnection
 
         from streams.outputs import ice
 
         self.camera = camera
+        self.decode = decode
         self.units = RtpUnits()
         self._http = http
         self._url = f"{base_url}/api/v1/cameras/{camera}/whep"
@@ -98,6 +115,7 @@ class Viewer:
             if line.startswith("a=rtpmap:") and "H264/90000" in line:
                 self._payload_type = int(line[len("a=rtpmap:") :].split()[0])
                 break
+        answer = as_offered_profile(answer, self.pc.localDescription.sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         async with asyncio.timeout(_JOIN_TIMEOUT):
             await self._up.wait()
@@ -120,6 +138,16 @@ class Viewer:
         receive = receiver.receive
         streams: dict[int, Any] = receiver._RTCRtpReceiver__remote_streams
         units = self.units
+        if self.decode:  # count units, and let aiortc's jitter buffer and decoder have every packet
+            handle = receiver._handle_rtp_packet
+
+            async def count_and_handle(packet: Any, arrival_time_ms: int) -> None:
+                if packet.payload_type == self._payload_type:
+                    units.packet(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+                await handle(packet, arrival_time_ms)
+
+            receiver._handle_rtp_packet = count_and_handle
+            return
 
         async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
             if packet.payload_type != self._payload_type:
@@ -155,20 +183,27 @@ class _Worker:
 
         self.base_url = base_url
         self.http = httpx.AsyncClient(timeout=10.0)
-        self.viewers: dict[str, Viewer] = {}
+        self.viewers: dict[str, Viewer | MseViewer] = {}
+        self.ws_headers: dict[str, str] = {}
+        """What an MSE viewer's WebSocket handshake carries (a session cookie, or a bearer token)."""
+        self.deflate = True
         self.direct: DirectReader | None = None
         self._next = 0
 
-    async def join(self, camera: str, count: int) -> dict[str, Any]:
+    async def join(self, camera: str, count: int, protocol: str = "webrtc") -> dict[str, Any]:
         gate = asyncio.Semaphore(_JOIN_PARALLEL)
         errors: list[str] = []
         joined: list[str] = []
 
         async def one() -> None:
             async with gate:
-                viewer = Viewer(self.http, self.base_url, camera)
+                viewer: Viewer | MseViewer
+                if protocol == "mse":
+                    viewer = MseViewer(self.base_url, camera, self.ws_headers, deflate=self.deflate)
+                else:
+                    viewer = Viewer(self.http, self.base_url, camera)
                 try:
-                    await viewer.join()
+                    await (viewer.join(_JOIN_TIMEOUT) if isinstance(viewer, MseViewer) else viewer.join())
                 except Exception as err:
                     errors.append(f"{type(err).__name__}: {err}")
                     await viewer.close()
@@ -248,6 +283,13 @@ async def _dispatch(worker: _Worker, command: str, args: tuple[Any, ...]) -> Any
         worker.http.headers.pop("authorization", None)
         worker.http.headers.update(args[0])
         return True
+    if command == "mse_options":  # the WebSocket handshake's headers; offer permessage-deflate or not
+        worker.ws_headers, worker.deflate = dict(args[0]), bool(args[1])
+        return True
+    if command == "first_picture":  # (protocol, camera, timeout): one timed join, then leave
+        from _first_picture import first_picture  # imports this module: loaded on first use
+
+        return await first_picture(worker, *args)
     raise ValueError(f"unknown command {command!r}")
 
 
