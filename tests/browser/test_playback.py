@@ -41,6 +41,7 @@ STREAMS = {
     "bframes": "640x360@25,600k,gop=25,bframes=2",
     "hevc": "640x360@25,500k,gop=25,codec=h265",
     "sound": "320x180@25,300k,gop=25,audio=aac",
+    "high": "640x360@25,600k,gop=25,profile=high",
 }
 """RTSP paths: ``clock`` has a 4-second keyframe interval (100 frames at 25 fps)."""
 TRANSCODE_IDLE_S = 1.0
@@ -82,6 +83,7 @@ cameras:
   - {{id: bframes, name: 窗口区, hall: tax, url: "{server.url("bframes")}"}}
   - {{id: hevc, name: 门口, hall: tax, url: "{server.url("hevc")}"}}
   - {{id: sound, name: 咨询台, hall: tax, url: "{server.url("sound")}", audio: true}}
+  - {{id: high, name: 自助区, hall: tax, url: "{server.url("high")}"}}
 """
 
 
@@ -122,7 +124,7 @@ async def playback() -> AsyncIterator[Playback]:
     try:
         await asyncio.to_thread(server.start)
         async with serve_app(playback_yaml(server)) as app:
-            await app.wait_online("clock", "dual", "bframes", "hevc", "sound", within=30)
+            await app.wait_online("clock", "dual", "bframes", "hevc", "sound", "high", within=30)
             apis = {
                 "operator-meizhou": await app.user("meizhou", "operator"),
                 "viewer-meizhou": await app.user("meizhou", "viewer"),
@@ -479,4 +481,24 @@ async def test_a_camera_with_sound_plays_it_over_mse_and_webrtc_muted_until_aske
     assert (await playback.live("sound"))["transcoding"]  # AAC to Opus, for WebRTC only
     await expect(page.locator(SOUND_BUTTON)).to_be_visible()
     note("sound", f"MSE decoded {decoded} bytes of AAC; WebRTC got Opus from the shared transcoder")
+    await page.context.close()
+
+
+async def test_a_high_profile_camera_is_announced_as_such_and_plays_over_webrtc(
+    playback: Playback, new_page: PageFactory
+) -> None:
+    live = await playback.live("high")
+    assert live["profile"] == "High" and not live["reorders"], live
+    await playback.wall(playback.viewer, ["high"])
+    page = await new_page()
+    await open_wall(page, playback, playback.viewer)
+    readings = await assert_decoding(page, ["high"], timeout=10, mode="webrtc")
+    assert readings[0]["width"] == 640, readings
+    # Chromium offered no High-profile format; the answer still names the camera's true profile.
+    sessions = [s for s in playback.app.manager.webrtc.sessions() if s.camera_id == "high"]
+    assert sessions, "no WebRTC session for the High-profile camera"
+    plid = playback.app.manager.hub("high").info
+    assert plid is not None and plid.profile_level_id.startswith("64")
+    assert f"profile-level-id={plid.profile_level_id}" in sessions[0].answer_sdp
+    await frames_rising(page, "high")
     await page.context.close()
