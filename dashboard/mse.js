@@ -23,6 +23,7 @@ const TRIM_EVERY_MS = 2000;
 const MAX_QUEUE = 250;
 const MAX_QUOTA_ERRORS = 3;
 export const HEVC_PROBE = 'video/mp4; codecs="hvc1.1.6.L93.B0"';
+export const AAC_PROBE = 'audio/mp4; codecs="mp4a.40.2"';
 
 function mediaSourceClass() {
   return window.ManagedMediaSource || window.MediaSource || null;
@@ -33,14 +34,19 @@ export function mseSupported() {
   return typeof mediaSourceClass() === "function";
 }
 
-/** Whether MSE here decodes H.265 (else the relay transcodes H.265 cameras to H.264). */
-export function hevcSupported() {
+function mseSupports(type) {
   try {
-    return mseSupported() && mediaSourceClass().isTypeSupported(HEVC_PROBE);
+    return mseSupported() && mediaSourceClass().isTypeSupported(type);
   } catch {
     return false;
   }
 }
+
+/** Whether MSE here decodes H.265 (else the relay transcodes H.265 cameras to H.264). */
+export const hevcSupported = () => mseSupports(HEVC_PROBE);
+
+/** Whether MSE here plays AAC (else the relay sends the picture alone). */
+export const aacSupported = () => mseSupports(AAC_PROBE);
 
 export class MseStream {
   /**
@@ -89,6 +95,7 @@ export class MseStream {
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("stream", this.ctx.stream);
     url.searchParams.set("hevc", hevcSupported() ? "1" : "0");
+    if (!aacSupported()) url.searchParams.set("audio", "0");
     const ws = new WebSocket(url.href);
     ws.binaryType = "arraybuffer";
     this.ws = ws;

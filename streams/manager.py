@@ -422,11 +422,13 @@ class StreamManager:
         return await self.webrtc.close_session(session_id)
 
     async def mse_session(
-        self, camera_id: str, stream: StreamName = "main", *, h265: bool = False
+        self, camera_id: str, stream: StreamName = "main", *, h265: bool = False, audio: bool = True
     ) -> MseSession:
-        """An MSE viewer session; ``h265``: the viewer's browser decodes H.265 (``hvc1``)."""
+        """An MSE viewer session. ``h265``: the viewer's browser decodes H.265 (``hvc1``);
+        ``audio``: it plays AAC, so the camera's sound (if relayed) may come along."""
         hub = await self._playable(camera_id, stream, h265=h265)
-        return self.mse.open(camera_id, hub, self._camera(camera_id).stream(stream).audio_hub)
+        audio_hub = self._camera(camera_id).stream(stream).audio_hub if audio else None
+        return self.mse.open(camera_id, hub, audio_hub)
 
     async def snapshot(self, camera_id: str) -> bytes:
         return await self._camera(camera_id).main.pictures.snapshot(timeout=self.settings.snapshot_timeout)

@@ -84,6 +84,11 @@ async def test_sound_is_relayed_only_where_configured(app: RunningApp, tmp_path:
         audio_frames = list(container.decode(audio=0))
     assert len(audio_frames) >= 10 and audio_frames[0].sample_rate == 48000
 
+    # A browser that cannot play AAC asks for the picture alone.
+    async with open_ws(app, ws_url(app, "aac", audio="0"), viewer) as ws:
+        picture_only = await receive_mse(ws, 10)
+    assert picture_only.init["audio"] is None and "mp4a" not in picture_only.init["mime"]
+
     # A camera without audio: true sends no sound, although its camera has some.
     async with open_ws(app, ws_url(app, "silent"), viewer) as ws:
         silent = await receive_mse(ws, 10)

@@ -164,6 +164,11 @@ async def test_mse_websocket_sends_playable_fragmented_mp4_and_is_audited(
         return live.manager.stats("tax-1").mse_viewers == 0
 
     await until(left, "the MSE viewer was still counted after it left")
+
+    async def audited() -> bool:  # the record is written by the audit's own writer task
+        return bool((await operator.get("/api/v1/audit", params={"action": "view"})).json())
+
+    await until(audited, "no view record")
     records = (await operator.get("/api/v1/audit", params={"action": "view"})).json()
     assert [(r["camera_id"], r["protocol"]) for r in records] == [("tax-1", "mse")]
     assert records[0]["bytes"] >= sum(len(s) for s in capture.segments)

@@ -14,7 +14,8 @@ Both pass through an HTTP reverse proxy that forwards the ``Upgrade`` handshake
   pair comes before a keyframe whose stream description changed. The stream
   starts at the camera's latest keyframe, so the first picture comes at once;
   the player jumps to the live edge. ``stream=sub`` plays the sub-stream;
-  ``hevc=1`` says the browser decodes H.265, else an H.265 camera is transcoded.
+  ``hevc=1`` says the browser decodes H.265, else an H.265 camera is transcoded;
+  ``audio=0`` says it cannot play AAC, so a camera's sound is left out.
 * ``mjpeg.ws``: one binary message per JPEG, the newest picture each time, at
   most the relay's MJPEG frame rate.
 
@@ -97,12 +98,12 @@ def same_origin(headers: Headers) -> bool:
 
 @router.websocket("/cameras/{camera_id}/mse.ws")
 async def mse_ws(
-    websocket: WebSocket, camera_id: str, stream: StreamName = "main", hevc: bool = False
+    websocket: WebSocket, camera_id: str, stream: StreamName = "main", hevc: bool = False, audio: bool = True
 ) -> None:
     """Fragmented MP4 for Media Source Extensions; see the module docstring."""
 
     async def open_feed(manager: StreamManager) -> Feed:
-        session = await manager.mse_session(camera_id, stream, h265=hevc)
+        session = await manager.mse_session(camera_id, stream, h265=hevc, audio=audio)
         return _mse_messages(session, transcoded=session.hub is not manager.hub(camera_id, stream))
 
     await _serve(websocket, camera_id, "mse", open_feed)
