@@ -42,3 +42,7 @@ class NegotiationError(StreamError):
 class WrongOutput(StreamError):
     """The stream cannot be played this way, but another output can play it
     (for example a stream with B-frames over WebRTC: MSE plays it)."""
+
+
+class StreamNotReady(StreamError):
+    """The camera has sent no keyframe yet, so its stream cannot be described."""

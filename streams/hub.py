@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from streams import h264, h265
+from streams.errors import StreamNotReady
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket, StreamInfo
 from streams.reorder import DecodeClock
 
@@ -37,6 +38,7 @@ DEFAULT_QUEUE_PACKETS = 256
 DEFAULT_GOP_CACHE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_LAG = 1.0
 _DEFAULT_FRAME_TICKS = CLOCK_RATE // 25
+_INFO_POLL = 0.05
 _NO_B_FRAMES = {"Baseline", "Constrained Baseline"}
 """H.264 profiles without B slices: their frames always arrive in presentation order."""
 
@@ -276,6 +278,25 @@ class Hub:
         if info is not None and info != self.info:
             self.info = info
             self._decode_clock.may_reorder = info.profile not in _NO_B_FRAMES
+
+    async def described(self, timeout: float) -> StreamInfo:  # noqa: ASYNC109 - bounds the wait only
+        """The stream's description, waiting up to ``timeout`` seconds for a first keyframe.
+
+        Waiting counts as demand: a subscription is held meanwhile, so an on-demand
+        producer (a transcoder) starts. Raises :class:`StreamNotReady`.
+        """
+        if self.info is not None:
+            return self.info
+        deadline = time.monotonic() + timeout
+        probe = self.subscribe(from_keyframe=False)
+        try:
+            while self.info is None:
+                if time.monotonic() >= deadline:
+                    raise StreamNotReady(f"{self.name} has sent no keyframe yet")
+                await asyncio.sleep(_INFO_POLL)
+            return self.info
+        finally:
+            probe.close()
 
     def subscribe(self, *, from_keyframe: bool = True, maxsize: int | None = None) -> Subscription:
         """Join the hub. With ``from_keyframe`` the GOP cache is queued first, so the

@@ -36,13 +36,11 @@ from streams.hub import Hub
 from streams.ingest import Ingest, IngestPolicy, IngestState, StateListener
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
-from streams.outputs.webrtc import StreamNotReady, WebRtcOutput, WhepSession
-from streams.packets import StreamInfo
+from streams.outputs.webrtc import WebRtcOutput, WhepSession
 from streams.sources import SourceOptions, open_source
 from streams.transcoder import Transcoder
 
 StreamName = Literal["main", "sub"]
-_INFO_POLL = 0.05
 
 
 class UnknownCamera(StreamError):
@@ -400,18 +398,10 @@ class StreamManager:
         """The hub a viewer of ``stream`` gets: the stream itself, or its H.264 transcode
         when the stream is H.265 and the viewer cannot decode that."""
         source = self._camera(camera_id).stream(stream)
-        info = await self._info(camera_id, source.hub)
+        info = await source.hub.described(self.settings.info_timeout)
         if info.codec == "h265" and not h265:
             return source.transcoder.output
         return source.hub
-
-    async def _info(self, camera_id: str, hub: Hub) -> StreamInfo:
-        deadline = time.monotonic() + self.settings.info_timeout
-        while hub.info is None:
-            if time.monotonic() >= deadline:
-                raise StreamNotReady(f"camera {camera_id} has sent no keyframe yet")
-            await asyncio.sleep(_INFO_POLL)
-        return hub.info
 
     async def whep_offer(self, camera_id: str, offer_sdp: str, stream: StreamName = "main") -> WhepSession:
         hub = await self._playable(camera_id, stream, h265=False)

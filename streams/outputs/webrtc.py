@@ -52,7 +52,7 @@ from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDesc
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.stats import RTCTransportStats
 
-from streams.errors import CapacityError, NegotiationError, StreamError, WrongOutput
+from streams.errors import CapacityError, NegotiationError, StreamNotReady, WrongOutput
 from streams.hub import Hub
 from streams.outputs import ice, negotiation, webrtc_audio
 from streams.outputs.rtp_fanout import FastPathUnavailable, FastRtpSender, IdleTrack, SharedPacketizer
@@ -69,11 +69,6 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_SILENCE_TIMEOUT = 3.0
 DEFAULT_DISCONNECT_GRACE = 5.0
 _CLOSE_TIMEOUT = 5.0
-_INFO_POLL = 0.05
-
-
-class StreamNotReady(StreamError):
-    """The camera has sent no keyframe yet, so its stream cannot be described."""
 
 
 class WebRtcOutput:
@@ -199,18 +194,14 @@ class WebRtcOutput:
         self._reserved[camera_id] += 1
 
     async def _stream_info(self, camera_id: str, hub: Hub) -> StreamInfo:
-        deadline = time.monotonic() + self._info_timeout
-        while hub.info is None:
-            if time.monotonic() >= deadline:
-                raise StreamNotReady(f"camera {camera_id} has sent no keyframe yet")
-            await asyncio.sleep(_INFO_POLL)
-        if hub.info.codec != "h264":
-            raise NegotiationError(f"camera {camera_id} sends {hub.info.codec}, not H.264")
+        info = await hub.described(self._info_timeout)
+        if info.codec != "h264":
+            raise NegotiationError(f"camera {camera_id} sends {info.codec}, not H.264")
         if hub.reorders:
             raise WrongOutput(
                 f"camera {camera_id} sends B-frames, which WebRTC cannot play; watch it over MSE"
             )
-        return hub.info
+        return info
 
     async def _negotiate(
         self,

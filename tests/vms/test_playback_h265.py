@@ -60,15 +60,16 @@ async def test_h265_is_transcoded_once_for_every_viewer_and_only_while_watched(
     assert not camera["live"]["transcoding"]
 
     async with AsyncExitStack() as stack:
-        sockets = [
-            await stack.enter_async_context(open_ws(app, ws_url(app, "tax-h265"), viewer)) for _ in range(3)
-        ]
-        captures = await asyncio.gather(*(receive_mse(ws, 15, within=20) for ws in sockets))
-        # A WebRTC viewer shares the same transcoder.
+        # A WebRTC viewer first: waiting for the transcode's description starts the transcoder.
         client = await stack.enter_async_context(WhepClient())
         await client.connect_http(viewer, "/api/v1/cameras/tax-h265/whep")
         assert await client.wait_frames(5, within=10)
         assert (client.frames[0].width, client.frames[0].height) == (320, 180)
+        # MSE viewers share the same transcoder.
+        sockets = [
+            await stack.enter_async_context(open_ws(app, ws_url(app, "tax-h265"), viewer)) for _ in range(3)
+        ]
+        captures = await asyncio.gather(*(receive_mse(ws, 15, within=20) for ws in sockets))
         stats = app.manager.stats("tax-h265")
         assert stats.transcoding and stats.transcoder_starts == 1
         assert (stats.mse_viewers, stats.webrtc_viewers) == (3, 1)
