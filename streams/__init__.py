@@ -15,23 +15,22 @@ from streams.errors import (
     WrongOutput,
 )
 from streams.ingest import IngestPolicy, IngestState
-from streams.manager import (
-    CameraSpec,
-    CameraStats,
-    IceServer,
-    RelaySettings,
-    StreamManager,
-    StreamName,
-    SubStreamStats,
-    TranscodeSettings,
-    UnknownCamera,
-)
+from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
 from streams.outputs.webrtc import WhepSession
 from streams.redact import redact_url
 from streams.sources import SourceOptions, supported_schemes
 from streams.sources import check_url as check_source_url
+from streams.specs import (
+    CameraSpec,
+    CameraStats,
+    IceServer,
+    RelaySettings,
+    StreamName,
+    SubStreamStats,
+    TranscodeSettings,
+)
 
 __all__ = [
     "MJPEG_BOUNDARY",

@@ -25,129 +25,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
 
 from aiortc import RTCIceServer
 
 from streams.audio_transcoder import AudioTranscoder
 from streams.errors import StreamError
 from streams.hub import Hub
-from streams.ingest import Ingest, IngestPolicy, IngestState, StateListener
+from streams.ingest import Ingest, IngestState, StateListener
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
 from streams.outputs.webrtc import WebRtcOutput, WhepSession
 from streams.sources import SourceOptions, open_source
+from streams.specs import (
+    CameraSpec,
+    CameraStats,
+    RelaySettings,
+    StreamName,
+    SubStreamStats,
+)
 from streams.transcoder import Transcoder
 
-StreamName = Literal["main", "sub"]
+__all__ = ["StreamManager", "UnknownCamera"]
 
 
 class UnknownCamera(StreamError):
     """No camera with that id is configured."""
-
-
-@dataclass(frozen=True, slots=True)
-class CameraSpec:
-    """One camera as the media plane needs to know it."""
-
-    id: str
-    source: SourceOptions
-    enabled: bool = True
-    policy: IngestPolicy = field(default_factory=IngestPolicy)
-    sub_source: SourceOptions | None = None
-    """A second, smaller stream of the same camera, for wall tiles; pulled once like the main one."""
-
-
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """A STUN or TURN server offered to viewers and used by the relay's own ICE agent."""
-
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TranscodeSettings:
-    """H.265 to H.264, once per stream while watched (for viewers that cannot decode H.265)."""
-
-    max_width: int = 1280
-    max_height: int = 720
-    bitrate: int = 2_000_000
-    keyframe_interval: float = 2.0
-    idle_timeout: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RelaySettings:
-    ice_servers: Sequence[IceServer] = ()
-    """Empty: no STUN/TURN server is ever asked (the default)."""
-    ice_host_addresses: Sequence[str] = ()
-    max_viewers_per_camera: int = 32
-    max_viewers_total: int = 256
-    session_timeout: float = 10.0
-    """A WebRTC viewer that has not connected within this many seconds, or has been
-    silent (no RTCP) this long after a few seconds' grace, is closed."""
-    jpeg_quality: int = 80
-    mjpeg_max_fps: float = 5.0
-    snapshot_timeout: float = 5.0
-    transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
-    info_timeout: float = 5.0
-    """Seconds a new viewer waits for a starting camera's first keyframe."""
-
-
-@dataclass(frozen=True, slots=True)
-class SubStreamStats:
-    """The figures of a camera's sub-stream."""
-
-    state: IngestState
-    fps: float
-    codec: str | None
-    width: int | None
-    height: int | None
-    sessions_opened: int
-    reconnects: int
-    last_error: str | None
-    viewers: int
-
-
-@dataclass(frozen=True, slots=True)
-class CameraStats:
-    """A camera's live figures, safe to show to anyone allowed to see the camera."""
-
-    id: str
-    state: IngestState
-    state_since: float
-    fps: float
-    bitrate: float
-    keyframe_interval: float | None
-    codec: str | None
-    profile: str | None
-    width: int | None
-    height: int | None
-    reconnects: int
-    sessions_opened: int
-    stalls: int
-    last_error: str | None
-    last_error_at: float | None
-    packets: int
-    bytes: int
-    dropped: int
-    viewers: int
-    """Every viewer of every protocol, main and sub-stream together."""
-    webrtc_viewers: int
-    mjpeg_viewers: int
-    mse_viewers: int
-    reorders: bool
-    """The main stream has B-frames: WebRTC cannot play it, MSE can."""
-    transcoding: bool
-    """A transcoder of one of the camera's streams is running (H.265 to H.264, AAC to Opus)."""
-    transcoder_starts: int
-    audio: str | None
-    """The codec of the sound relayed with the main stream (``aac``, ``opus``, ``pcmu``,
-    ``pcma``), or None: audio off, or the camera sends none we can relay."""
-    sub: SubStreamStats | None
 
 
 class _Stream:

@@ -9,7 +9,7 @@ timeline. Each IRAP access unit goes out with its VPS, SPS and PPS (from the SDP
 subscriber can start decoding at any keyframe.
 
 Only streams without decoding-order numbers are read (``sprop-max-don-diff`` 0,
-which :func:`~streams.sources.rtp.parse_sdp` enforces), so no DONL/DOND fields.
+which :func:`~streams.sources.sdp.parse_sdp` enforces), so no DONL/DOND fields.
 
 Pure code on bytes; one depacketizer belongs to one reader (the event loop task
 iterating an RTSP source).

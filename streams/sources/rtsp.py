@@ -37,11 +37,12 @@ from streams.errors import SourceAuthError, SourceError, SourceProtocolError
 from streams.packets import Codec, MediaPacket, StreamInfo
 from streams.redact import redact_url
 from streams.sources.base import Source, SourceOptions
-from streams.sources.rtp import Depacketizer, H264Depacketizer, VideoTrack, parse_rtp, parse_sdp
+from streams.sources.rtp import Depacketizer, H264Depacketizer, parse_rtp
 from streams.sources.rtp_h265 import H265Depacketizer
 from streams.sources.rtsp_audio import AudioSession, choose_audio, rtp_info_time
 from streams.sources.rtsp_auth import Authenticator
 from streams.sources.rtsp_connection import RtspConnection, RtspMessage, UdpReceiver
+from streams.sources.sdp import VideoTrack, parse_sdp
 from streams.sources.sdp_audio import AudioTrack
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from streams.bitstream import BitReader, BitstreamError
 from streams.packets import AudioCodec, AudioInfo
-from streams.sources.rtp import sdp_attribute, sdp_sections
+from streams.sources.sdp import sdp_attribute, sdp_sections
 
 AAC_FRAME_SAMPLES = 1024
 """Samples per AAC access unit (AAC-LC; the core of HE-AAC)."""

@@ -9,7 +9,8 @@ import pytest
 
 from streams import h264
 from streams.errors import SourceProtocolError, UnsupportedCodec
-from streams.sources.rtp import H264Depacketizer, RtpPacket, parse_rtp, parse_sdp
+from streams.sources.rtp import H264Depacketizer, RtpPacket, parse_rtp
+from streams.sources.sdp import parse_sdp
 from tests.media import encode_h264
 
 _PARAMS = {h264.nal_type(n): n for n in h264.split_nals(encode_h264(1, width=640, height=360)[0].data)}

@@ -13,8 +13,9 @@ import pytest
 from streams import h265
 from streams.errors import UnsupportedCodec
 from streams.packets import MediaPacket
-from streams.sources.rtp import RtpPacket, parse_rtp, parse_sdp
+from streams.sources.rtp import RtpPacket, parse_rtp
 from streams.sources.rtp_h265 import H265Depacketizer
+from streams.sources.sdp import parse_sdp
 from tests.media import encode_h265
 
 GOP = 6
