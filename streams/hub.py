@@ -217,7 +217,8 @@ class Hub:
     @property
     def reorders(self) -> bool:
         """True once the stream was seen sending frames out of presentation order (B-frames):
-        its packets then carry decode times, and WebRTC cannot play it."""
+        WebRTC cannot play it. (Decode times are stamped earlier, on every stream whose
+        profile may reorder; see :mod:`streams.reorder`.)"""
         return self._decode_clock.reorders
 
     @property
