@@ -14,6 +14,14 @@ class StreamError(Exception):
 class SourceError(StreamError):
     """A source could not be opened or failed while reading."""
 
+    public: str | None = None
+    """Fixed words for users (``last_error``, alarms); the message itself may quote the
+    camera and goes to the debug log only. See :mod:`streams.sources.failures`."""
+
+    def __init__(self, *args: object, public: str | None = None) -> None:
+        super().__init__(*args)
+        self.public = public
+
 
 class SourceUnreachable(SourceError):
     """Connection refused, host unreachable or the connect timed out."""

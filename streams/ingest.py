@@ -6,7 +6,16 @@ Each camera runs a small state machine::
        ▲            │        │
        └─ backoff ◀─ offline ◀┘
 
-* ``starting``: a connection attempt after start-up or after a backoff wait;
+* ``starting``: a connection attempt after start-up or after a backoff wait,
+  until the first video packet. A camera is not offline merely because its first
+  packet is late: the attempt may take ``open_timeout`` seconds to open the
+  source (connect and set up; a demo card's first encode or a file's first read
+  count as opening too, and on a busy machine, just started, they queue behind
+  each other), and then ``first_packet_timeout`` seconds from the source saying
+  it is open (:meth:`~streams.sources.base.Source.opened`) to its first packet.
+  A source that fails says so at once (refused, login refused, 404...) and is
+  offline without waiting; one that never opens is offline after
+  ``open_timeout``;
 * ``online``: packets are flowing;
 * ``stalled``: no packet for ``stall_timeout`` seconds (the watchdog fired; a
   frozen camera keeps its TCP connection open, so we cannot rely on the
@@ -15,6 +24,11 @@ Each camera runs a small state machine::
 * ``offline``: the source failed or ended; the next attempt waits a capped,
   jittered exponential backoff that resets after a long healthy run;
 * ``disabled``: configured off; nothing runs.
+
+What users see of a failure (``last_error``, the listener's error and log lines
+at INFO and above) is fixed text of our own (:mod:`streams.sources.failures`),
+never the camera's words; the source's detailed message goes to the debug log,
+redacted of anything resembling a credential.
 
 Every ingest is its own asyncio task on the event loop, so a dead, frozen or
 unreachable camera never delays another. Waiting on the stop event with a
@@ -34,13 +48,15 @@ import enum
 import logging
 import random
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from streams.errors import SourceError
 from streams.hub import Hub
-from streams.redact import redact_text
+from streams.redact import credential_forms, redact_text
 from streams.sources.base import Source
+from streams.sources.failures import public_reason
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +74,14 @@ class IngestPolicy:
     """Timeouts and backoff of one ingest; fields rather than constants so tests tune them."""
 
     stall_timeout: float = 5.0
+    """No video packet for this long after the last one: stalled."""
     first_packet_timeout: float = 10.0
+    """No video packet for this long after the source said it is open: offline."""
+    open_timeout: float = 20.0
+    """A session whose source has neither said it is open nor sent a video packet this
+    long after the attempt began: offline. 20 s is the default site's ``connect_timeout
+    + offline_after``; it only matters for sources that hang without failing (an RTSP
+    source bounds each request by its own connect timeout)."""
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     backoff_factor: float = 2.0
@@ -101,7 +124,12 @@ class Ingest:
         self.policy = policy
         self.enabled = enabled
         self._listener = listener
-        self._secrets = [s for s in (secrets or []) if s]
+        options = source.options
+        self._secrets = sorted(
+            {s for s in (secrets or []) if s} | set(credential_forms(options.username, options.password)),
+            key=len,
+            reverse=True,
+        )
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -164,22 +192,34 @@ class Ingest:
 
     async def _session(self) -> bool:
         """One connection: returns whether any video packet arrived."""
-        got_packet = False
+        got_packet = opened = False
         self.sessions_opened += 1
         self.hub.discontinuity()
         audio_hub = self.audio_hub
         if audio_hub is not None:
             audio_hub.discontinuity()
-        packets = self.source.packets()
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.open_timeout
+        watchdog: asyncio.Timeout | None = None
+
+        def on_open() -> None:  # the source calls this from inside anext(), on this task
+            nonlocal opened, deadline
+            if not opened and not got_packet:
+                opened = True
+                deadline = loop.time() + self.policy.first_packet_timeout
+                if watchdog is not None and not watchdog.expired():
+                    watchdog.reschedule(deadline)
+
+        self.source.open_listener = on_open
+        packets = self.source.packets()
         try:
-            deadline = loop.time() + self.policy.first_packet_timeout
             while True:
                 try:
                     if loop.time() >= deadline:  # only audio came since the last video
                         raise TimeoutError
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(deadline) as watchdog:
                         packet = await anext(packets)
+                    watchdog = None
                 except TimeoutError:
                     raise _Stalled from None
                 if packet.is_audio:
@@ -202,24 +242,36 @@ class Ingest:
             if got_packet:
                 self.stalls += 1
                 self._fail(IngestState.STALLED, f"no packet for {self.policy.stall_timeout:g} s")
-            else:
+            elif opened:
                 self._fail(IngestState.OFFLINE, f"no packet within {self.policy.first_packet_timeout:g} s")
+            else:
+                self._fail(IngestState.OFFLINE, f"not connected within {self.policy.open_timeout:g} s")
         except SourceError as err:
-            self._fail(IngestState.OFFLINE, str(err) or type(err).__name__)
+            self._fail(IngestState.OFFLINE, public_reason(err), detail=str(err))
         except asyncio.CancelledError:
             raise
         except Exception as err:  # a bug in a source must not kill the supervisor
-            log.exception("%s: unexpected error from source", self.camera_id)
-            self._fail(IngestState.OFFLINE, f"internal error: {type(err).__name__}")
+            # The message may quote the camera: the traceback's frames at ERROR, the message at DEBUG.
+            log.error(
+                "%s: unexpected %s from the source:\n%s",
+                self.camera_id,
+                type(err).__name__,
+                "".join(traceback.format_tb(err.__traceback__)).rstrip(),
+            )
+            self._fail(IngestState.OFFLINE, public_reason(err), detail=str(err))
         finally:
+            self.source.open_listener = None
             with contextlib.suppress(Exception):
                 await packets.aclose()
         return got_packet
 
     # -- state ---------------------------------------------------------------------
 
-    def _fail(self, state: IngestState, error: str) -> None:
-        error = redact_text(error, self._secrets)
+    def _fail(self, state: IngestState, error: str, *, detail: str | None = None) -> None:
+        """Record a failure: ``error`` is our own text for users; ``detail`` may quote the
+        camera and goes to the debug log only, redacted."""
+        if detail:
+            log.debug("%s: %s", self.camera_id, redact_text(detail, self._secrets))
         self.last_error = error
         self.last_error_at = time.time()
         if state is not self.state:

@@ -5,12 +5,17 @@ objects (video access units, and audio frames when asked for and offered) until
 the stream ends (the generator returns) or fails (it raises a
 :class:`~streams.errors.SourceError`), and releases everything when closed. The
 ingest supervisor owns reconnecting, watchdogs and backoff; a source only reads.
+
+A source that connects in steps (RTSP: OPTIONS, DESCRIBE, SETUP, PLAY) calls
+:meth:`Source.opened` once the stream is set up and packets may flow, on the
+event loop that iterates it: the ingest then gives the first packet its own,
+shorter deadline. A source that never calls it is open with its first packet.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +46,13 @@ class Source(abc.ABC):
         self.options = options
         self.audio_info: AudioInfo | None = None
         """The audio stream's description once known (after connecting), None without audio."""
+        self.open_listener: Callable[[], None] | None = None
+        """Called by :meth:`opened`; set by the ingest that iterates this source."""
+
+    def opened(self) -> None:
+        """Say that this connection is set up and packets may flow (see the module docstring)."""
+        if self.open_listener is not None:
+            self.open_listener()
 
     @abc.abstractmethod
     def packets(self) -> AsyncGenerator[MediaPacket, None]:

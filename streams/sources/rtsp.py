@@ -37,6 +37,18 @@ from streams.errors import SourceAuthError, SourceError, SourceProtocolError
 from streams.packets import Codec, MediaPacket, StreamInfo
 from streams.redact import redact_url
 from streams.sources.base import Source, SourceOptions
+from streams.sources.failures import (
+    BAD_URL,
+    CLOSED,
+    LOGIN_REFUSED,
+    LOGIN_REQUIRED,
+    NO_SESSION,
+    SESSION_DROPPED,
+    TCP_REFUSED,
+    UDP_REFUSED,
+    no_rtp_reason,
+    status_reason,
+)
 from streams.sources.rtp import Depacketizer, H264Depacketizer, parse_rtp
 from streams.sources.rtp_h265 import H265Depacketizer
 from streams.sources.rtsp_audio import AudioSession, choose_audio, rtp_info_time
@@ -75,9 +87,9 @@ def _split_url(options: SourceOptions) -> tuple[str, str, int, bool, Authenticat
         tls = parts.scheme.lower() == "rtsps"
         port = parts.port or (322 if tls else 554)
     except ValueError as err:
-        raise SourceProtocolError(f"{url}: malformed URL") from err
+        raise SourceProtocolError(f"{url}: malformed URL", public=BAD_URL) from err
     if parts.scheme.lower() not in ("rtsp", "rtsps") or not parts.hostname:
-        raise SourceProtocolError(f"{url}: not an rtsp:// or rtsps:// URL")
+        raise SourceProtocolError(f"{url}: not an rtsp:// or rtsps:// URL", public=BAD_URL)
     username, password = options.username, options.password
     if username is None and parts.username is not None:
         username, password = unquote(parts.username), unquote(parts.password or "")
@@ -98,7 +110,7 @@ def _resolve(base: str, control: str | None) -> str:
 def _session(reply: RtspMessage, url: str) -> tuple[str, float]:
     value = reply.get("Session")
     if not value:
-        raise SourceProtocolError(f"{url}: SETUP answer has no Session")
+        raise SourceProtocolError(f"{url}: SETUP answer has no Session", public=NO_SESSION)
     session_id, *params = (p.strip() for p in value.split(";"))
     timeout = _DEFAULT_SESSION_TIMEOUT
     for param in params:
@@ -110,7 +122,10 @@ def _session(reply: RtspMessage, url: str) -> tuple[str, float]:
 
 def _expect_ok(reply: RtspMessage, method: str, url: str) -> None:
     if not 200 <= reply.status < 300:
-        raise SourceProtocolError(f"{url}: {method} answered {reply.status} {reply.reason}".rstrip())
+        raise SourceProtocolError(
+            f"{url}: {method} answered {reply.status} {reply.reason}".rstrip(),
+            public=status_reason(method, reply.status),
+        )
 
 
 class RtspSource(Source):
@@ -155,6 +170,7 @@ class RtspSource(Source):
             early: list[tuple[int, bytes, float]] = []
             reply = await conn.request("PLAY", play_url, {"Range": "npt=0.000-"}, early)
             _expect_ok(reply, "PLAY", url)
+            self.opened()
             audio = self._audio
             if audio is not None:
                 audio.sync.anchor(
@@ -213,7 +229,8 @@ class RtspSource(Source):
             return None
         if reply.status == 461:
             raise SourceProtocolError(
-                f"{conn.url}: the camera refuses RTP over {self.options.transport.upper()}"
+                f"{conn.url}: the camera refuses RTP over {self.options.transport.upper()}",
+                public=UDP_REFUSED if self.options.transport == "udp" else TCP_REFUSED,
             )
         _expect_ok(reply, "SETUP", conn.url)
         session, timeout = _session(reply, conn.url)
@@ -274,7 +291,10 @@ class RtspSource(Source):
                 async with asyncio.timeout_at(deadline):
                     item = await conn.read_item()
             except TimeoutError as err:
-                raise SourceError(f"{conn.url}: no RTP for {self.options.read_timeout:g} s") from err
+                raise SourceError(
+                    f"{conn.url}: no RTP for {self.options.read_timeout:g} s",
+                    public=no_rtp_reason(self.options.read_timeout),
+                ) from err
             if isinstance(item, RtspMessage):
                 keepalive.answered(item)
             elif item[0] == channel:
@@ -300,16 +320,22 @@ class RtspSource(Source):
                 keepalive.check(await conn.request(keepalive.method, keepalive.url))
             while not udp.queue and not audio_queue:
                 if not conn.usable:
-                    raise SourceError(f"{conn.url}: the camera closed the RTSP connection")
+                    raise SourceError(f"{conn.url}: the camera closed the RTSP connection", public=CLOSED)
                 udp.arrived.clear()
                 try:
                     async with asyncio.timeout_at(deadline):
                         await udp.arrived.wait()
                 except TimeoutError as err:
-                    raise SourceError(f"{conn.url}: no RTP for {self.options.read_timeout:g} s") from err
+                    raise SourceError(
+                        f"{conn.url}: no RTP for {self.options.read_timeout:g} s",
+                        public=no_rtp_reason(self.options.read_timeout),
+                    ) from err
             if audio is not None and audio_queue and (not udp.queue or audio_queue[0][1] < udp.queue[0][1]):
                 if loop.time() >= deadline:  # audio alone keeps arriving
-                    raise SourceError(f"{conn.url}: no video RTP for {self.options.read_timeout:g} s")
+                    raise SourceError(
+                        f"{conn.url}: no video RTP for {self.options.read_timeout:g} s",
+                        public=no_rtp_reason(self.options.read_timeout, video=True),
+                    )
                 out = audio.push(*audio_queue.popleft())
             else:
                 data, received = udp.queue.popleft()
@@ -351,11 +377,16 @@ class _Keepalive:
         if reply.status == 401:
             self._refused += 1
             if self._refused > 1 or not self.conn.has_credentials:
-                raise SourceAuthError(f"{self.conn.url}: the camera refused the credentials")
+                raise SourceAuthError(
+                    f"{self.conn.url}: the camera refused the credentials",
+                    public=LOGIN_REFUSED if self.conn.has_credentials else LOGIN_REQUIRED,
+                )
             self.conn.learn_challenge(reply)
             self._next = time.monotonic()
         elif reply.status == 454:
-            raise SourceProtocolError(f"{self.conn.url}: the camera dropped the RTSP session")
+            raise SourceProtocolError(
+                f"{self.conn.url}: the camera dropped the RTSP session", public=SESSION_DROPPED
+            )
         elif not 200 <= reply.status < 300 and self.method != "OPTIONS":
             log.info(
                 "%s: %s answered %d; keeping alive with OPTIONS", self.conn.url, self.method, reply.status

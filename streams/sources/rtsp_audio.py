@@ -27,11 +27,25 @@ def choose_audio(sdp: str, url: str) -> AudioTrack | None:
     """The audio track to set up, or None (with one INFO line saying why); ``url`` is redacted."""
     audio = parse_audio_sdp(sdp)
     if isinstance(audio, UnsupportedAudio):
-        log.info("%s: %s", url, describe_refusal(audio))
+        log.info("%s: %s", url, describe_refusal(UnsupportedAudio(tuple(map(_known_format, audio.formats)))))
         return None
     if audio is None:
         log.info("%s: the camera offers no audio", url)
     return audio
+
+
+_KNOWN_ENCODINGS = frozenset(
+    "AC3 AMR AMR-WB DVI4 EAC3 G722 G7221 G723 G726-16 G726-24 G726-32 G726-40 G728 G729 G729D G729E GSM "
+    "ILBC L8 L16 L24 LPC MP4A-LATM MPA MPEG4-GENERIC OPUS PCMA PCMU QCELP SPEEX VORBIS".split()
+)
+
+
+def _known_format(offered: str) -> str:
+    """``offered`` (``NAME/rate``) if it names an encoding we know, else words of our own:
+    an SDP is the camera's free text, and this line is logged at INFO."""
+    name, _, rate = offered.partition("/")
+    known = name in _KNOWN_ENCODINGS and (not rate or rate.replace("/", "").isdigit()) and len(offered) < 32
+    return offered if known else "an unknown format"
 
 
 def rtp_info_time(reply: RtspMessage, track_url: str, control: str) -> int | None:

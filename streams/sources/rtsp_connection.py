@@ -21,6 +21,18 @@ import time
 
 from streams.errors import SourceAuthError, SourceError, SourceProtocolError, SourceUnreachable
 from streams.redact import redact_text
+from streams.sources.failures import (
+    BAD_ANSWER,
+    CLOSED,
+    LOGIN_REFUSED,
+    LOGIN_REQUIRED,
+    LOGIN_SCHEME,
+    LOST,
+    NO_UDP_PORTS,
+    NOT_RTSP,
+    connect_reason,
+    no_answer_reason,
+)
 from streams.sources.rtsp_auth import Authenticator, AuthUnsupported
 
 log = logging.getLogger(__name__)
@@ -49,7 +61,9 @@ class RtspMessage:
         elif len(parts) == 3 and parts[2].startswith("RTSP/"):
             self.method = parts[0]
         else:
-            raise SourceProtocolError(f"not an RTSP message: {redact_text(start[:60], [])!r}")
+            raise SourceProtocolError(
+                f"not an RTSP message: {redact_text(start[:60], [])!r}", public=NOT_RTSP
+            )
 
     def get(self, name: str) -> str | None:
         values = self.get_all(name)
@@ -87,9 +101,15 @@ class RtspConnection:
                     self._host, self._port, ssl=ssl.create_default_context() if self._tls else None
                 )
         except TimeoutError as err:
-            raise SourceUnreachable(f"{self.url}: connect timed out after {self.timeout:g} s") from err
+            raise SourceUnreachable(
+                f"{self.url}: connect timed out after {self.timeout:g} s",
+                public=connect_reason(err, self.timeout),
+            ) from err
         except OSError as err:
-            raise SourceUnreachable(f"{self.url}: cannot connect ({err.strerror or err})") from err
+            raise SourceUnreachable(
+                f"{self.url}: cannot connect ({err.strerror or err})",
+                public=connect_reason(err, self.timeout),
+            ) from err
 
     @property
     def has_credentials(self) -> bool:
@@ -127,7 +147,7 @@ class RtspConnection:
         try:
             self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         except OSError as err:
-            raise SourceError(f"{self.url}: connection lost ({err})") from err
+            raise SourceError(f"{self.url}: connection lost ({err})", public=LOST) from err
         return self._cseq
 
     async def request(
@@ -148,14 +168,15 @@ class RtspConnection:
                     reply = await self.wait_reply(cseq, frames)
             except TimeoutError as err:
                 raise SourceUnreachable(
-                    f"{self.url}: no answer to {method} within {self.timeout:g} s"
+                    f"{self.url}: no answer to {method} within {self.timeout:g} s",
+                    public=no_answer_reason(method, self.timeout),
                 ) from err
             if reply.status != 401:
                 return reply
             if self._auth is None:
-                raise SourceAuthError(f"{self.url}: the camera requires credentials")
+                raise SourceAuthError(f"{self.url}: the camera requires credentials", public=LOGIN_REQUIRED)
             if attempt == 1:
-                raise SourceAuthError(f"{self.url}: the camera refused the credentials")
+                raise SourceAuthError(f"{self.url}: the camera refused the credentials", public=LOGIN_REFUSED)
             self.learn_challenge(reply)
         raise AssertionError("unreachable")
 
@@ -164,7 +185,7 @@ class RtspConnection:
         try:
             self._auth.learn(reply.get_all("WWW-Authenticate"))
         except AuthUnsupported as err:
-            raise SourceAuthError(f"{self.url}: {err}") from err
+            raise SourceAuthError(f"{self.url}: {err}", public=LOGIN_SCHEME) from err
 
     async def wait_reply(self, cseq: int, frames: list[tuple[int, bytes, float]] | None) -> RtspMessage:
         while True:
@@ -188,11 +209,11 @@ class RtspConnection:
             message = await self._read_message(head)
             self.in_message = False
         except asyncio.IncompleteReadError as err:
-            raise SourceError(f"{self.url}: connection closed by the server") from err
+            raise SourceError(f"{self.url}: connection closed by the server", public=CLOSED) from err
         except asyncio.LimitOverrunError as err:
-            raise SourceProtocolError(f"{self.url}: RTSP header line too long") from err
+            raise SourceProtocolError(f"{self.url}: RTSP header line too long", public=BAD_ANSWER) from err
         except OSError as err:
-            raise SourceError(f"{self.url}: connection lost ({err})") from err
+            raise SourceError(f"{self.url}: connection lost ({err})", public=LOST) from err
         if message.method:
             self._answer(message)
         return message
@@ -206,14 +227,17 @@ class RtspConnection:
             if not line:
                 break
             if len(headers) >= _MAX_HEADERS:
-                raise SourceProtocolError(f"{self.url}: too many RTSP header lines")
+                raise SourceProtocolError(f"{self.url}: too many RTSP header lines", public=BAD_ANSWER)
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
-        message = RtspMessage(start, headers, b"")
+        try:
+            message = RtspMessage(start, headers, b"")
+        except SourceProtocolError as err:
+            raise SourceProtocolError(f"{self.url}: {err}", public=err.public) from err
         length_text = (message.get("Content-Length") or "0").strip()
         length = int(length_text) if length_text.isdigit() else -1
         if not 0 <= length <= _MAX_BODY:
-            raise SourceProtocolError(f"{self.url}: RTSP body of {length} bytes")
+            raise SourceProtocolError(f"{self.url}: RTSP body of {length} bytes", public=BAD_ANSWER)
         if length:
             message.body = await self._reader.readexactly(length)
         return message
@@ -280,7 +304,7 @@ class UdpReceiver(asyncio.DatagramProtocol):
                 raise
             self.port = port
             return
-        raise SourceError("no free UDP port pair for RTP")
+        raise SourceError("no free UDP port pair for RTP", public=NO_UDP_PORTS)
 
     def close(self) -> None:
         for transport in self._transports:

@@ -8,18 +8,23 @@ RTSP behaviour (kill, freeze, unreachable) is tested against a real server in
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import itertools
+import logging
 import random
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from streams.errors import SourceUnreachable
+from streams.errors import SourceProtocolError, SourceUnreachable
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestPolicy, IngestState
 from streams.packets import MediaPacket
 from streams.sources.base import Source, SourceOptions
+from streams.sources.demo import DemoSource
 from tests.media import encode_h264
 
 FAST = IngestPolicy(
@@ -106,7 +111,7 @@ async def test_refused_goes_offline_and_backs_off(packets: list[MediaPacket]) ->
     ingest.start()
     try:
         await wait_for_state(ingest, IngestState.OFFLINE, 1)
-        assert ingest.last_error == "connection refused by demo://replay"
+        assert ingest.last_error == "the camera cannot be reached", "our words, not the source's"
         await wait_for_state(ingest, IngestState.ONLINE, 3)
         assert source.sessions == 4
         assert ingest.reconnects == 3
@@ -179,18 +184,123 @@ async def test_a_hanging_camera_does_not_delay_another(packets: list[MediaPacket
         await asyncio.gather(stuck.stop(), good.stop())
 
 
-async def test_errors_are_redacted(packets: list[MediaPacket]) -> None:
+async def test_users_get_fixed_words_and_the_debug_log_the_redacted_detail(
+    packets: list[MediaPacket], caplog: pytest.LogCaptureFixture
+) -> None:
+    token = base64.b64encode(b"admin:hunter2").decode()
+
     class LeakySource(ReplaySource):
         async def packets(self) -> AsyncIterator[MediaPacket]:
-            raise SourceUnreachable("cannot reach rtsp://admin:hunter2@10.0.0.1/stream (hunter2)")
+            raise SourceProtocolError(
+                f"cannot reach rtsp://admin:hunter2@10.0.0.1/stream: 500 Basic {token} password=hunter2",
+                public="the camera failed with a server error (500) to DESCRIBE",
+            )
             yield  # pragma: no cover
 
-    ingest = Ingest("cam", LeakySource(packets, []), Hub("cam"), FAST, secrets=["hunter2"])
+    source = LeakySource(packets, [])
+    source.options = SourceOptions(url="rtsp://10.0.0.1/stream", username="admin", password="hunter2")
+    caplog.set_level(logging.DEBUG, logger="streams")
+    ingest = Ingest("cam", source, Hub("cam"), FAST)
     ingest.start()
     try:
         await wait_for_state(ingest, IngestState.OFFLINE, 1)
-        assert ingest.last_error is not None
-        assert "hunter2" not in ingest.last_error
-        assert "rtsp://10.0.0.1/stream" in ingest.last_error
+        assert ingest.last_error == "the camera failed with a server error (500) to DESCRIBE"
+    finally:
+        await ingest.stop()
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("rtsp://10.0.0.1/stream: 500 Basic ***" in line for line in debug), debug
+    assert "hunter2" not in caplog.text and token not in caplog.text
+
+
+# -- start-up: late is "starting", not "offline" -----------------------------------------------------
+
+
+class LateSource(Source):
+    """Takes ``delay`` seconds to open (like a demo card waiting for its encode), then
+    says so (``announce``) or not, then sends packets; ``delay=None`` never opens."""
+
+    def __init__(self, packets: list[MediaPacket], delay: float | None, *, announce: bool = False) -> None:
+        super().__init__(SourceOptions(url="demo://late"))
+        self._packets, self._delay, self._announce = packets, delay, announce
+        self.hang_after_open = False
+
+    async def packets(self) -> AsyncIterator[MediaPacket]:
+        if self._delay is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self._delay or 0)
+        if self._announce:
+            self.opened()
+        if self.hang_after_open:
+            await asyncio.Event().wait()
+        while True:
+            for pkt in self._packets:
+                await asyncio.sleep(0.02)
+                yield MediaPacket(pkt.data, pkt.pts, pkt.keyframe, received=time.monotonic())
+
+
+def recording(states: list[IngestState]) -> Callable[[str, IngestState, IngestState, str | None], None]:
+    return lambda _c, _o, new, _e: states.append(new)
+
+
+async def test_a_source_slow_to_open_is_starting_not_offline(packets: list[MediaPacket]) -> None:
+    # Its first packet comes after first_packet_timeout (0.5 s): that clock starts when the source is open.
+    states: list[IngestState] = []
+    ingest = Ingest("cam", LateSource(packets, 1.0), Hub("cam"), FAST, listener=recording(states))
+    ingest.start()
+    try:
+        await wait_for_state(ingest, IngestState.ONLINE, 5)
+        assert states == [IngestState.ONLINE], "never offline while opening"
+        assert ingest.last_error is None
+    finally:
+        await ingest.stop()
+
+
+async def test_demo_cameras_queued_behind_each_others_encodes_raise_no_false_offline() -> None:
+    # The reported start-up: demo cards are encoded in a pool of two threads, so the last cameras
+    # wait for the others' encodes; the old rule called them offline after first_packet_timeout.
+    policy = dataclasses.replace(FAST, first_packet_timeout=0.05)
+    run = uuid.uuid4().hex[:8]
+    states: dict[str, list[IngestState]] = {}
+    ingests = []
+    for n in range(8):
+        name = f"late-{run}-{n}"
+        states[name] = []
+        source = DemoSource(SourceOptions(url=f"demo://{name}?size=160x96&loop_seconds=2"))
+        ingests.append(Ingest(name, source, Hub(name), policy, listener=recording(states[name])))
+    for ingest in ingests:
+        ingest.start()
+    try:
+        for ingest in ingests:
+            await wait_for_state(ingest, IngestState.ONLINE, 60)
+        assert all(seen == [IngestState.ONLINE] for seen in states.values()), states
+    finally:
+        await asyncio.gather(*(ingest.stop() for ingest in ingests))
+
+
+async def test_an_open_source_without_a_packet_is_offline_after_first_packet_timeout(
+    packets: list[MediaPacket],
+) -> None:
+    source = LateSource(packets, 0.0, announce=True)
+    source.hang_after_open = True
+    ingest = Ingest("cam", source, Hub("cam"), FAST)  # open_timeout stays 20 s
+    ingest.start()
+    try:
+        took = await wait_for_state(ingest, IngestState.OFFLINE, 5)
+        assert ingest.last_error == "no packet within 0.5 s"
+        assert took < 3
+    finally:
+        await ingest.stop()
+
+
+async def test_a_source_that_never_opens_is_offline_after_open_timeout(packets: list[MediaPacket]) -> None:
+    policy = dataclasses.replace(FAST, open_timeout=1.0)
+    states: list[IngestState] = []
+    ingest = Ingest("cam", LateSource(packets, None), Hub("cam"), policy, listener=recording(states))
+    ingest.start()
+    try:
+        took = await wait_for_state(ingest, IngestState.OFFLINE, 5)
+        assert 0.9 <= took < 4
+        assert ingest.last_error == "not connected within 1 s"
+        assert states == [IngestState.OFFLINE]
     finally:
         await ingest.stop()
