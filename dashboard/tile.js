@@ -1,4 +1,4 @@
-// One tile of the video wall: its element, its overlay (camera, hall, state, mode, fps,
+// One tile of the video wall: its element, its overlay (camera, hall and its plate, state, mode, fps,
 // buttons, the forced-mode choice) and its player. The tile decides whether its player runs
 // (a camera is placed, the camera is online or stalled, the tile is on screen and the tab is
 // visible) and what it plays: the camera's sub-stream on the wall when it has one, the main
@@ -75,7 +75,8 @@ export class Tile {
     this.title = el("div", "tile-title");
     this.titleCam = el("span", "tile-camera");
     this.titleHall = el("span", "tile-hall");
-    this.title.append(this.titleCam, this.titleHall);
+    this.titlePlate = el("span", "tile-plate");
+    this.title.append(this.titleCam, this.titleHall, this.titlePlate);
     const badges = el("div", "tile-badges");
     this.modeBadge = el("span", "tile-mode");
     this.fpsBadge = el("span", "tile-fps");
@@ -332,6 +333,8 @@ export class Tile {
     this.emptyText.textContent = t("wall.empty");
     this.titleCam.textContent = cam ? cam.name : "";
     this.titleHall.textContent = hall ? hall.name : "";
+    this.titlePlate.textContent = hall && hall.plate ? hall.plate : "";
+    this.title.title = hall ? [cam.name, hall.name, hall.plate].filter(Boolean).join("\n") : "";
     this.modeBadge.textContent = MODE_BADGES[root.dataset.mode] || "";
     this.fpsBadge.textContent = root.dataset.mode ? `${root.dataset.fps} fps` : "";
     const stateLabel = state ? t(`state.${state}`) : "";
@@ -349,7 +352,13 @@ export class Tile {
     root.setAttribute(
       "aria-label",
       cam
-        ? t("tile.label", { n: this.index + 1, camera: cam.name, hall: hall ? hall.name : cam.hall, state: text })
+        ? t(hall && hall.plate ? "tile.labelPlate" : "tile.label", {
+            n: this.index + 1,
+            camera: cam.name,
+            hall: hall ? hall.name : cam.hall,
+            plate: hall ? hall.plate : "",
+            state: text,
+          })
         : t("tile.labelEmpty", { n: this.index + 1 }),
     );
     for (const b of root.querySelectorAll("button[data-i18n-label], select[data-i18n-label]")) {

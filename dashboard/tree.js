@@ -1,4 +1,4 @@
-// The hall tree: halls (name, department, online/total) with their cameras (state badge),
+// The hall tree: halls (name, second plate, department, online/total) with their cameras (state badge),
 // a search filter, and keyboard navigation after the WAI-ARIA tree pattern (one tab stop,
 // arrows move, Right/Left expand and collapse, Enter activates).
 
@@ -9,6 +9,16 @@ function el(tag, className, attrs = {}) {
   if (className) node.className = className;
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
   return node;
+}
+
+/**
+ * A plate's text with one line-break opportunity, after the centre's name that every plate
+ * starts with ("兴宁市政务服务中心" + "税务分厅"), so a narrow tree wraps it there, not mid-word.
+ */
+function setPlate(node, text) {
+  const at = text.lastIndexOf("中心") + 2;
+  if (at > 1 && at < text.length) node.replaceChildren(text.slice(0, at), document.createElement("wbr"), text.slice(at));
+  else node.textContent = text;
 }
 
 export class HallTree {
@@ -81,8 +91,9 @@ export class HallTree {
       const toggle = el("span", "toggle", { "aria-hidden": "true" });
       const text = el("span", "hall-text");
       const name = el("span", "hall-name");
+      const plate = el("span", "hall-plate");
       const dept = el("span", "hall-dept");
-      text.append(name, dept);
+      text.append(name, plate, dept);
       const count = el("span", "count");
       row.append(toggle, text, count);
       const group = el("ul", "cameras", { role: "group", id: `hall-group-${hall.id}` });
@@ -122,13 +133,17 @@ export class HallTree {
       const cams = hall.cameras.map((id) => this.cameras.get(id)).filter(Boolean);
       const online = cams.filter((c) => c.live.state === "online").length;
       row.querySelector(".hall-name").textContent = hall.name;
+      const plate = row.querySelector(".hall-plate");
+      if (plate.textContent !== (hall.plate || "")) setPlate(plate, hall.plate || "");
+      plate.hidden = !hall.plate;
       row.querySelector(".hall-dept").textContent = hall.department;
       const count = row.querySelector(".count");
       count.textContent = `${online}/${cams.length}`;
       count.dataset.level = online === cams.length ? "all" : online === 0 ? "none" : "some";
       row.setAttribute("aria-expanded", String(!this.collapsed.has(hall.id)));
-      row.setAttribute("aria-label", t("tree.hallLabel", { name: hall.name, department: hall.department, online, total: cams.length }));
-      row.title = hall.name;
+      const labelKey = hall.plate ? "tree.hallLabelPlate" : "tree.hallLabel";
+      row.setAttribute("aria-label", t(labelKey, { name: hall.name, plate: hall.plate, department: hall.department, online, total: cams.length }));
+      row.title = hall.plate ? `${hall.name}\n${hall.plate}` : hall.name;
       for (const cam of cams) {
         const item = this.list.querySelector(`[data-camera-item="${CSS.escape(cam.id)}"]`);
         if (!item) continue;
@@ -148,7 +163,7 @@ export class HallTree {
     for (const li of this.list.children) {
       const row = li.querySelector("[data-hall]");
       const hall = this.halls.find((h) => h.id === row.dataset.hall);
-      const hallHit = !q || `${hall.name} ${hall.department} ${hall.id}`.toLowerCase().includes(q);
+      const hallHit = !q || `${hall.name} ${hall.plate || ""} ${hall.department} ${hall.id}`.toLowerCase().includes(q);
       let any = false;
       for (const item of li.querySelectorAll("[data-camera-item]")) {
         const cam = this.cameras.get(item.dataset.cameraItem);

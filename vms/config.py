@@ -244,7 +244,13 @@ class Hall(_Model):
 
     id: Slug = Field(description="Stable id used in URLs and camera entries.")
     name: Text = Field(description="Display name.")
-    department: str = Field(default="", description="The department that runs the hall.")
+    department: str = Field(default="", description="The department that supervises the hall.")
+    plate: str = Field(
+        default="",
+        max_length=64,
+        description="The hall's second name plate, shown under its name, e.g. 兴宁市政务服务中心税务分厅 "
+        "(a branch hall of a government service centre). Empty for none.",
+    )
 
 
 class Credentials(_Model):

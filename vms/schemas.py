@@ -69,6 +69,8 @@ class HallOut(BaseModel):
     id: str
     name: str
     department: str
+    plate: str
+    """The hall's second name plate (e.g. 兴宁市政务服务中心税务分厅); empty if it has none."""
     cameras: list[str]
     online: int
     total: int

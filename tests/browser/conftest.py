@@ -71,15 +71,20 @@ VICTIM = "tax-4"
 
 CENTRE_NAMES = {"meizhou": "梅州市政务服务中心", "xingning": "兴宁市政务服务中心"}
 HALLS = {
-    "social-insurance": ("兴宁市社会保险基金管理局办事大厅", "兴宁市社会保险基金管理局"),
-    "employment": ("兴宁市就业服务管理局办事大厅", "兴宁市就业服务管理局"),
-    "police": ("兴宁市公安局出入境和户政办证大厅", "兴宁市公安局"),
-    "medical-insurance": ("兴宁市医疗保障局办事大厅", "兴宁市医疗保障局"),
-    "veterans": ("兴宁市退役军人服务中心办事大厅", "兴宁市退役军人事务局"),
-    "disabled-persons": ("兴宁市残疾人联合会服务大厅", "兴宁市残疾人联合会"),
-    "tax": ("兴宁市税务局办税服务厅", "国家税务总局兴宁市税务局"),
-    "legal-services": ("兴宁市公共法律服务中心", "兴宁市司法局"),
+    "social-insurance": (
+        "兴宁市社会保险基金管理局办事大厅",
+        "市社会保险基金管理局",
+        "兴宁市政务服务中心社保分厅",
+    ),
+    "employment": ("兴宁市公共就业服务中心", "市人力资源社会保障局", "兴宁市政务服务中心就业分厅"),
+    "police": ("兴宁市公安局综合办证大厅", "市公安局", "兴宁市政务服务中心公安分厅"),
+    "medical-insurance": ("兴宁市医疗保障事业管理中心服务大厅", "市医疗保障局", "兴宁市政务服务中心医保分厅"),
+    "veterans": ("兴宁市退役军人服务中心", "市退役军人事务局", "兴宁市政务服务中心退役军人分厅"),
+    "disabled-persons": ("兴宁市残疾人联合会服务大厅", "市残联", "兴宁市政务服务中心残联分厅"),
+    "tax": ("国家税务总局兴宁市税务局第一税务分厅办税服务厅", "市税务局", "兴宁市政务服务中心税务分厅"),
+    "legal-services": ("兴宁市公共法律服务中心", "市司法局", "兴宁市政务服务中心公共法律服务分厅"),
 }
+"""The plan's eight halls: name, supervising department and second plate, as in the embedded config."""
 MEIZHOU_HALLS = ("tax", "social-insurance", "police")
 CAMERA_NAMES = ("大厅全景", "窗口区", "取号区", "门口")
 DEMO_CAMERAS = {
@@ -111,7 +116,8 @@ ALL_CAMERA_IDS = [camera_id for camera_id, _, _, _ in CAMERAS]
 
 def site_yaml(rtsp_urls: dict[str, str]) -> str:
     halls = "".join(
-        f"  - id: {hall}\n    name: {name}\n    department: {dept}\n" for hall, (name, dept) in HALLS.items()
+        f"  - id: {hall}\n    name: {name}\n    department: {dept}\n    plate: {plate}\n"
+        for hall, (name, dept, plate) in HALLS.items()
     )
     cameras = "".join(
         f"  - id: {camera_id}\n    name: {name}\n    hall: {hall}\n    url: {url or rtsp_urls[camera_id]}\n"

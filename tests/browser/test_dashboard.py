@@ -157,6 +157,35 @@ async def test_each_centre_sees_its_own_halls(site: Site, new_page: PageFactory)
     await expect(page.locator("#app")).to_be_hidden()
 
 
+async def test_each_hall_shows_its_second_plate_in_the_tree_and_on_its_tiles(
+    site: Site, new_page: PageFactory
+) -> None:
+    username, _ = await site.account("xingning", "viewer")
+    page = await new_page()
+    await open_dashboard(page, site)
+    await login(page, username)
+    await settle(page, hall_ids, set(HALLS))
+    for hall, (name, department, plate) in HALLS.items():
+        row = page.locator(f'nav#hall-tree [data-hall="{hall}"]')
+        await expect(row.locator(".hall-name")).to_have_text(name)
+        await expect(row.locator(".hall-plate")).to_have_text(plate)
+        await expect(row.locator(".hall-plate")).to_be_visible()
+        await expect(row.locator(".hall-dept")).to_have_text(department)
+        assert plate in (await row.get_attribute("aria-label") or "")
+
+    await show_hall(page, "veterans")
+    plate = HALLS["veterans"][2]
+    for camera in cameras_of("veterans"):
+        tile = page.locator(f'section#wall div.tile[data-camera="{camera}"]')
+        await expect(tile.locator(".tile-plate")).to_have_text(plate)
+        await expect(tile.locator(".tile-plate")).to_be_visible()
+        assert plate in (await tile.get_attribute("aria-label") or "")
+    box = await page.locator("section#wall div.tile .tile-plate").first.bounding_box()
+    assert box is not None and box["width"] > 40 and box["height"] > 8, box
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    await page.screenshot(path=str(OUTPUT_DIR / "hall-plates.png"))
+
+
 async def test_four_real_cameras_decode_over_webrtc(site: Site, new_page: PageFactory) -> None:
     username, _ = await site.account("xingning", "operator")
     page = await new_page(1920, 1080)

@@ -71,8 +71,8 @@ centres:
     halls: all
 halls:
   - id: tax
-    name: 兴宁市税务局办税服务厅
-    department: 国家税务总局兴宁市税务局
+    name: 国家税务总局兴宁市税务局第一税务分厅办税服务厅
+    department: 市税务局
 cameras:
   - {{id: clock, name: 时钟, hall: tax, url: "{server.url("clock")}"}}
   - id: dual

@@ -41,11 +41,11 @@ centres:
     halls: [tax]
 halls:
   - id: tax
-    name: 兴宁市税务局办税服务厅
-    department: 国家税务总局兴宁市税务局
+    name: 国家税务总局兴宁市税务局第一税务分厅办税服务厅
+    department: 市税务局
   - id: police
-    name: 兴宁市公安局出入境大厅
-    department: 兴宁市公安局
+    name: 兴宁市公安局综合办证大厅
+    department: 市公安局
 cameras:
   - id: tax-1
     name: 大厅全景

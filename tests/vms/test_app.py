@@ -33,11 +33,11 @@ centres:
     name: 梅州市政务服务中心
 halls:
   - id: tax
-    name: 兴宁市税务局办税服务厅
-    department: 国家税务总局兴宁市税务局
+    name: 国家税务总局兴宁市税务局第一税务分厅办税服务厅
+    department: 市税务局
   - id: legal-services
     name: 兴宁市公共法律服务中心
-    department: 兴宁市司法局
+    department: 市司法局
 cameras:
   - id: tax-1
     name: 大厅全景

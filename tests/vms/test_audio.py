@@ -31,7 +31,7 @@ centres:
     halls: all
 halls:
   - id: tax
-    name: 兴宁市税务局办税服务厅
+    name: 国家税务总局兴宁市税务局第一税务分厅办税服务厅
 cameras:
   - id: aac
     name: 大厅全景

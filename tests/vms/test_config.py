@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,38 @@ def test_embedded_default_has_the_eight_halls_with_two_demo_cameras_each() -> No
         assert [camera.id for camera in config.cameras_in_hall(hall.id)] == [f"{hall.id}-1", f"{hall.id}-2"]
     for centre in config.centres:
         assert config.halls_for_centre(centre.id) == config.halls
-    assert config.hall("tax").name == "兴宁市税务局办税服务厅"
+    assert config.hall("tax").name == "国家税务总局兴宁市税务局第一税务分厅办税服务厅"
     assert config.webrtc.ice_servers == []  # never a public STUN server
+
+
+PLAN_HALLS = [
+    # The annex of 《兴宁市政务服务分厅设立工作方案》 (兴市府办函〔2022〕83号), as written there:
+    # hall, supervising department.
+    ("兴宁市社会保险基金管理局办事大厅", "市社会保险基金管理局"),
+    ("兴宁市公共就业服务中心", "市人力资源社会保障局"),
+    ("兴宁市公安局综合办证大厅", "市公安局"),
+    ("兴宁市医疗保障事业管理中心服务大厅", "市医疗保障局"),
+    ("兴宁市退役军人服务中心", "市退役军人事务局"),
+    ("兴宁市残疾人联合会服务大厅", "市残联"),
+    ("国家税务总局兴宁市税务局第一税务分厅办税服务厅", "市税务局"),
+    ("兴宁市公共法律服务中心", "市司法局"),
+]
+
+
+def test_embedded_halls_are_the_plans_with_their_second_plates() -> None:
+    config = load_config(None)
+    assert [(hall.name, hall.department) for hall in config.halls] == PLAN_HALLS
+    plates = [hall.plate for hall in config.halls]
+    assert all(re.fullmatch(r"兴宁市政务服务中心\w+分厅", plate) for plate in plates), plates
+    assert len(set(plates)) == 8
+    assert config.hall("tax").plate == "兴宁市政务服务中心税务分厅"
+
+
+def test_a_plate_is_optional_and_bounded() -> None:
+    config = parse_config(BASE, "site.yaml")
+    assert all(hall.plate == "" for hall in config.halls)
+    with pytest.raises(ConfigError):
+        parse_config(edited("name: 公安大厅", "name: 公安大厅\n    plate: " + "分" * 65), "site.yaml")
 
 
 def test_embedded_default_states_the_model_defaults() -> None:

@@ -44,7 +44,9 @@ centres:
     halls: all
 halls:
   - id: tax
-    name: 兴宁市税务局办税服务厅
+    name: 国家税务总局兴宁市税务局第一税务分厅办税服务厅
+    department: 市税务局
+    plate: 兴宁市政务服务中心税务分厅
   - id: legal-services
     name: 兴宁市公共法律服务中心
 cameras:
@@ -297,3 +299,21 @@ async def test_status_counts_only_the_callers_cameras(live: RunningApp) -> None:
         await _jpegs(ws, 1)
         assert (await xingning.get("/api/v1/status")).json()["viewers"] == 1
         assert (await meizhou.get("/api/v1/status")).json()["viewers"] == 0
+
+
+async def test_the_hall_tree_gets_each_halls_plate(live: RunningApp) -> None:
+    meizhou = await live.user("meizhou", "viewer")
+    xingning = await live.admin("xingning")
+    assert (await meizhou.get("/api/v1/halls")).json() == [
+        {
+            "id": "tax",
+            "name": "国家税务总局兴宁市税务局第一税务分厅办税服务厅",
+            "department": "市税务局",
+            "plate": "兴宁市政务服务中心税务分厅",
+            "cameras": ["tax-1", "tax-2"],
+            "online": 1,
+            "total": 2,
+        }
+    ]
+    halls = {hall["id"]: hall for hall in (await xingning.get("/api/v1/halls")).json()}
+    assert halls["legal-services"]["plate"] == "", "a hall without a plate has none"

@@ -44,7 +44,7 @@ centres:
     halls: all
 halls:
   - id: tax
-    name: 兴宁市税务局办税服务厅
+    name: 国家税务总局兴宁市税务局第一税务分厅办税服务厅
   - id: legal-services
     name: 兴宁市公共法律服务中心
 cameras:

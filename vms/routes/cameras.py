@@ -81,6 +81,7 @@ async def list_halls(config: ConfigDep, manager: ManagerDep, user: CurrentUser) 
                 id=hall.id,
                 name=hall.name,
                 department=hall.department,
+                plate=hall.plate,
                 cameras=cams,
                 online=online,
                 total=len(cams),
