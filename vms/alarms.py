@@ -11,7 +11,9 @@
 * back to ``online`` after an alarm: an informational ``online`` event that names
   the alarms it resolves and needs no acknowledgement;
 * ``starting`` → ``online`` with no alarm before it (start-up) raises nothing, and
-  ``disabled`` closes the camera's trouble silently.
+  ``disabled`` closes the camera's trouble silently. A camera whose first packet is
+  merely late stays ``starting`` (the ingest gives opening its own budget), so a
+  busy start-up raises no alarm.
 
 Alarms are live state: the last :data:`KEEP_ALARMS` are kept in memory, and a
 restart forgets them. The audit trail (the database) is the durable record of
@@ -76,7 +78,10 @@ def _clock_start() -> int:
 
 
 def alarm_message(kind: AlarmKind, error: str | None) -> str:
-    """Short text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters."""
+    """Short text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters.
+
+    ``error`` is the media plane's own fixed text for the failure, never the camera's
+    words (a camera can echo its login in a reason phrase); URLs are stripped all the same."""
     text = f"camera {kind}"
     if error:
         cleaned = " ".join(_URL.sub("", error).split())
