@@ -180,7 +180,7 @@ class AuthService:
         # answer whatever their outcome, so a burst learns nothing past the limit.
         await self._refuse_if_locked(username, source_addr)
         if not ok:
-            self.limiter.record_failure(username, source_addr)
+            self.limiter.record_failure(username, source_addr, known_user=user is not None)
             await self.audit.record(
                 "login_failure",
                 username=typed,
