@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.vms.auth_fixtures import PASSWORD, serve_access
+from vms.config_access import AuthSettings
+from vms.config_loader import load_config
 from vms.login_limiter import LoginLimiter
 from vms.storage import Database
 
@@ -114,3 +116,7 @@ async def test_the_login_route_keeps_a_lockout_through_a_flood(database: Databas
             answer = await elsewhere.post(LOGIN, json={"username": "admin-x", "password": PASSWORD})
             assert answer.status_code == 429
             assert int(answer.headers["retry-after"]) > 800
+
+
+def test_the_embedded_default_states_the_auth_defaults() -> None:
+    assert load_config(None).auth == AuthSettings()
