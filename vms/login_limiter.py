@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,11 +38,12 @@ DEFAULT_MAX_KEYS = 10_000
 DEFAULT_OVERFLOW_SLOTS = 4096
 
 
-@dataclass
+@dataclass(slots=True)
 class _Count:
     """Recent failures of one key (or one shared bucket) and its lockout, if any."""
 
-    failures: deque[float] = field(default_factory=deque)
+    failures: list[float] = field(default_factory=list)
+    """At most ``max_failures`` times, oldest first (a short list is smaller than a deque)."""
     locked_until: float = 0.0
     protected: bool = False
     """The username of a real account: never evicted while it counts."""
@@ -54,7 +55,7 @@ class _Count:
         failures = self.failures
         failures.append(now)
         while failures and failures[0] <= now - window:
-            failures.popleft()
+            del failures[0]
         if len(failures) < limit:
             return False
         failures.clear()
@@ -63,6 +64,10 @@ class _Count:
 
     def wait(self, now: float) -> float:
         return max(0.0, self.locked_until - now)
+
+    def stale(self, now: float, window: float) -> bool:
+        """Neither locked nor holding a failure within the window."""
+        return self.locked_until <= now and not (self.failures and self.failures[-1] > now - window)
 
 
 class LoginLimiter:
@@ -90,7 +95,9 @@ class LoginLimiter:
         self._locked: OrderedDict[str, _Count] = OrderedDict()
         """Keys under a lockout, in the order they were locked: the lockout lasts the same
         for every key, so this is also the order in which they end."""
-        self._slots = [_Count() for _ in range(overflow_slots)]
+        self._slots: dict[int, _Count] = {}
+        """The shared buckets in use, by number (at most ``overflow_slots``)."""
+        self._overflow_slots = overflow_slots
         self._salt = secrets.token_bytes(16)
 
     @staticmethod
@@ -130,7 +137,8 @@ class LoginLimiter:
             return locked.wait(now)
         if key in self._counting:
             return 0.0
-        return self._slot(key).wait(now)
+        slot = self._slots.get(self._slot_of(key))
+        return 0.0 if slot is None else slot.wait(now)
 
     def _fail(self, key: str, now: float, *, protect: bool) -> None:
         if (locked := self._locked.get(key)) is not None and locked.wait(now) > 0:
@@ -138,7 +146,8 @@ class LoginLimiter:
         count = self._counting.pop(key, None)
         if count is None:
             if not self._make_room():
-                self._slot(key).fail(now, self._window, self._max_failures, self._lockout)
+                slot = self._slots.setdefault(self._slot_of(key), _Count())
+                slot.fail(now, self._window, self._max_failures, self._lockout)
                 return
             count = _Count()
         count.protected = count.protected or protect
@@ -168,10 +177,13 @@ class LoginLimiter:
         # Ordered by last failure: stale counts gather at the front.
         while self._counting:
             key, count = next(iter(self._counting.items()))
-            if count.failures and count.failures[-1] > now - self._window:
+            if not count.stale(now, self._window):
                 break
             del self._counting[key]
+        if self._slots and len(self) < self._max_keys:
+            # Out of saturation: drop the buckets that neither lock nor count any more.
+            self._slots = {n: c for n, c in self._slots.items() if not c.stale(now, self._window)}
 
-    def _slot(self, key: str) -> _Count:
+    def _slot_of(self, key: str) -> int:
         digest = hashlib.blake2b(key.encode(), key=self._salt, digest_size=8).digest()
-        return self._slots[int.from_bytes(digest, "big") % len(self._slots)]
+        return int.from_bytes(digest, "big") % self._overflow_slots
