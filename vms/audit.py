@@ -114,11 +114,17 @@ class AuditQuery:
     action: str | None = None
     limit: int | None = 100
     offset: int = 0
+    unattributed: frozenset[str] = frozenset()
+    """Actions whose rows with no centre are shown along with ``centre_id``'s."""
 
     def conditions(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = []
         if self.centre_id is not None:
-            found.append(AuditEvent.centre_id == self.centre_id)
+            own = AuditEvent.centre_id == self.centre_id
+            if self.unattributed:
+                actions = sorted(self.unattributed)
+                own = or_(own, and_(AuditEvent.centre_id.is_(None), AuditEvent.action.in_(actions)))
+            found.append(own)
         if self.since is not None:
             found.append(AuditEvent.at >= as_utc(self.since))
         if self.until is not None:

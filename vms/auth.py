@@ -30,6 +30,7 @@ from sqlalchemy import delete, func, or_, select, update
 from vms.access import Principal, Role
 from vms.config import Config
 from vms.config_access import AuthSettings
+from vms.login_audit import RefusalAudit, Target
 from vms.login_limiter import LoginLimiter
 from vms.passwords import MAX_LENGTH, Passwords
 from vms.storage import Database
@@ -146,6 +147,8 @@ class AuthService:
             window=settings.failure_window,
             lockout_seconds=settings.lockout_seconds,
         )
+        self.refusals = RefusalAudit(audit, interval=settings.login_audit_interval)
+        """Sums the audit rows of logins refused during a lockout; stopped with the app."""
         self._clock = clock or (lambda: datetime.now(UTC))
         self._touch = timedelta(seconds=min(TOUCH_INTERVAL, settings.session_idle_timeout / 10))
 
@@ -168,7 +171,7 @@ class AuthService:
         """
         typed = username[:64]
         await self._refuse_if_locked(username, source_addr)
-        user = await self._user_by_name(username.strip().lower()) if len(username) <= 64 else None
+        user = await self._account(username)
         if user is None:
             await self.passwords.verify_dummy()
             ok, reason = False, "unknown user"
@@ -180,7 +183,7 @@ class AuthService:
         # answer whatever their outcome, so a burst learns nothing past the limit.
         await self._refuse_if_locked(username, source_addr)
         if not ok:
-            self.limiter.record_failure(username, source_addr)
+            self.limiter.record_failure(username, source_addr, known_user=user is not None)
             await self.audit.record(
                 "login_failure",
                 username=typed,
@@ -200,10 +203,20 @@ class AuthService:
     async def _refuse_if_locked(self, username: str, source_addr: str | None) -> None:
         wait = self.limiter.retry_after(username, source_addr)
         if wait > 0:
-            await self.audit.record(
-                "login_locked", username=username[:64], source_addr=source_addr, detail=f"{wait:.0f} s left"
+            # Attributed to the targeted account's centre, and summed per address and target.
+            user = await self._account(username)
+            await self.refusals.refused(
+                "login_locked",
+                source_addr=source_addr,
+                target=Target(user.username, user.centre_id) if user is not None else None,
+                typed=username[:64],
+                detail=f"{wait:.0f} s left",
             )
             raise LoginLocked(wait)
+
+    async def _account(self, typed: str) -> User | None:
+        """The account a login names, if any."""
+        return await self._user_by_name(typed.strip().lower()) if len(typed) <= 64 else None
 
     async def _open_session(self, user: User, source_addr: str | None) -> LoginResult:
         now = self.now()

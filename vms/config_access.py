@@ -6,9 +6,10 @@ concern. Same rules: unknown keys are errors, secrets are ``SecretStr``.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
 
 
 class _Model(BaseModel):
@@ -55,6 +56,13 @@ class AuthSettings(_Model):
     failure_window: float = Field(
         default=900, gt=0, description="Seconds over which failed logins are counted."
     )
+    login_audit_interval: float = Field(
+        default=60,
+        gt=0,
+        le=86400,
+        description="Logins refused during a lockout are audited once per source address and "
+        "targeted account at once, then as one row with their count per this many seconds.",
+    )
     token_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API token.")
     bootstrap_secrets_file: Path | None = Field(
         default=None,
@@ -70,8 +78,17 @@ class AuditSettings(_Model):
 
 
 class MetricsSettings(_Model):
-    """The Prometheus endpoint."""
+    """The Prometheus endpoint and the per-camera probes: they name every camera and hall,
+    so only monitoring systems may read them."""
 
     bearer_token: SecretStr | None = Field(
-        default=None, description="When set, /metrics requires 'Authorization: Bearer <token>'."
+        default=None,
+        description="With 'Authorization: Bearer <token>', /metrics and the camera probes answer "
+        "from any address.",
+    )
+    allowed_networks: tuple[IPvAnyNetwork, ...] = Field(
+        default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
+        max_length=256,
+        description="Networks whose requests may read /metrics and the camera probes without the "
+        "token (a request that came through a proxy never counts as from these); empty: the token only.",
     )

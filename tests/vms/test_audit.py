@@ -306,3 +306,39 @@ async def test_audit_api_shows_the_callers_centre_only(database: Database) -> No
     [exported] = await audit.query(AuditQuery(action="audit_export"))
     assert (exported.username, exported.centre_id) == ("op-a", "meizhou")
     assert exported.detail == "CSV export action=view"
+
+
+async def test_admins_see_logins_aimed_at_no_account_and_nothing_of_another_centre(
+    database: Database,
+) -> None:
+    audit = AuditLog(database, retention_days=10_000)
+    await _seed(audit)
+    # Aimed at no account: no centre. And rows of other kinds without a centre stay hidden.
+    await audit.record(
+        "login_locked", username="ghost", source_addr="203.0.113.9", at=T0 + timedelta(hours=1)
+    )
+    await audit.record(
+        "login_failure", username="nobody", source_addr="203.0.113.9", at=T0 + timedelta(hours=2)
+    )
+    await audit.record("admin_change", username="system", detail="no centre", at=T0 + timedelta(hours=3))
+    await audit.record("login_locked", username="op-a", centre_id="meizhou", at=T0 + timedelta(hours=4))
+    async with _serve(_audit_app(audit)) as http:
+        for path in ("/api/v1/audit", "/api/v1/audit.csv"):
+            answer = await http.get(path, headers={"x-test-user": "admin-b"})
+            assert answer.status_code == 200
+            rows = answer.json() if path.endswith("audit") else list(csv.DictReader(io.StringIO(answer.text)))
+            rows = [r for r in rows if r["action"] != "audit_export"]  # the export records itself
+            assert [(r["action"], r["username"], r["centre_id"] or None) for r in rows] == [
+                ("login_failure", "nobody", None),
+                ("login_locked", "ghost", None),
+                ("view", "admin-b", "xingning"),
+                ("login_failure", "admin-b", "xingning"),
+            ]
+            # An operator of centre A sees centre A only: not B, not the unattributed ones.
+            answer = await http.get(path, headers={"x-test-user": "op-a"})
+            rows = answer.json() if path.endswith("audit") else list(csv.DictReader(io.StringIO(answer.text)))
+            assert {r["centre_id"] for r in rows} == {"meizhou"}
+            assert ("login_locked", "op-a") in {(r["action"], r["username"]) for r in rows}
+        # Filters only narrow: B's admin asking for A's user finds nothing of A.
+        answer = await http.get("/api/v1/audit", headers={"x-test-user": "admin-b"}, params={"user": "op-a"})
+        assert answer.json() == []

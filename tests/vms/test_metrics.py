@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -15,7 +16,8 @@ from streams import StreamManager
 from tests.app_fixtures import RunningApp, serve_app
 from tests.whep_client import WhepClient
 from vms.app import create_app
-from vms.config_loader import parse_config
+from vms.config_access import MetricsSettings
+from vms.config_loader import ConfigError, load_config, parse_config
 from vms.metrics import metrics_of
 
 SECRET = "cam-Pa55word-9f3k"
@@ -168,7 +170,7 @@ async def test_no_credential_in_the_metrics(running: RunningApp) -> None:
 
 
 async def test_bearer_token_when_configured(tmp_path: Path) -> None:
-    config = site(tmp_path, f"metrics:\n  bearer_token: {TOKEN}")
+    config = site(tmp_path, f"metrics:\n  bearer_token: {TOKEN}\n  allowed_networks: []")
     async with serve_app(config) as app:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
             res = await app.http.get("/metrics", headers=headers)
@@ -188,3 +190,78 @@ def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
     a, b = metrics_of(first.state), metrics_of(second.state)
     assert a is not None and b is not None
     assert a.registry is not b.registry
+
+
+# -- who may read the monitoring endpoints ------------------------------------------
+
+OUTSIDE = ("203.0.113.5", 1234)
+
+
+def from_address(app: RunningApp, client: tuple[str, int] = OUTSIDE) -> httpx.AsyncClient:
+    """A client of the running app (same state, same lifespan) seen as coming from ``client``."""
+    transport = httpx.ASGITransport(app=app.app, client=client)
+    return httpx.AsyncClient(transport=transport, base_url="http://hallwatch.test")
+
+
+async def test_outside_the_allowed_networks_nothing_is_named(running: RunningApp) -> None:
+    await running.wait_online("tax-1")
+    async with from_address(running) as outsider:
+        for path in ("/metrics", "/api/v1/probe/cameras/tax-1", "/api/v1/probe/cameras/nope"):
+            answer = await outsider.get(path)
+            assert answer.status_code == 403, path
+            assert answer.headers["content-type"] == "application/problem+json"
+            for name in ("tax-1", "legal", "税务", "hallwatch_camera"):
+                assert name not in answer.text
+        # The same answer whatever the id: a probe tells nothing about which cameras exist.
+        known = await outsider.get("/api/v1/probe/cameras/tax-1")
+        unknown = await outsider.get("/api/v1/probe/cameras/nope")
+        assert known.json() == unknown.json()
+        # Health answers everyone: it names nothing.
+        assert (await outsider.get("/healthz")).status_code == 200
+        assert (await outsider.get("/readyz")).status_code in (200, 503)
+    # A forwarded request is not a loopback one, even when the proxy is.
+    async with from_address(running, ("127.0.0.1", 4321)) as proxied:
+        answer = await proxied.get("/metrics", headers={"X-Forwarded-For": "198.51.100.20"})
+        assert answer.status_code == 403
+        assert (await proxied.get("/metrics")).status_code == 200
+        assert (await proxied.get("/api/v1/probe/cameras/tax-1")).status_code == 200
+    async with from_address(running, ("::1", 4321)) as local6:
+        assert (await local6.get("/metrics")).status_code == 200
+
+
+async def test_allowed_networks_and_the_token(tmp_path: Path) -> None:
+    metrics = f"metrics:\n  bearer_token: {TOKEN}\n  allowed_networks: [127.0.0.1/32, 198.51.100.0/24]"
+    async with serve_app(site(tmp_path, metrics)) as app:
+        await app.wait_online("tax-1")
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        async with from_address(app) as outsider:
+            for path in ("/metrics", "/api/v1/probe/cameras/tax-1"):
+                refused = await outsider.get(path)
+                assert refused.status_code == 401, path
+                assert refused.headers["www-authenticate"].startswith("Bearer")
+                wrong = await outsider.get(path, headers={"Authorization": "Bearer wrong"})
+                assert wrong.status_code == 401
+                assert (await outsider.get(path, headers=bearer)).status_code == 200
+            assert (await outsider.get("/api/v1/probe/cameras/nope", headers=bearer)).status_code == 404
+        async with from_address(app, ("198.51.100.77", 9)) as monitor:
+            assert (await monitor.get("/metrics")).status_code == 200
+            assert (await monitor.get("/api/v1/probe/cameras/tax-1")).status_code == 200
+            # A wrong token is refused even from an allowed network: it is a mistake to report.
+            assert (await monitor.get("/metrics", headers={"Authorization": "Bearer no"})).status_code == 401
+        # A real socket from 127.0.0.2: loopback, but outside 127.0.0.1/32.
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=app.base_url, transport=transport, timeout=10) as other:
+            assert (await other.get("/metrics")).status_code == 401
+            assert (await other.get("/metrics", headers=bearer)).status_code == 200
+        assert (await app.http.get("/metrics")).status_code == 200  # 127.0.0.1
+
+
+def test_allowed_networks_are_checked_when_the_config_loads(tmp_path: Path) -> None:
+    default = parse_config(site(tmp_path), "test.yaml").metrics.allowed_networks
+    assert [str(n) for n in default] == ["127.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError):
+        parse_config(site(tmp_path, "metrics:\n  allowed_networks: [not-a-network]"), "test.yaml")
+
+
+def test_the_embedded_default_states_the_metrics_defaults() -> None:
+    assert load_config(None).metrics == MetricsSettings()

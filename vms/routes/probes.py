@@ -3,18 +3,25 @@
 No login, and nothing secret in the answer (no URL, no error text): 200 while the
 camera delivers video, 503 with its state otherwise, 404 for an unknown id, so a
 monitor can raise one alarm per camera from the status code alone.
+
+Only monitoring systems may ask (:func:`vms.routes.metrics.monitoring_access`:
+the allowed networks or the metrics token). Anyone else gets 403 (401 when a
+token is configured) before the id is looked at, the same answer for every id:
+a 404 would make a misconfigured monitor report a camera as gone, and answering
+alike for known and unknown ids already tells an outsider nothing.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from streams import IngestState, StreamManager
 from vms.deps import ConfigDep
 from vms.problems import Problem
+from vms.routes.metrics import monitoring_access
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[Depends(monitoring_access)])
 
 
 @router.get("/probe/cameras/{camera_id}")
