@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from vms.config import Config
+from vms.storage.faults import describe
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,21 @@ class Database:
         return self._url.get_backend_name()
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or ``None`` for PostgreSQL (or an in-memory SQLite)."""
+        if self.dialect != "sqlite" or self._url.database in (None, "", ":memory:"):
+            return None
+        return Path(str(self._url.database))
+
+    @property
+    def url(self) -> URL:
+        return self._url
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
             raise RuntimeError("the database is not started")
@@ -146,7 +162,7 @@ class Database:
         except (SQLAlchemyError, OSError) as err:
             await engine.dispose()
             raise DatabaseError(
-                f"cannot open or upgrade the database {self.safe_url}: {type(err).__name__}"
+                f"cannot open or upgrade the database {self.safe_url}: {describe(err)}"
             ) from err
         except BaseException:
             await engine.dispose()
@@ -154,6 +170,12 @@ class Database:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         log.info("database ready: %s", self.safe_url)
+
+    async def recycle(self) -> None:
+        """Close every pooled connection, so the next ones are opened afresh: a SQLite
+        connection opened while the file was read-only stays read-only for its life."""
+        if self._engine is not None:
+            await self._engine.dispose()
 
     async def stop(self) -> None:
         """Close every pooled connection. Idempotent."""
