@@ -39,6 +39,7 @@ from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, health, live_ws, media, probes, users
 from vms.routes import metrics as metrics_route
 from vms.storage.faults import GONE, describe
+from vms.storage.health import DatabaseHealth
 from vms.storage.identity import leave_tombstone
 from vms.storage.journal import Journal
 from vms.storage.opening import JOURNAL_DIR, close_store, open_store
@@ -132,6 +133,9 @@ async def _database_refused(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, IntegrityError):
         log.error("integrity error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
         return problems.problem_response(409, "the change conflicts with the stored data")
-    reason = describe(exc.__cause__ or exc) if isinstance(exc, AuditError) else describe(exc)
+    cause = exc.__cause__ or exc if isinstance(exc, AuditError) else exc
+    health: DatabaseHealth | None = getattr(request.app.state, "db_health", None)
+    reason = health.explain(cause) if health is not None else describe(cause)
     log.warning("%s %s refused: %s", request.method, request.url.path, reason)
-    return problems.problem_response(503, f"the change cannot be stored now: {reason}", {"Retry-After": "5"})
+    detail = f"the database cannot serve this now: {reason}"
+    return problems.problem_response(503, detail, {"Retry-After": "5"})

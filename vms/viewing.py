@@ -144,9 +144,10 @@ class ViewingRecorder:
         try:
             await self._store(self._audit.event(action, **fields))
         except (AuditError, OSError) as err:
+            why = self._health.reason if self._health is not None and self._health.reason else "it refuses"
             raise RecordRefused(
-                "the audit trail cannot record this now (the database and the local journal both refuse); "
-                "try again later"
+                f"the audit trail cannot record this now ({why}; the local journal cannot take it "
+                "either); try again later"
             ) from err
 
     def check_recordable(self) -> None:

@@ -11,13 +11,18 @@ Pure functions, any thread.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 LOCKED = "the database is locked by another process"
 DISK_FULL = "the disk is full"
 READ_ONLY = "the database is read-only"
 NO_ANSWER = "the database does not answer"
 GONE = "the database file was removed or replaced"
+
+MIN_FREE_BYTES = 256 * 1024
+"""Below this much free space on the SQLite file's disk, the disk counts as full."""
 
 _SQLSTATES = {
     "53100": DISK_FULL,  # disk_full
@@ -85,6 +90,18 @@ def fault_of(err: BaseException) -> str | None:
     return None
 
 
-def describe(err: BaseException) -> str:
-    """The named fault, else a generic phrase with the error's type (never its text)."""
-    return fault_of(err) or f"the database refused the write ({type(err).__name__})"
+def disk_fault(directory: Path, min_free_bytes: int = MIN_FREE_BYTES) -> str | None:
+    """:data:`DISK_FULL` when the disk holding ``directory`` has less than ``min_free_bytes`` free."""
+    try:
+        found = os.statvfs(directory)
+    except OSError:
+        return None
+    return DISK_FULL if found.f_bavail * found.f_frsize < min_free_bytes else None
+
+
+def describe(err: BaseException, directory: Path | None = None) -> str:
+    """The named fault, else a full disk under ``directory`` (SQLite says only "disk I/O
+    error" when a full disk leaves no room for its shared memory), else a generic phrase
+    with the error's type (never its text, which may quote SQL)."""
+    found = fault_of(err) or (disk_fault(directory) if directory is not None else None)
+    return found or f"the database refused the write ({type(err).__name__})"

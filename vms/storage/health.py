@@ -4,15 +4,16 @@ A ``SELECT 1`` answers while another process holds the write lock, while the
 disk is full and while the file is read-only, so :class:`DatabaseHealth` writes:
 each check rewrites the heartbeat row of ``store_state`` in a short transaction
 with a deadline. On SQLite it does so on a fresh connection (``mode=rw``, so a
-removed file is not silently re-created), which takes the write lock and opens
-the file as any new pooled connection would; it also compares the file's identity
-(device and inode) with the one seen at start, and the free space of its disk.
+removed file is not silently re-created), which takes the write lock; it also
+compares the file's identity (device and inode) with the one seen at start, checks
+that the file is still writable for this process, and the free space of its disk.
 A failed check is named by :mod:`vms.storage.faults`.
 
 Checks run every ``interval`` seconds in a task this object owns, and on demand
-when the last result is older than ``max_age`` (one check at a time). When the
-state changes either way the pool is recycled: connections opened during a fault
-(a read-only SQLite connection stays read-only) do not outlive it. After each
+when the last result is older than ``max_age`` (one check at a time). The pool is
+recycled when a fault begins, before each check during a fault and when it ends:
+connections opened during a fault (a read-only SQLite connection stays read-only,
+and keeps the process's other connections to the file read-only) do not outlive it. After each
 good check the ``on_healthy`` callbacks run (the audit journal's replay).
 Event loop only.
 """
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,7 +35,7 @@ from sqlalchemy import event, pool, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from vms.storage.database import Database
-from vms.storage.faults import DISK_FULL, GONE, NO_ANSWER, describe
+from vms.storage.faults import GONE, MIN_FREE_BYTES, NO_ANSWER, READ_ONLY, describe, disk_fault, fault_of
 from vms.storage.tables import StoreState
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,6 @@ CHECK_TIMEOUT = 3.0
 """Seconds a heartbeat write may take before the database counts as not answering."""
 LOCK_WAIT_MS = 1000
 """How long the SQLite heartbeat waits for the write lock before it counts as locked."""
-MIN_FREE_BYTES = 256 * 1024
-"""Below this much free space on the SQLite file's disk, the disk counts as full."""
 
 FileIdentity = tuple[int, int]
 _UNCHECKED = "the database has not been checked yet"
@@ -171,8 +171,12 @@ class DatabaseHealth:
             log.error("database %s cannot take writes: %s", self.db.safe_url, reason)
             for callback in self._on_fault:
                 callback(reason)
-        if self.db.started:
-            await self.db.recycle()
+        self.db.recycle()
+
+    def explain(self, err: BaseException) -> str:
+        """Why a write failed with ``err``: its named fault, else what the file and disk show
+        (SQLite says "disk I/O error" when a full disk leaves no room for its shared memory)."""
+        return fault_of(err) or self._cheap_fault() or describe(err)
 
     def _cheap_fault(self) -> str | None:
         """What can be seen without writing: a closed database, a file gone or replaced, a full disk."""
@@ -181,16 +185,41 @@ class DatabaseHealth:
         if self._path is not None:
             if self._identity is None or file_identity(self._path) != self._identity:
                 return GONE
-            with contextlib.suppress(OSError):
-                found = os.statvfs(self._path.parent)
-                if found.f_bavail * found.f_frsize < self.min_free_bytes:
-                    return DISK_FULL
+            # SQLite reuses a closed connection's descriptor for a new one to the same file, so a
+            # fresh connection alone does not see a file made read-only under the running process.
+            if not os.access(self._path, os.W_OK) or not self._side_files_writable():
+                return READ_ONLY
+            return disk_fault(self._path.parent, self.min_free_bytes)
         return None
+
+    def _side_files_writable(self) -> bool:
+        """The write-ahead log and shared-memory files are writable, made so if they can be.
+
+        SQLite creates them with the database file's mode: while the file was read-only they
+        were made read-only too, and they would keep every connection read-only after the
+        file's mode is restored. They follow the file's mode again where this process may."""
+        assert self._path is not None
+        for suffix in ("-wal", "-shm"):
+            side = self._path.with_name(self._path.name + suffix)
+            if not side.exists() or os.access(side, os.W_OK):
+                continue
+            try:
+                os.chmod(side, stat.S_IMODE(os.stat(self._path).st_mode))
+            except OSError as err:
+                log.error("%s is read-only and cannot be made writable: %s", side, err.strerror)
+                return False
+            log.warning("%s was left read-only; it follows the database file's mode again", side)
+        return True
 
     async def _probe(self) -> str | None:
         fault = self._cheap_fault()
         if fault is not None:
             return fault
+        if self._reason not in (None, _UNCHECKED):
+            # Close the pool before testing for recovery: SQLite shares one read-only view of its
+            # shared memory among every connection of the process to the file, so one connection
+            # left from the fault keeps new ones read-only too.
+            self.db.recycle()
         engine = self._beat or self.db.engine
         try:
             async with asyncio.timeout(self.timeout), engine.begin() as conn:
@@ -202,7 +231,7 @@ class DatabaseHealth:
         except TimeoutError:
             return NO_ANSWER
         except Exception as err:  # any failure is the answer, never a crash of the check
-            return describe(err)
+            return self.explain(err)
         return None
 
     async def _run(self) -> None:

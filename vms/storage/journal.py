@@ -34,6 +34,10 @@ MIN_FREE_BYTES = 64 * 1024
 SEGMENT_PREFIX = "replay-"
 
 
+def _is_record_file(name: str) -> bool:
+    return name == CURRENT or name.startswith(SEGMENT_PREFIX)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -88,10 +92,8 @@ class Journal:
     def pending(self) -> bool:
         """True when records wait to be replayed (cheap: a directory listing)."""
         try:
-            return any(
-                entry.name == CURRENT or entry.name.startswith(SEGMENT_PREFIX)
-                for entry in os.scandir(self.directory)
-            )
+            with os.scandir(self.directory) as entries:
+                return any(_is_record_file(entry.name) for entry in entries)
         except OSError:
             return False
 

@@ -37,7 +37,7 @@ class OpenStore:
     markers: list[Path]
 
 
-def _where(db: Database, data_dir: Path) -> str:
+def _where(db: Database) -> str:
     path = db.sqlite_path
     return f"the database file {path}" if path is not None else f"the database {db.safe_url}"
 
@@ -55,12 +55,12 @@ async def open_store(config: Config) -> OpenStore:
         try:
             store_id = await claim_store(db, markers)
         except SQLAlchemyError as err:
-            raise DatabaseError(f"cannot write to {_where(db, data_dir)}: {describe(err)}") from err
+            raise DatabaseError(f"cannot write to {_where(db)}: {describe(err, data_dir)}") from err
         health = DatabaseHealth(db)
         reason = await health.start()
         if reason is not None:
             await health.stop()
-            where = _where(db, data_dir)
+            where = _where(db)
             raise DatabaseError(f"cannot write to {where} (data directory {data_dir}): {reason}")
     except BaseException:
         await db.stop()
