@@ -105,6 +105,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.add_exception_handler(DBAPIError, _database_refused)
     app.add_exception_handler(PoolTimeout, _database_refused)
     app.add_exception_handler(AuditError, _database_refused)
+    app.add_exception_handler(ConnectionError, _database_refused)  # asyncpg's refused connect
     middleware.install(app)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
