@@ -26,8 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from tests.app_fixtures import ADMIN_PASSWORD, prepared
+from tests.db_fixtures import PostgresServer
 from vms.app import create_app
 from vms.config import Config
 from vms.config_loader import parse_config
@@ -157,6 +159,20 @@ def give_to_nobody(path: Path) -> None:
 def site_config(data_dir: Path, text: str = SITE) -> Config:
     """The one-camera site with its data in ``data_dir`` and known first-admin passwords."""
     return prepared(parse_config(text, "test.yaml"), data_dir)
+
+
+@contextlib.asynccontextmanager
+async def site_on_postgresql(server: PostgresServer, data_dir: Path, name: str) -> AsyncIterator[Config]:
+    """The one-camera site on a new PostgreSQL database ``name``, dropped after (the server
+    started again first, in case the test stopped it)."""
+    url = await server.create_database(name)
+    config = site_config(data_dir)
+    database = config.database.model_copy(update={"url": SecretStr(url)})
+    try:
+        yield config.model_copy(update={"database": database})
+    finally:
+        server.start()
+        await server.drop_database(name)
 
 
 @contextlib.asynccontextmanager

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select, text
 
 from tests.app_fixtures import USER_PASSWORD
 from tests.db_fixtures import PostgresServer
-from tests.vms.fault_fixtures import app_on, hold_write_lock, log_in, site_config
+from tests.vms.fault_fixtures import app_on, hold_write_lock, log_in, site_config, site_on_postgresql
 from tests.vms.test_db_health import (
     SNAPSHOT,
     USERS,
@@ -82,35 +81,26 @@ async def test_a_user_and_its_record_commit_together(tmp_path: Path) -> None:
 async def test_stopping_postgresql_mid_run_loses_and_doubles_nothing(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    name = "t_journal_stop"
-    url = await postgres_server.create_database(name)
-    config = site_config(tmp_path)
-    config = config.model_copy(
-        update={"database": config.database.model_copy(update={"url": SecretStr(url)})}
-    )
-    try:
-        async with app_on(config) as (app, http):
-            await log_in(http)
-            assert (await http.get(SNAPSHOT)).status_code == 200
-            postgres_server.stop()
-            try:
-                # Authentication needs the database: nothing is served, nothing goes unrecorded.
-                down = await http.get(SNAPSHOT)
-                assert down.status_code == 503
-                created = await http.post(
-                    USERS, json={"username": "pg-down", "role": "viewer", "password": USER_PASSWORD}
-                )
-                assert created.status_code == 503
-            finally:
-                postgres_server.start()
-            await eventually_ready(http)
-            assert await snapshots(http, 2) == 2
-            await eventually_recorded(app, "snapshot", 3)
-            names, creations = await users_and_creations(app)
-            assert "pg-down" not in names and creations == len(names)
-    finally:
-        postgres_server.start()
-        await postgres_server.drop_database(name)
+    async with (
+        site_on_postgresql(postgres_server, tmp_path, "t_journal_stop") as config,
+        app_on(config) as running,
+    ):
+        app, http = running
+        await log_in(http)
+        assert (await http.get(SNAPSHOT)).status_code == 200
+        postgres_server.stop()
+        try:
+            # Authentication needs the database: nothing is served, nothing goes unrecorded.
+            assert (await http.get(SNAPSHOT)).status_code == 503
+            body = {"username": "pg-down", "role": "viewer", "password": USER_PASSWORD}
+            assert (await http.post(USERS, json=body)).status_code == 503
+        finally:
+            postgres_server.start()
+        await eventually_ready(http)
+        assert await snapshots(http, 2) == 2
+        await eventually_recorded(app, "snapshot", 3)
+        names, creations = await users_and_creations(app)
+        assert "pg-down" not in names and creations == len(names)
 
 
 async def test_the_journal_takes_what_a_stopped_postgresql_cannot(
@@ -131,7 +121,7 @@ async def test_the_journal_takes_what_a_stopped_postgresql_cannot(
         try:
             for index in range(5):
                 viewing.record_soon("view", camera_id=f"cam-{index}", protocol="mjpeg", bytes=index)
-            await asyncio.wait_for(viewing._queue.join(), 60)
+            await viewing.stop()  # writes what is queued
             assert viewing.journaled == 5 and viewing.lost == 0
         finally:
             postgres_server.start()

@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from tests.app_fixtures import USER_PASSWORD
@@ -31,6 +30,7 @@ from tests.vms.fault_fixtures import (
     log_in,
     run_unprivileged,
     site_config,
+    site_on_postgresql,
     small_tmpfs,
 )
 from vms.config import Config
@@ -241,21 +241,15 @@ async def test_a_read_only_file_while_running_as_an_unprivileged_user(nobodys_di
 
 
 async def test_a_stopped_postgresql(postgres_server: PostgresServer, tmp_path: Path) -> None:
-    url = await postgres_server.create_database("t_readiness_stop")
-    config = site_config(tmp_path)
-    config = config.model_copy(
-        update={"database": config.database.model_copy(update={"url": SecretStr(url)})}
-    )
-    try:
-        async with app_on(config) as (_app, http):
-            await log_in(http)
-            assert await ready_reasons(http) == []
-            postgres_server.stop()
-            try:
-                await eventually_reasons(http, [faults.NO_ANSWER])
-            finally:
-                postgres_server.start()
-            await eventually_ready(http)
-    finally:
-        postgres_server.start()
-        await postgres_server.drop_database("t_readiness_stop")
+    async with (
+        site_on_postgresql(postgres_server, tmp_path, "t_readiness_stop") as config,
+        app_on(config) as (_, http),
+    ):
+        await log_in(http)
+        assert await ready_reasons(http) == []
+        postgres_server.stop()
+        try:
+            await eventually_reasons(http, [faults.NO_ANSWER])
+        finally:
+            postgres_server.start()
+        await eventually_ready(http)

@@ -8,11 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from tests.db_fixtures import PostgresServer
-from tests.vms.fault_fixtures import app_on, log_in, site_config
+from tests.vms.fault_fixtures import app_on, log_in, site_config, site_on_postgresql
 from tests.vms.test_db_health import eventually_reasons
 from vms.config import Config
 from vms.storage import Database, database_url, faults
@@ -72,23 +71,15 @@ async def test_a_marker_outside_catches_a_removal_while_stopped(tmp_path: Path) 
 async def test_a_dropped_postgresql_database_is_not_bootstrapped_over(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    name = "t_store_dropped"
-    url = await postgres_server.create_database(name)
-    config = site_config(tmp_path)
-    config = config.model_copy(
-        update={"database": config.database.model_copy(update={"url": SecretStr(url)})}
-    )
-    try:
+    async with site_on_postgresql(postgres_server, tmp_path, "t_store_dropped") as config:
         async with app_on(config):
             pass
-        await postgres_server.drop_database(name)
-        await postgres_server.create_database(name)
+        await postgres_server.drop_database("t_store_dropped")
+        await postgres_server.create_database("t_store_dropped")
         with pytest.raises(StoreLost, match="Refusing to start"):
             async with app_on(config):
                 pass
         assert await user_count(config) == 0
-    finally:
-        await postgres_server.drop_database(name)
 
 
 async def test_restarts_of_the_same_store_start(tmp_path: Path) -> None:
