@@ -10,7 +10,8 @@ that the file is still writable for this process, and the free space of its disk
 A failed check is named by :mod:`vms.storage.faults`.
 
 Checks run every ``interval`` seconds in a task this object owns, and on demand
-when the last result is older than ``max_age`` (one check at a time). The pool is
+(each ``/readyz``) when the last result is older than ``max_age``; requests that
+arrive during a check share its result, so a burst of probes costs one write. The pool is
 recycled when a fault begins, before each check during a fault and when it ends:
 connections opened during a fault (a read-only SQLite connection stays read-only,
 and keeps the process's other connections to the file read-only) do not outlive it. After each
@@ -83,7 +84,7 @@ class DatabaseHealth:
         *,
         interval: float = CHECK_INTERVAL,
         timeout: float = CHECK_TIMEOUT,
-        max_age: float = 1.0,
+        max_age: float = 0.0,
         min_free_bytes: int = MIN_FREE_BYTES,
     ) -> None:
         self.db = db
