@@ -112,6 +112,11 @@ async def test_a_write_lock_held_by_another_process(tmp_path: Path) -> None:
             body = {"username": "x1", "role": "viewer", "password": USER_PASSWORD}
             refused = await http.post(USERS, json=body)
             assert faults.LOCKED in refused.json()["detail"]
+            # Layout saves and token creation: 503 with the reason, never 500.
+            wall = await http.put("/api/v1/layouts/current", json={"layout": 1, "tiles": ["tax-1"]})
+            assert wall.status_code == 503 and faults.LOCKED in wall.json()["detail"]
+            token = await http.post("/api/v1/auth/tokens", json={"name": "during-lock"})
+            assert token.status_code == 503
         await eventually_ready(http)
         assert await create(http, "after-lock") == 201
         names, created = await users_and_creations(app)
