@@ -2,10 +2,15 @@
 
 ``create_app(config)`` builds a fresh app from a configuration object (no
 singleton at import time), so each test builds its own. The lifespan owns, in
-start-up order, the database (migrated on start), the audit log, the access
-service (and the first administrators), the viewing recorder, the alarm centre
-(a listener of the stream manager) and the stream manager; shutdown stops them
-in reverse order, so the last viewing sessions still reach the audit trail.
+start-up order, the store (the database, migrated on start, its identity and its
+write health check: a store that cannot take writes stops the start-up), the audit
+log, the access service (and the first administrators), the viewing recorder with
+its local journal (replayed after each good health check), the alarm centre (a
+listener of the stream manager) and the stream manager; shutdown stops them in
+reverse order, so the last viewing sessions still reach the audit trail.
+
+A write refused by the database (locked, disk full, read-only, not answering)
+answers 503 with the reason, never 500.
 """
 
 from __future__ import annotations
@@ -17,20 +22,27 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from streams import StreamManager
 from vms import middleware, problems
 from vms.alarms import AlarmCentre
-from vms.audit import AuditLog
+from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.config import Config
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, health, live_ws, media, probes, users
 from vms.routes import metrics as metrics_route
-from vms.storage import Database, database_url
+from vms.storage.faults import GONE, describe
+from vms.storage.health import DatabaseHealth
+from vms.storage.identity import leave_tombstone
+from vms.storage.journal import Journal
+from vms.storage.opening import JOURNAL_DIR, close_store, open_store
 from vms.viewing import ViewingRecorder
 
 log = logging.getLogger(__name__)
@@ -52,15 +64,20 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            db = Database(database_url(config))
-            await db.start()
-            stack.push_async_callback(db.stop)
+            store = await open_store(config)
+            stack.push_async_callback(close_store, store)
+            db, health = store.db, store.health
+            health.on_fault(lambda reason: _tombstone(store.markers, store.store_id, reason))
+            journal = Journal(config.server.data_dir.resolve() / JOURNAL_DIR)
+            journal.open()
             audit_log = AuditLog(db, retention_days=config.audit.retention_days)
             audit_log.start()
             stack.push_async_callback(audit_log.stop)
             access = AuthService(db, audit_log, config.auth, config)
             await bootstrap_admins(access)
-            viewing = ViewingRecorder(audit_log)
+            viewing = ViewingRecorder(audit_log, journal=journal, health=health)
+            await viewing.replay()  # what a previous run left in the journal
+            health.on_healthy(viewing.replay)
             viewing.start()
             stack.push_async_callback(viewing.stop)
             alarm_centre = AlarmCentre(config)
@@ -71,6 +88,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             stack.push_async_callback(relay.stop)
             stack.push_async_callback(alarm_centre.stop)
             app.state.db, app.state.audit, app.state.auth = db, audit_log, access
+            app.state.db_health = health
             app.state.viewing, app.state.manager = viewing, relay
             app.state.alarms = alarm_centre
             log.info("relaying %d cameras", len(relay.camera_ids()))
@@ -84,6 +102,10 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.state.config = config
     app.state.manager = None
     problems.install(app)
+    app.add_exception_handler(DBAPIError, _database_refused)
+    app.add_exception_handler(PoolTimeout, _database_refused)
+    app.add_exception_handler(AuditError, _database_refused)
+    app.add_exception_handler(ConnectionError, _database_refused)  # asyncpg's refused connect
     middleware.install(app)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
@@ -100,3 +122,21 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")
     return app
+
+
+def _tombstone(markers: list[Path], store_id: str, reason: str) -> None:
+    if reason == GONE:
+        leave_tombstone(markers, store_id)
+
+
+async def _database_refused(request: Request, exc: Exception) -> JSONResponse:
+    """A request the database could not serve: 503 with the fault, never 500."""
+    if isinstance(exc, IntegrityError):
+        log.error("integrity error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return problems.problem_response(409, "the change conflicts with the stored data")
+    cause = exc.__cause__ or exc if isinstance(exc, AuditError) else exc
+    health: DatabaseHealth | None = getattr(request.app.state, "db_health", None)
+    reason = health.explain(cause) if health is not None else describe(cause)
+    log.warning("%s %s refused: %s", request.method, request.url.path, reason)
+    detail = f"the database cannot serve this now: {reason}"
+    return problems.problem_response(503, detail, {"Retry-After": "5"})

@@ -2,7 +2,9 @@
 
 :class:`AuditLog` appends rows to ``audit_events`` and reads them back with
 filters, newest first, as records or as CSV. It has no update API: rows are only
-ever inserted, read, and deleted by retention. An hourly task owned by the log
+ever inserted, read, and deleted by retention. A change and its record go in one
+transaction (:meth:`AuditLog.add`); each event carries a unique ``record_id`` so that
+replaying the local journal (:mod:`vms.viewing`) never stores one twice. An hourly task owned by the log
 (``start()`` / ``async stop()``) deletes rows older than ``retention_days``.
 
 Everything runs on the event loop. Times are stored as UTC; SQLite hands them back
@@ -16,16 +18,20 @@ import csv
 import io
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vms.access import Principal
 from vms.storage.database import Database
+from vms.storage.faults import describe
 from vms.storage.tables import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -177,8 +183,8 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    async def record(
-        self,
+    @staticmethod
+    def event(
         action: str,
         *,
         principal: Principal | None = None,
@@ -193,10 +199,10 @@ class AuditLog:
         bytes: int | None = None,
         detail: str | Mapping[str, Any] | None = None,
         at: datetime | None = None,
-    ) -> None:
-        """Append one event. Values passed explicitly win over those taken from ``principal``;
-        ``duration_seconds`` is computed when both ``started_at`` and ``ended_at`` are given;
-        ``at`` defaults to now. Raises :class:`AuditError` when the database refuses."""
+    ) -> dict[str, Any]:
+        """The row of one event, with a new unique ``record_id``. Values passed explicitly
+        win over those taken from ``principal``; ``duration_seconds`` is computed when both
+        ``started_at`` and ``ended_at`` are given; ``at`` defaults to now."""
         if not action:
             raise ValueError("an audit event needs an action")
         if principal is not None:
@@ -209,7 +215,8 @@ class AuditLog:
             duration = max(0.0, (ended_at - started_at).total_seconds())
         if detail is not None and not isinstance(detail, str):
             detail = json.dumps(dict(detail), sort_keys=True, default=str)
-        values = {
+        return {
+            "record_id": uuid.uuid4().hex,
             "at": as_utc(at) if at is not None else datetime.now(UTC),
             "action": _cut("action", action),
             "user_id": user_id,
@@ -224,11 +231,30 @@ class AuditLog:
             "bytes": bytes,
             "detail": detail,
         }
+
+    async def record(self, action: str, **fields: Any) -> None:
+        """Append one event (see :meth:`event`) in its own transaction.
+        Raises :class:`AuditError` when the database refuses."""
+        await self.insert([self.event(action, **fields)])
+
+    async def add(self, session: AsyncSession, action: str, **fields: Any) -> None:
+        """Append one event inside the caller's transaction: the change it records and the
+        record commit together or not at all."""
+        await session.execute(insert(AuditEvent).values(**self.event(action, **fields)))
+
+    async def insert(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows made by :meth:`event` in one transaction; a row whose ``record_id`` is
+        already stored (a journal replayed twice) is skipped. :class:`AuditError` on failure."""
+        if not rows:
+            return
+        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+        statement = dialect.insert(AuditEvent).on_conflict_do_nothing(index_elements=[AuditEvent.record_id])
         try:
             async with self.db.session() as session, session.begin():
-                await session.execute(insert(AuditEvent).values(**values))
+                await session.execute(statement, [dict(row) for row in rows])
         except (SQLAlchemyError, OSError) as err:
-            raise AuditError(f"cannot write the audit event {action!r}: {type(err).__name__}") from err
+            actions = ", ".join(sorted({str(row.get("action")) for row in rows}))
+            raise AuditError(f"cannot write the audit event(s) {actions}: {describe(err)}") from err
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
         """Matching events, newest first, ``query.offset`` rows skipped, at most ``query.limit``."""

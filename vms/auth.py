@@ -9,8 +9,12 @@
 - an API token (``hw_...``) is stored as its SHA-256 too; expired, revoked, or
   belonging to a disabled user, it is refused on the very next request (no cache).
 
-Every login, lockout, logout and token change goes to the audit trail. User
-management lives in :mod:`vms.users`. Runs on the event loop; argon2 runs in
+Every login, lockout, logout, password change and token change goes to the audit
+trail; a change and its record are written in one transaction. A password change
+(:meth:`AuthService.change_password`) needs the current password, ends every login
+session of the user and gives the changing browser a fresh one. User management
+(including an administrator's reset, which also revokes API tokens) lives in
+:mod:`vms.users`. Runs on the event loop; argon2 runs in
 bounded worker threads.
 """
 
@@ -26,13 +30,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vms.access import Principal, Role
 from vms.config import Config
 from vms.config_access import AuthSettings
 from vms.login_audit import RefusalAudit, Target
 from vms.login_limiter import LoginLimiter
-from vms.passwords import MAX_LENGTH, Passwords
+from vms.passwords import MAX_LENGTH, Passwords, password_problem
 from vms.storage import Database
 from vms.storage.tables import ApiToken, User, WebSession
 
@@ -75,6 +80,10 @@ class Conflict(AuthError):
 
 class Invalid(AuthError):
     """A value is not acceptable (username pattern, role, password policy, lifetime)."""
+
+
+class WrongPassword(AuthError):
+    """The current password given to change it is wrong."""
 
 
 @dataclass(frozen=True)
@@ -219,42 +228,89 @@ class AuthService:
         return await self._user_by_name(typed.strip().lower()) if len(typed) <= 64 else None
 
     async def _open_session(self, user: User, source_addr: str | None) -> LoginResult:
+        async with self.db.session() as s, s.begin():
+            return await self._add_session(s, user, source_addr)
+
+    async def _add_session(self, s: AsyncSession, user: User, source_addr: str | None) -> LoginResult:
+        """Store a new session for ``user`` in the caller's transaction."""
         now = self.now()
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
         expires = now + timedelta(seconds=self.settings.session_ttl)
         idle_limit = now - timedelta(seconds=self.settings.session_idle_timeout)
-        async with self.db.session() as s, s.begin():
-            # Sweep dead sessions (anyone's) at each login, so rows never pile up.
-            await s.execute(
-                delete(WebSession).where(
-                    or_(WebSession.expires_at <= now, WebSession.last_seen_at <= idle_limit)
-                )
+        # Sweep dead sessions (anyone's) at each login, so rows never pile up.
+        await s.execute(
+            delete(WebSession).where(or_(WebSession.expires_at <= now, WebSession.last_seen_at <= idle_limit))
+        )
+        s.add(
+            WebSession(
+                id=digest(token),
+                user_id=user.id,
+                csrf_token=csrf,
+                source_addr=(source_addr or None) and source_addr[:64],
+                created_at=now,
+                expires_at=expires,
+                last_seen_at=now,
             )
-            s.add(
-                WebSession(
-                    id=digest(token),
-                    user_id=user.id,
-                    csrf_token=csrf,
-                    source_addr=(source_addr or None) and source_addr[:64],
-                    created_at=now,
-                    expires_at=expires,
-                    last_seen_at=now,
-                )
-            )
+        )
         return LoginResult(principal_of(user, "session", csrf), token, expires)
 
     async def logout(self, principal: Principal, session_token: str, source_addr: str | None) -> None:
         """End the session whose cookie holds ``session_token``."""
         async with self.db.session() as s, s.begin():
             await s.execute(delete(WebSession).where(WebSession.id == digest(session_token)))
-        await self.audit.record("logout", principal=principal, source_addr=source_addr)
+            await self.audit.add(s, "logout", principal=principal, source_addr=source_addr)
 
     async def end_sessions(self, user_id: int) -> int:
         """End every session of a user; the number ended."""
         async with self.db.session() as s, s.begin():
-            result = await s.execute(delete(WebSession).where(WebSession.user_id == user_id))
-        return int(getattr(result, "rowcount", 0) or 0)
+            return await end_sessions(s, user_id)
+
+    async def change_password(
+        self, principal: Principal, current: str, new: str, source_addr: str | None
+    ) -> LoginResult:
+        """Change the principal's own password; the current one is required.
+
+        Every login session of the user ends (other browsers are logged out) and the
+        caller gets a new session in the same transaction as the change and its audit
+        record; API tokens are kept (an administrator's reset revokes them). A wrong
+        current password counts as a failed login for the lockout."""
+        wait = self.limiter.retry_after(principal.username, source_addr)
+        if wait > 0:
+            raise LoginLocked(wait)
+        problem = password_problem(new)
+        if problem is not None:
+            raise Invalid(problem)
+        if new == current:
+            raise Invalid("the new password must differ from the current one")
+        async with self.db.session() as s:
+            user = await s.get(User, principal.user_id)
+        if user is None or user.disabled or not await self.passwords.verify(user.password_hash, current):
+            self.limiter.record_failure(principal.username, source_addr)
+            await self.audit.record(
+                "password_change_refused",
+                principal=principal,
+                source_addr=source_addr,
+                detail="wrong current password",
+            )
+            raise WrongPassword("the current password is wrong")
+        encoded = await self.passwords.hash(new)
+        async with self.db.session() as s, s.begin():
+            user = await s.get(User, principal.user_id, with_for_update=True)
+            if user is None:
+                raise NotFound("your account no longer exists")
+            user.password_hash = encoded
+            user.password_changed_at = self.now()
+            ended = await end_sessions(s, user.id)
+            result = await self._add_session(s, user, source_addr)
+            await self.audit.add(
+                s,
+                "password_changed",
+                principal=principal,
+                source_addr=source_addr,
+                detail=f"own password changed; {ended} login session(s) ended, a new one opened",
+            )
+        return result
 
     # -- per-request authentication --------------------------------------------
 
@@ -338,10 +394,11 @@ class AuthService:
             if (live or 0) >= MAX_TOKENS_PER_USER:
                 raise Conflict(f"at most {MAX_TOKENS_PER_USER} live tokens per user; revoke one first")
             s.add(row)
-        info = _token_info(row)
-        await self.audit.record(
-            "token_created", principal=principal, detail=f"token {info.id} {name!r} ({info.prefix}…)"
-        )
+            await s.flush()
+            info = _token_info(row)
+            await self.audit.add(
+                s, "token_created", principal=principal, detail=f"token {info.id} {name!r} ({info.prefix}…)"
+            )
         return info, token
 
     async def list_tokens(self, principal: Principal) -> list[TokenInfo]:
@@ -360,15 +417,11 @@ class AuthService:
             )
             if row is None:
                 raise NotFound(f"you have no token {token_id}")
-            already = row.revoked_at is not None
-            if not already:
+            if row.revoked_at is None:
                 row.revoked_at = now
-        info = _token_info(row)
-        if not already:
-            await self.audit.record(
-                "token_revoked", principal=principal, detail=f"token {info.id} {info.name!r} ({info.prefix}…)"
-            )
-        return info
+                detail = f"token {row.id} {row.name!r} ({row.prefix}…)"
+                await self.audit.add(s, "token_revoked", principal=principal, detail=detail)
+        return _token_info(row)
 
     # -- storage helpers ---------------------------------------------------------
 
@@ -383,6 +436,23 @@ class AuthService:
             values["password_changed_at"] = self.now()
         async with self.db.session() as s, s.begin():
             await s.execute(update(User).where(User.id == user_id).values(**values))
+
+
+async def end_sessions(s: AsyncSession, user_id: int) -> int:
+    """Delete every login session of a user in the caller's transaction; how many."""
+    result = await s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def revoke_tokens(s: AsyncSession, user_id: int, now: datetime) -> int:
+    """Revoke every live API token of a user in the caller's transaction; how many.
+    A revoked token stays revoked: enabling the user again does not revive it."""
+    result = await s.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None), ApiToken.expires_at > now)
+        .values(revoked_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _token_info(row: ApiToken) -> TokenInfo:

@@ -10,7 +10,10 @@ gets one the same way on the next start. The password comes from, in order:
    username. It never goes through :mod:`logging` and is stored only as an argon2 hash.
 
 A password from the file or the environment shorter than 12 characters stops the
-start-up with :class:`BootstrapError`. Runs once in the application's lifespan.
+start-up with :class:`BootstrapError`. Each administrator and the audit record of
+its creation are written in one transaction. An empty database under a store marker
+(its data removed or replaced) never gets here: :mod:`vms.storage.identity` refuses
+the start first. Runs once in the application's lifespan.
 """
 
 from __future__ import annotations

@@ -80,6 +80,12 @@ def _serve(path: Path | None, host: str | None, port: int | None) -> int:
     source = path or "the embedded default (eight halls, simulated cameras)"
     log.info("configuration: %s", source)
     log.info("dashboard: http://%s:%d/", host, port)
+    from vms.storage.opening import startup_problem
+
+    problem = startup_problem(config)  # a read-only or full store: a message, not a traceback
+    if problem is not None:
+        print(f"hallwatch: cannot start: {problem}", file=sys.stderr)
+        return 1
     app = create_app(config)
     server = _Server(app, server_config(app, host=host, port=port, log_level=config.server.log_level.lower()))
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly

@@ -67,6 +67,12 @@ class ServerSettings(_Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Least severe level that is logged."
     )
+    store_marker: Path | None = Field(
+        default=None,
+        description="A file outside the data directory (another disk, /etc) that keeps the store's "
+        "identity, so that a start over a removed data directory is refused instead of creating "
+        "new first administrators; a marker inside the data directory is always kept.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -3,10 +3,11 @@
 Functions over an :class:`~vms.auth.AuthService` (its database, audit trail and
 password hasher). An administrator reaches only the users of their own centre; a
 user of another centre is answered as "not found". Every change is audited as
-``admin_change`` with a detail naming what changed, never a password. Disabling a
-user or resetting their password ends their login sessions at once; their API
-tokens are left as they are (a disabled user's tokens are refused while the user
-stays disabled; revoking a token is a separate, explicit act). Runs on the event loop.
+``admin_change`` with a detail naming what changed, never a password, in the same
+transaction as the change: no change without its record, no record without its
+change. Disabling a user or resetting their password ends their login sessions and
+revokes their API tokens at once; enabling the user again does not revive those
+tokens (the user makes new ones). Runs on the event loop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from vms.access import Principal, is_role
-from vms.auth import AuthService, Conflict, Invalid, NotFound, aware
+from vms.auth import AuthService, Conflict, Invalid, NotFound, aware, end_sessions, revoke_tokens
 from vms.passwords import password_problem
 from vms.storage.tables import User
 
@@ -99,13 +100,14 @@ async def create_user(
         created_at=now,
         password_changed_at=now,
     )
+    detail = f"created user {name} ({role}) in centre {centre_id}{note}"
     try:
         async with auth.db.session() as s, s.begin():
             s.add(user)
+            await s.flush()
+            await auth.audit.add(s, "admin_change", principal=actor, centre_id=centre_id, detail=detail)
     except IntegrityError as err:
         raise Conflict(f"the username {name!r} is taken") from err
-    detail = f"created user {name} ({role}) in centre {centre_id}{note}"
-    await auth.audit.record("admin_change", principal=actor, centre_id=centre_id, detail=detail)
     return _info(user)
 
 
@@ -162,15 +164,17 @@ async def update_user(
             changes.append("password reset")
             user.password_hash = encoded
             user.password_changed_at = auth.now()
-    if not changes:
-        return _info(user)
-    if "disabled" in changes or encoded is not None:
-        ended = await auth.end_sessions(user.id)
-        changes.append(f"{ended} login session(s) ended")
-    await auth.audit.record(
-        "admin_change",
-        principal=actor,
-        centre_id=user.centre_id,
-        detail=f"user {user.username} (id {user.id}): " + "; ".join(changes),
-    )
+        if not changes:
+            return _info(user)
+        if "disabled" in changes or encoded is not None:
+            ended = await end_sessions(s, user.id)
+            revoked = await revoke_tokens(s, user.id, auth.now())
+            changes.append(f"{ended} login session(s) ended, {revoked} API token(s) revoked")
+        await auth.audit.add(
+            s,
+            "admin_change",
+            principal=actor,
+            centre_id=user.centre_id,
+            detail=f"user {user.username} (id {user.id}): " + "; ".join(changes),
+        )
     return _info(user)

@@ -6,6 +6,10 @@ whether the user exists) and a locked-out user or address with 429 and
 Secure when ``auth.secure_cookies``); its CSRF token comes back in the body and
 in ``GET /auth/me``. API tokens are created from a login session only, so a
 leaked token cannot mint successors.
+
+``POST /auth/password`` changes the caller's own password (from a login session,
+with the current password): every session of the user ends, and the answer sets a
+new session cookie for this browser, with a new CSRF token in the body.
 """
 
 from __future__ import annotations
@@ -15,17 +19,36 @@ import math
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from vms.access import Principal
-from vms.auth import AuthError, AuthService, Conflict, Invalid, LoginLocked, LoginRefused, NotFound, TokenInfo
+from vms.auth import (
+    AuthError,
+    AuthService,
+    Conflict,
+    Invalid,
+    LoginLocked,
+    LoginRefused,
+    NotFound,
+    TokenInfo,
+    WrongPassword,
+)
 from vms.deps import SESSION_COOKIE, AuthDep, CurrentUser
-from vms.passwords import PasswordCheckBusy
+from vms.passwords import MAX_LENGTH, PasswordCheckBusy
 from vms.problems import Problem
 from vms.schemas_access import LoginIn, MeOut, TokenCreated, TokenIn, TokenOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-_STATUS: dict[type[AuthError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
+_STATUS: dict[type[AuthError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, WrongPassword: 403}
+
+
+class PasswordChangeIn(BaseModel):
+    # Passwords never echoed in a validation error.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    current_password: str = Field(max_length=MAX_LENGTH, description="The password in use now.")
+    new_password: str = Field(max_length=MAX_LENGTH, description="The new password (at least 12 characters).")
 
 
 @contextlib.contextmanager
@@ -130,3 +153,27 @@ async def revoke_token(token_id: int, principal: CurrentUser, auth: AuthDep) -> 
     with auth_problems():
         await auth.revoke_token(principal, token_id)
     return Response(status_code=204)
+
+
+@router.post("/password")
+async def change_password(
+    body: PasswordChangeIn, request: Request, principal: CurrentUser, auth: AuthDep, response: Response
+) -> MeOut:
+    """Change your own password. Every login session of yours ends; this browser gets a new one."""
+    if principal.via != "session":
+        raise Problem(403, "a password is changed from a login session, not with an API token")
+    with auth_problems():
+        result = await auth.change_password(
+            principal, body.current_password, body.new_password, source_addr(request)
+        )
+    response.set_cookie(
+        SESSION_COOKIE,
+        result.session_token,
+        max_age=math.ceil(auth.settings.session_ttl),
+        path="/",
+        secure=auth.settings.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return me(result.principal, auth)

@@ -1,8 +1,10 @@
 """Liveness and readiness probes: no login, nothing secret.
 
 ``/healthz`` answers as long as the event loop does. ``/readyz`` answers 200 only
-when the configuration is loaded, the database answers and the ingest supervisor
-runs; otherwise 503 with the reasons, for a load balancer or an orchestrator.
+when the configuration is loaded, the database takes writes (a heartbeat write, see
+:mod:`vms.storage.health`: locked by another process, disk full, read-only, not
+answering, file removed or replaced are each named) and the ingest supervisor runs;
+otherwise 503 with the reasons, for a load balancer or an orchestrator.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from fastapi.responses import JSONResponse
 from streams import StreamManager
 from vms.config import Config
 from vms.storage import Database
+from vms.storage.health import DatabaseHealth
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
-
-PING_TIMEOUT = 2.0
-"""Seconds the database has to answer a readiness check."""
 
 
 @router.get("/healthz")
@@ -32,16 +32,19 @@ async def healthz() -> dict[str, str]:
 
 async def readiness(app: FastAPI) -> list[str]:
     """Why the service is not ready to serve (empty when it is): the config must be
-    loaded, the database must answer and the ingest supervisor must run."""
+    loaded, the database must take writes and the ingest supervisor must run."""
     state = app.state
     reasons: list[str] = []
     if not isinstance(getattr(state, "config", None), Config):
         reasons.append("the configuration is not loaded")
     db: Database | None = getattr(state, "db", None)
-    if db is None:
+    health: DatabaseHealth | None = getattr(state, "db_health", None)
+    if db is None or health is None:
         reasons.append("the database is not open")
-    elif not await db.ping(timeout=PING_TIMEOUT):
-        reasons.append("the database does not answer")
+    else:
+        reason = await health.current()
+        if reason is not None:
+            reasons.append(reason)
     manager: StreamManager | None = getattr(state, "manager", None)
     if manager is None:
         reasons.append("the relay is starting up")
@@ -52,7 +55,7 @@ async def readiness(app: FastAPI) -> list[str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the config is loaded, the database answers and the ingest supervisor runs; else 503."""
+    """200 when the config is loaded, the database takes writes and the ingest supervisor runs; else 503."""
     reasons = await readiness(request.app)
     if reasons:
         log.debug("not ready: %s", "; ".join(reasons))

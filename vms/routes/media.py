@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from streams import MJPEG_BOUNDARY, StreamName, mjpeg_part
 from vms.deps import ConfigDep, CurrentUser, ManagerDep, SnapshotUser, WatchUser, visible_camera
 from vms.problems import Problem
-from vms.viewing import Viewer, ViewingRecorder
+from vms.viewing import RecordRefused, Viewer, ViewingRecorder
 
 router = APIRouter(tags=["media"])
 
@@ -93,17 +93,22 @@ async def whep_delete(session_id: str, request: Request, manager: ManagerDep, us
 async def snapshot(
     camera_id: str, request: Request, manager: ManagerDep, config: ConfigDep, user: SnapshotUser
 ) -> Response:
-    """A JPEG of the camera's latest keyframe (operators and admins); recorded in the audit trail."""
+    """A JPEG of the camera's latest keyframe (operators and admins); recorded in the audit trail
+    (or its local journal) before it is served, refused with 503 when neither can record it."""
     visible_camera(config, user, camera_id)
+    viewing = _viewing(request)
     jpeg = await manager.snapshot(camera_id)
-    _viewing(request).record_soon(
-        "snapshot",
-        principal=user,
-        camera_id=camera_id,
-        protocol="snapshot",
-        source_addr=_client(request),
-        bytes=len(jpeg),
-    )
+    try:  # recorded before it is served: no picture leaves without its record
+        await viewing.record_now(
+            "snapshot",
+            principal=user,
+            camera_id=camera_id,
+            protocol="snapshot",
+            source_addr=_client(request),
+            bytes=len(jpeg),
+        )
+    except RecordRefused as err:
+        raise Problem(503, str(err), {"Retry-After": "5"}) from err
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 

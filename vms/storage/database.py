@@ -24,10 +24,11 @@ from alembic.config import Config as AlembicConfig
 from alembic.util import CommandError
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from vms.config import Config
+from vms.storage.faults import describe
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._answering = True
+        self._generation = 0
 
     @property
     def safe_url(self) -> str:
@@ -101,6 +103,21 @@ class Database:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self._url.get_backend_name()
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or ``None`` for PostgreSQL (or an in-memory SQLite)."""
+        if self.dialect != "sqlite" or self._url.database in (None, "", ":memory:"):
+            return None
+        return Path(str(self._url.database))
+
+    @property
+    def url(self) -> URL:
+        return self._url
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -115,10 +132,24 @@ class Database:
         return self._sessions()
 
     def _create_engine(self) -> AsyncEngine:
+        engine = self._pooled_engine()
         if self.dialect == "sqlite":
-            engine = create_async_engine(self._url, pool_pre_ping=True)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            return engine
+        event.listen(engine.sync_engine, "connect", self._stamp)
+        event.listen(engine.sync_engine, "checkout", self._refuse_stale)
+        return engine
+
+    def _stamp(self, dbapi_connection: Any, record: Any) -> None:
+        record.info["generation"] = self._generation
+
+    def _refuse_stale(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if record.info.get("generation") != self._generation:
+            # The pool closes this connection properly and hands out a new one.
+            raise DisconnectionError("opened before the pool was recycled")
+
+    def _pooled_engine(self) -> AsyncEngine:
+        if self.dialect == "sqlite":
+            return create_async_engine(self._url, pool_pre_ping=True)
         return create_async_engine(
             self._url,
             pool_pre_ping=True,
@@ -146,7 +177,8 @@ class Database:
         except (SQLAlchemyError, OSError) as err:
             await engine.dispose()
             raise DatabaseError(
-                f"cannot open or upgrade the database {self.safe_url}: {type(err).__name__}"
+                f"cannot open or upgrade the database {self.safe_url}: "
+                f"{describe(err, self.sqlite_path.parent if self.sqlite_path else None)}"
             ) from err
         except BaseException:
             await engine.dispose()
@@ -154,6 +186,12 @@ class Database:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         log.info("database ready: %s", self.safe_url)
+
+    def recycle(self) -> None:
+        """Have every pooled connection replaced: each is closed at its next checkout and a
+        new one opened (a SQLite connection opened while the file was read-only stays
+        read-only for its life). Connections in use finish their work first."""
+        self._generation += 1
 
     async def stop(self) -> None:
         """Close every pooled connection. Idempotent."""
@@ -178,4 +216,5 @@ class Database:
         if not self._answering:
             log.info("database %s answers again", self.safe_url)
         self._answering = True
+        self._generation = 0
         return True

@@ -1,4 +1,5 @@
-"""The database schema: users, login sessions, API tokens, the audit trail and saved layouts.
+"""The database schema: users, login sessions, API tokens, the audit trail, saved layouts
+and the store's own identity and heartbeat.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -79,7 +80,10 @@ class AuditEvent(Base):
     only by retention; nothing updates them."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_centre_at", "centre_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_events_centre_at", "centre_id", "at"),
+        UniqueConstraint("record_id", name="uq_audit_events_record_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -99,6 +103,9 @@ class AuditEvent(Base):
     bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     """A short human-readable note or JSON; never a secret."""
+    record_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """A random id given to the event when it was made: an event replayed from the local
+    journal after a crash is inserted once, however often the replay runs."""
 
 
 class SavedLayout(Base):
@@ -116,3 +123,19 @@ class SavedLayout(Base):
     tiles: Mapped[str] = mapped_column(Text)
     """A JSON list of ``layout`` entries, each a camera id or null (a free tile)."""
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StoreState(Base):
+    """One row (``id`` 1): which store this is and when a write last went through.
+
+    ``store_id`` is random, written once when the store is first claimed and kept in
+    marker files too (:mod:`vms.storage.identity`), so a store that vanished is noticed
+    at the next start. ``heartbeat_at`` is rewritten by every health check, which is
+    how the check proves that writes go through."""
+
+    __tablename__ = "store_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
