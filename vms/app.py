@@ -74,6 +74,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             audit_log.start()
             stack.push_async_callback(audit_log.stop)
             access = AuthService(db, audit_log, config.auth, config)
+            stack.push_async_callback(access.refusals.stop)  # pending counts of refused logins
             await bootstrap_admins(access)
             viewing = ViewingRecorder(audit_log, journal=journal, health=health)
             await viewing.replay()  # what a previous run left in the journal

@@ -4,43 +4,26 @@ Both need the "audit" permission (operators and admins) and show only the record
 of the caller's own centre, whatever the filters ask for; administrators also see
 the failed and refused logins aimed at no account (they carry no centre, and any
 centre may be their target). Exporting is itself recorded in the trail.
-
-The router's lifespan writes the pending counts of refused logins
-(:mod:`vms.login_audit`) when the app shuts down, before the trail closes.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from vms.access import Principal
 from vms.audit import AuditError, AuditLog, AuditQuery, as_utc
-from vms.auth import AuthService
 from vms.deps import CurrentUser, require
 from vms.login_audit import UNATTRIBUTED_ACTIONS
 from vms.problems import Problem
 from vms.schemas_audit import AuditRecordOut
 
-
-@contextlib.asynccontextmanager
-async def _write_pending_refusals(app: FastAPI) -> AsyncIterator[None]:
-    # Nested inside the app's lifespan: runs while the database and the trail are still open.
-    try:
-        yield
-    finally:
-        auth: AuthService | None = getattr(app.state, "auth", None)
-        if auth is not None:
-            await auth.refusals.stop()
-
-
-router = APIRouter(tags=["audit"], dependencies=[Depends(require("audit"))], lifespan=_write_pending_refusals)
+router = APIRouter(tags=["audit"], dependencies=[Depends(require("audit"))])
 
 MAX_LIMIT = 1000
 
