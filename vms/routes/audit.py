@@ -19,6 +19,7 @@ from vms.access import Principal
 from vms.audit import AuditError, AuditLog, AuditQuery, as_utc
 from vms.deps import CurrentUser, require
 from vms.problems import Problem
+from vms.schemas import DB_INT_MAX, Offset
 from vms.schemas_audit import AuditRecordOut
 
 router = APIRouter(tags=["audit"], dependencies=[Depends(require("audit"))])
@@ -73,7 +74,7 @@ async def list_audit(
     audit: AuditDep,
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AuditRecordOut]:
     """Audit events of the caller's centre, newest first."""
     try:
@@ -88,7 +89,7 @@ async def export_audit(
     principal: CurrentUser,
     audit: AuditDep,
     filters: FiltersDep,
-    limit: Annotated[int | None, Query(ge=1, description="at most this many rows; all by default")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX, description="at most this many rows")] = None,
 ) -> StreamingResponse:
     """Audit events of the caller's centre as CSV (header row, ISO 8601 times), newest first."""
     query = filters.query(principal, limit=limit, offset=0)
