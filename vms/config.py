@@ -83,6 +83,12 @@ class ServerSettings(_Model):
         default=30.0,
         description="Seconds a client has to send a request's body once its head is in.",
     )
+    write_timeout: Seconds = Field(
+        default=10.0,
+        description="Seconds a client may leave what is sent to it unread (its connection's send "
+        "buffers full) before the connection is closed: a frozen MJPEG, MSE or alarm viewer is "
+        "let go and its viewing recorded.",
+    )
     max_connections: int = Field(
         default=2000,
         ge=16,
@@ -224,11 +230,6 @@ class PictureSettings(_Model):
     )
     snapshot_timeout: Seconds = Field(
         default=5.0, description="Seconds to wait for a decodable picture before a snapshot request fails."
-    )
-    write_timeout: Seconds = Field(
-        default=10.0,
-        description="Seconds one MJPEG picture may take to leave; a viewer that stops reading "
-        "longer is disconnected and its viewing recorded.",
     )
 
 

@@ -28,6 +28,7 @@ before the loop starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -242,7 +243,51 @@ class Connections:
         return True
 
 
-class GuardedHttp(H11Protocol):
+class _WriteStall:
+    """Aborts a connection whose writes stay paused (the client reads nothing, the send
+    buffers are full) for ``write_timeout`` seconds. Closing would wait for the buffers
+    to drain, which never happens; aborting lets the app see the client leave."""
+
+    write_timeout: ClassVar[float]
+    guard: ClassVar[Connections]
+    transport: asyncio.Transport
+    _stall: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        if self._stall is None:
+            self._stall = asyncio.get_running_loop().call_later(self.write_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()  # type: ignore[misc]
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        if self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
+            return
+        self.guard.exhaustion.note("closed connections whose client stopped reading", logging.INFO)
+        self.transport.abort()
+
+
+def _limit_unacknowledged(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """Have the kernel drop the connection when what it sent stays unacknowledged, or the
+    client's receive window stays shut, for ``seconds`` (``TCP_USER_TIMEOUT``): a client
+    that stops reading is let go however slowly its stream filled the buffers."""
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
+class GuardedHttp(_WriteStall, H11Protocol):
     """uvicorn's HTTP/1.1 protocol with time limits on request heads and bodies and a
     place among :class:`Connections`. Subclassed per server by :func:`server_config`,
     which sets the class attributes."""
@@ -263,6 +308,7 @@ class GuardedHttp(H11Protocol):
             transport.close()
             return
         self._admitted = True
+        _limit_unacknowledged(transport, self.write_timeout)
         super().connection_made(transport)
         self._follow()
 
@@ -278,6 +324,7 @@ class GuardedHttp(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._arm(None)
+        self._unstall()
         if not self._admitted:
             return
         if self.transport.get_protocol() is self:
@@ -327,14 +374,18 @@ class GuardedHttp(H11Protocol):
         self.transport.close()
 
 
-def _ws_protocol(connections: Connections) -> type[asyncio.Protocol] | None:
+def _ws_protocol(connections: Connections, settings: ServerSettings) -> type[asyncio.Protocol] | None:
     """uvicorn's WebSocket protocol, giving the connection's place back when it closes."""
     base: Any = AutoWebSocketsProtocol
     if base is None:
         return None
 
-    class CountedWebSocket(base):  # type: ignore[misc]
+    class CountedWebSocket(_WriteStall, base):  # type: ignore[misc]
+        guard = connections
+        write_timeout = settings.write_timeout
+
         def connection_lost(self, exc: Exception | None) -> None:
+            self._unstall()
             connections.release(self.transport)
             super().connection_lost(exc)
 
@@ -369,6 +420,7 @@ def server_config(app: FastAPI, file_limit: int | None = None, **options: Any) -
             "guard": connections,
             "header_timeout": settings.header_timeout,
             "body_timeout": settings.body_timeout,
+            "write_timeout": settings.write_timeout,
         },
     )
     proxies = [str(network) for network in settings.trusted_proxies]
@@ -376,7 +428,7 @@ def server_config(app: FastAPI, file_limit: int | None = None, **options: Any) -
     uv = uvicorn.Config(
         app,
         http=http,
-        ws=_ws_protocol(connections) or "none",
+        ws=_ws_protocol(connections, settings) or "none",
         ws_per_message_deflate=False,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or "",
