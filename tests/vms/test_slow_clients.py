@@ -328,3 +328,17 @@ async def test_beyond_the_cap_with_nobody_waiting_a_connection_gets_503(tmp_path
             assert refused == 503
             assert uploads.still_open() == 10
             assert await asyncio.to_thread(healthz, port, "127.0.0.1") == 200
+
+
+async def test_a_trusted_proxy_is_not_held_to_the_per_address_cap(tmp_path: Path) -> None:
+    """Behind a proxy every connection comes from the proxy's address."""
+    patient = LIMITS.replace("header_timeout: 1", "header_timeout: 60")
+    async with served(NO_CAMERAS + patient + "  trusted_proxies: [127.0.0.2]\n", tmp_path) as app:
+        port = _port(app)
+        connections = app.app.state.connections
+        with slowloris(port, "127.0.0.2") as proxied, slowloris(port, "127.0.0.3") as direct:
+            proxied.open(25)
+            direct.open(25)
+            await _until(lambda: len(connections) >= 35, 10, "the connections were not admitted")
+            await _until(lambda: direct.still_open() <= 10, 10, "the per-address cap was not applied")
+            assert proxied.still_open() == 25
