@@ -10,11 +10,17 @@ nobody. Here:
   head is not in within ``server.header_timeout`` seconds of its start (or of the
   previous answer, on a kept-alive connection), and whose body is not in within
   ``server.body_timeout`` once the head is. An answer being sent, a stream (MJPEG,
-  alarm events) and a WebSocket (MSE, MJPEG tiles) have no time limit;
+  alarm events) and a WebSocket (MSE, MJPEG tiles) have no time limit as long as
+  the client reads;
 * :class:`Connections` counts open connections, in total and per client address
   (trusted proxies excepted). At a cap, a new connection takes the place of the
   oldest one that is waiting for a request (slowloris and idle kept-alive
   connections); when none waits, the new one gets a 503 and is closed at once;
+* a connection whose client leaves what is sent unread is cut after
+  ``server.write_timeout``: by the kernel (``TCP_USER_TIMEOUT``) when the client's
+  receive window stays shut, by :class:`_WriteStall` when the send buffers stay
+  full; the app then sees the client leave (a frozen MJPEG viewer's viewing is
+  recorded). WebSockets get the same;
 * :class:`Exhaustion` logs a condition (a cap reached, ``EMFILE`` on accept,
   connections timed out) at once, then at most once per interval with a count;
   :func:`install_exception_handler` routes the event loop's accept errors to it;
@@ -34,7 +40,6 @@ import ipaddress
 import logging
 import resource
 import socket
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -111,28 +116,41 @@ def connection_cap(settings: ServerSettings, file_limit: int) -> int:
 
 
 class Exhaustion:
-    """Counts occurrences of each condition; logs the first, then one line per interval."""
+    """Logs the first occurrence of a condition at once, then, while it goes on, one line
+    per interval with how many times it happened (a timer on the loop, no task)."""
 
     def __init__(self, interval: float = LOG_INTERVAL, logger: logging.Logger = log) -> None:
         self.interval = interval
         self._log = logger
-        self._counts: dict[str, int] = {}
-        self._logged_at: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
         self.totals: dict[str, int] = {}
+
+    @property
+    def summary_due(self) -> bool:
+        """Whether a condition is within an interval whose count is still to be logged."""
+        return bool(self._pending)
 
     def note(self, condition: str, level: int = logging.WARNING) -> None:
         self.totals[condition] = self.totals.get(condition, 0) + 1
-        self._counts[condition] = self._counts.get(condition, 0) + 1
-        now = time.monotonic()
-        last = self._logged_at.get(condition)
-        if last is not None and now - last < self.interval:
+        if condition in self._pending:
+            self._pending[condition] += 1
             return
-        count = self._counts.pop(condition)
-        self._logged_at[condition] = now
-        if last is None:
-            self._log.log(level, "%s", condition)
-        else:
-            self._log.log(level, "%s (%d times in the last %.0f s)", condition, count, now - last)
+        self._log.log(level, "%s", condition)
+        self._next_interval(condition, level)
+
+    def _next_interval(self, condition: str, level: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to time the interval: every occurrence is logged
+            return
+        self._pending[condition] = 0
+        loop.call_later(self.interval, self._summary, condition, level)
+
+    def _summary(self, condition: str, level: int) -> None:
+        count = self._pending.pop(condition, 0)
+        if count:
+            self._log.log(level, "%s: %d more times in %.0f s", condition, count, self.interval)
+            self._next_interval(condition, level)
 
 
 _ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}

@@ -179,6 +179,19 @@ def test_a_slowloris_flood_at_1024_files_leaves_the_service_answering(tmp_path: 
     assert clients.closed >= 1100 - 1024
 
 
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from vms.server import raise_file_limit; print(raise_file_limit())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024)),
+    )
+    assert result.stdout.split() == ["1024"]
+
+
 # -- the finer cases, in this process ---------------------------------------------
 
 
@@ -305,14 +318,24 @@ async def test_exhaustion_is_logged_once_per_interval(
 ) -> None:
     caplog.set_level(logging.INFO, logger="vms.server")
     async with served(NO_CAMERAS + LIMITS, tmp_path) as app:
+        exhaustion = app.app.state.connections.exhaustion
+        exhaustion.interval = 1.0
         port = _port(app)
         with slowloris(port, "127.0.0.2") as clients:
-            for _ in range(10):
+            for _ in range(10):  # 300 connections from one address, at a cap of 10
                 clients.open(30)
                 clients.still_open()
                 await asyncio.sleep(0.05)
-        lines = [r for r in caplog.records if r.name == "vms.server"]
-        assert 1 <= len(lines) <= 6, [r.getMessage() for r in lines]
+        condition = "connections from one address at the cap of 10: closed the oldest waiting one"
+        assert exhaustion.totals[condition] >= 250
+        await _until(lambda: not exhaustion.summary_due, 10, "the interval's summary never came")
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "vms.server"]
+    about_the_cap = [line for line in lines if line.startswith(condition)]
+    assert 2 <= len(about_the_cap) <= 5, lines
+    assert about_the_cap[0] == condition
+    counted = sum(int(line.split(": ")[-1].split()[0]) for line in about_the_cap[1:])
+    assert counted == exhaustion.totals[condition] - 1
 
 
 async def test_beyond_the_cap_with_nobody_waiting_a_connection_gets_503(tmp_path: Path) -> None:
