@@ -32,7 +32,7 @@ from tests.vms.test_bad_input import SITE as ONE_CAMERA
 from vms.app import create_app
 from vms.config_loader import parse_config
 from vms.deps import SESSION_COOKIE
-from vms.server import Server, server_config
+from vms.server import Server, raise_file_limit, server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,6 +161,8 @@ def hallwatch_serve(tmp_path: Path, site: str, file_limit: int) -> Iterator[tupl
 
 def test_a_slowloris_flood_at_1024_files_leaves_the_service_answering(tmp_path: Path) -> None:
     """1,100 slow connections against a process limited to 1024 open files."""
+    if raise_file_limit() < 1400:  # this process holds the 1,100 client ends
+        pytest.skip("this test needs an open-file limit of 1400 or more for its clients")
     site = NO_CAMERAS + "  \n"
     with hallwatch_serve(tmp_path, site, 1024) as (port, logfile), slowloris(port) as clients:
         lines_before = len(logfile.read_text(errors="replace").splitlines())
