@@ -68,8 +68,14 @@ log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN = 5
 """Seconds open streams (MJPEG, alarm events) get to end on shutdown before they are cut."""
 
-FILES_HELD_BACK = 128
-"""File descriptors the connection cap leaves to the database, the cameras and the logs."""
+BACKLOG = 128
+"""Connections waiting to be accepted (the listen queue). asyncio also accepts up to this
+many in one go, before the first of them is counted, so it bounds how far the open
+connections can overshoot the cap (uvicorn's 2048 overshot a 1024-file limit at once)."""
+
+FILES_HELD_BACK = 128 + 2 * BACKLOG
+"""File descriptors the connection cap leaves to the database, the cameras and the logs,
+and to connections accepted but not counted yet."""
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about the same exhausted resource."""
@@ -149,7 +155,7 @@ class Exhaustion:
     def _summary(self, condition: str, level: int) -> None:
         count = self._pending.pop(condition, 0)
         if count:
-            self._log.log(level, "%s: %d more times in %.0f s", condition, count, self.interval)
+            self._log.log(level, "%s: %d more times in %g s", condition, count, self.interval)
             self._next_interval(condition, level)
 
 
@@ -443,6 +449,7 @@ def server_config(app: FastAPI, file_limit: int | None = None, **options: Any) -
     )
     proxies = [str(network) for network in settings.trusted_proxies]
     options.setdefault("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN)
+    options.setdefault("backlog", BACKLOG)
     uv = uvicorn.Config(
         app,
         http=http,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -32,7 +33,7 @@ from tests.vms.test_bad_input import SITE as ONE_CAMERA
 from vms.app import create_app
 from vms.config_loader import parse_config
 from vms.deps import SESSION_COOKIE
-from vms.server import Server, raise_file_limit, server_config
+from vms.server import Exhaustion, Server, install_exception_handler, raise_file_limit, server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -367,3 +368,35 @@ async def test_a_trusted_proxy_is_not_held_to_the_per_address_cap(tmp_path: Path
             await _until(lambda: len(connections) >= 35, 10, "the connections were not admitted")
             await _until(lambda: direct.still_open() <= 10, 10, "the per-address cap was not applied")
             assert proxied.still_open() == 25
+
+
+async def test_accept_failures_for_lack_of_files_are_counted_not_logged_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio reports each failed accept() through the loop's exception handler, up to
+    the listen backlog's number of times per attempt, each with a traceback."""
+    caplog.set_level(logging.INFO, logger="vms.server")
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    others: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: others.append(context))
+    exhaustion = Exhaustion(interval=0.5)
+    install_exception_handler(loop, exhaustion)
+    try:
+        for _ in range(10_000):
+            loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(errno.EMFILE, "Too many open files"),
+                }
+            )
+        loop.call_exception_handler({"message": "something else", "exception": ValueError("x")})
+        await _until(lambda: not exhaustion.summary_due, 5, "the interval's summary never came")
+    finally:
+        loop.set_exception_handler(before)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vms.server"]
+    assert lines == [
+        "cannot accept connections: Too many open files",
+        "cannot accept connections: Too many open files: 9999 more times in 0.5 s",
+    ]
+    assert [context["message"] for context in others] == ["something else"]
