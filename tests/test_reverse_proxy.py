@@ -30,6 +30,8 @@ SNIPPET = ROOT / "deploy" / "nginx-hallwatch.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 SITE = """
+server:
+  trusted_proxies: [127.0.0.1]  # as deploy/nginx-hallwatch.conf asks
 webrtc:
   ice_host_addresses: [127.0.0.1]
 centres:
@@ -45,6 +47,16 @@ cameras:
     hall: tax
     url: demo://tax-1?size=320x180&gop=25
 """
+
+
+VIEWER_ADDRESS = "127.0.0.2"
+
+
+async def _last_login_source(app: RunningApp, username: str) -> str:
+    admin = await app.admin("xingning")
+    res = await admin.get("/api/v1/audit", params={"action": "login_success", "user": username})
+    assert res.status_code == 200, res.text
+    return str(res.json()[0]["source_addr"])
 
 
 def _free_port() -> int:
@@ -116,12 +128,16 @@ async def test_the_example_nginx_configuration_carries_every_protocol(
     upstream = int(app.base_url.rsplit(":", 1)[1])
     await app.user("xingning", "viewer", username="proxied")
     with nginx_in_front_of(upstream, tmp_path) as proxy:
-        async with httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10) as client:
+        # The viewer comes from another loopback address than the proxy's, so the
+        # address recorded shows whether the proxy's X-Forwarded-For was believed.
+        viewer_side = httpx.AsyncHTTPTransport(local_address=VIEWER_ADDRESS)
+        async with httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10, transport=viewer_side) as client:
             login = await client.post(
                 "/api/v1/auth/login", json={"username": "proxied", "password": USER_PASSWORD}
             )
             assert login.status_code == 200, login.text
             client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+            assert await _last_login_source(app, "proxied") == VIEWER_ADDRESS
             cameras = (await client.get("/api/v1/cameras")).json()
             assert [c["id"] for c in cameras] == ["tax-1"]
 

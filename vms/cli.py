@@ -9,15 +9,13 @@ import argparse
 import contextlib
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
-from typing import Any
-
-import uvicorn
-from fastapi import FastAPI
 
 from vms.config_loader import ConfigError, load_config
+from vms.server import Server, raise_file_limit, server_config
+
+__all__ = ["main", "server_config"]
 
 log = logging.getLogger("vms")
 
@@ -86,43 +84,13 @@ def _serve(path: Path | None, host: str | None, port: int | None) -> int:
     if problem is not None:
         print(f"hallwatch: cannot start: {problem}", file=sys.stderr)
         return 1
+    file_limit = raise_file_limit()
     app = create_app(config)
-    server = _Server(app, server_config(app, host=host, port=port, log_level=config.server.log_level.lower()))
+    options = {"host": host, "port": port, "log_level": config.server.log_level.lower()}
+    server = Server(app, server_config(app, file_limit, **options))
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly
         server.run()
     return 0
-
-
-GRACEFUL_SHUTDOWN = 5
-"""Seconds open streams (MJPEG, alarm events) get to end on shutdown before they are cut."""
-
-
-def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
-    """How uvicorn serves the app, ``options`` (host, port, log level) aside.
-
-    WebSocket compression (permessage-deflate) stays off: browsers ask for it on every
-    WebSocket, and uvicorn would agree, compressing each video fragment once per viewer
-    although video hardly compresses. Measured with bench/playback.py, that made an MSE
-    viewer cost 2.2 % of a core instead of 0.1 % (1080p, 4 Mbit/s).
-    """
-    return uvicorn.Config(
-        app, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, ws_per_message_deflate=False, **options
-    )
-
-
-class _Server(uvicorn.Server):
-    """Ends the alarm event streams first: uvicorn waits for open connections to close
-    before the lifespan (which would end them) runs."""
-
-    def __init__(self, app: FastAPI, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._app = app
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        alarms = getattr(self._app.state, "alarms", None)
-        if alarms is not None:
-            await alarms.stop()
-        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pydantic import (
     Discriminator,
     Field,
     IPvAnyAddress,
+    IPvAnyNetwork,
     SecretStr,
     StringConstraints,
     Tag,
@@ -72,6 +73,42 @@ class ServerSettings(_Model):
         description="A file outside the data directory (another disk, /etc) that keeps the store's "
         "identity, so that a start over a removed data directory is refused instead of creating "
         "new first administrators; a marker inside the data directory is always kept.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or networks) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; from any other client they are ignored. Empty: "
+        "no proxy, every client's own address is the one recorded.",
+    )
+    header_timeout: Seconds = Field(
+        default=10.0,
+        description="Seconds a client has to send a request's head (request line and headers); "
+        "a connection that takes longer is closed.",
+    )
+    body_timeout: Seconds = Field(
+        default=30.0,
+        description="Seconds a client has to send a request's body once its head is in.",
+    )
+    write_timeout: Seconds = Field(
+        default=10.0,
+        description="Seconds a client may leave what is sent to it unread (its connection's send "
+        "buffers full) before the connection is closed: a frozen MJPEG, MSE or alarm viewer is "
+        "let go and its viewing recorded.",
+    )
+    max_connections: int = Field(
+        default=2000,
+        ge=16,
+        le=1_000_000,
+        description="Most connections open at once (also kept below the process's file limit). "
+        "At the cap, a new connection replaces the oldest one still waiting for a request, "
+        "else it is closed at once.",
+    )
+    max_connections_per_address: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Most connections open at once from one client address (trusted proxies "
+        "excepted); a dashboard with 16 tiles holds about 20.",
     )
 
     @field_validator("log_level", mode="before")

@@ -187,7 +187,11 @@ class SecurityHeaders:
             await self.app(scope, receive, with_headers)
         except Exception:
             if not started:
-                answer = problem_response(500, "the server failed to answer this request")
+                # The server closes the connection after an exception: say so, so the
+                # client does not send its next request into a closed connection.
+                answer = problem_response(
+                    500, "the server failed to answer this request", headers={"Connection": "close"}
+                )
                 await answer(scope, receive, with_headers)
             raise
 

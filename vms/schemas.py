@@ -1,8 +1,23 @@
-"""Response bodies of the JSON API. Nothing here can carry a credential."""
+"""Response bodies of the JSON API, and the bounded integer types of its parameters.
+
+Nothing here can carry a credential.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from annotated_types import Ge, Le
 from pydantic import BaseModel
+
+DB_INT_MAX = (1 << 63) - 1
+"""The largest integer a database column holds (SQLite INTEGER, PostgreSQL BIGINT)."""
+
+DbId = Annotated[int, Ge(1), Le(DB_INT_MAX)]
+"""A database row id in a path: out of range is a 422, never an overflow in the driver."""
+
+Offset = Annotated[int, Ge(0), Le(DB_INT_MAX)]
+"""How many rows a listing skips."""
 
 
 class SubStreamState(BaseModel):

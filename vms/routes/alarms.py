@@ -27,6 +27,7 @@ from vms.alarms import AlarmCentre, AlarmEvent, NotAcknowledgeable, UnknownAlarm
 from vms.audit import AuditError, AuditLog
 from vms.deps import ConfigDep, CurrentUser, require
 from vms.problems import Problem
+from vms.schemas import DbId
 
 router = APIRouter(tags=["alarms"])
 
@@ -94,7 +95,7 @@ async def list_alarms(
 
 
 @router.post("/alarms/{alarm_id}/ack")
-async def acknowledge(alarm_id: int, request: Request, user: AckUser, config: ConfigDep) -> AlarmOut:
+async def acknowledge(alarm_id: DbId, request: Request, user: AckUser, config: ConfigDep) -> AlarmOut:
     """Acknowledge an alarm (operators and admins); again later answers the first acknowledgement."""
     centre = _centre(request)
     halls = user.visible_hall_ids(config)

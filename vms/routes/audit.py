@@ -21,6 +21,7 @@ from vms.audit import AuditError, AuditLog, AuditQuery, as_utc
 from vms.deps import CurrentUser, require
 from vms.login_audit import UNATTRIBUTED_ACTIONS
 from vms.problems import Problem
+from vms.schemas import DB_INT_MAX, Offset
 from vms.schemas_audit import AuditRecordOut
 
 router = APIRouter(tags=["audit"], dependencies=[Depends(require("audit"))])
@@ -76,7 +77,7 @@ async def list_audit(
     audit: AuditDep,
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AuditRecordOut]:
     """Audit events of the caller's centre (and, for admins, logins aimed at no account), newest first."""
     try:
@@ -91,7 +92,7 @@ async def export_audit(
     principal: CurrentUser,
     audit: AuditDep,
     filters: FiltersDep,
-    limit: Annotated[int | None, Query(ge=1, description="at most this many rows; all by default")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX, description="at most this many rows")] = None,
 ) -> StreamingResponse:
     """Audit events of the caller's centre as CSV (header row, ISO 8601 times), newest first."""
     query = filters.query(principal, limit=limit, offset=0)

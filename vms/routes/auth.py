@@ -36,6 +36,7 @@ from vms.auth import (
 from vms.deps import SESSION_COOKIE, AuthDep, CurrentUser
 from vms.passwords import MAX_LENGTH, PasswordCheckBusy
 from vms.problems import Problem
+from vms.schemas import DbId
 from vms.schemas_access import LoginIn, MeOut, TokenCreated, TokenIn, TokenOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -149,7 +150,7 @@ async def list_tokens(principal: CurrentUser, auth: AuthDep) -> list[TokenOut]:
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, principal: CurrentUser, auth: AuthDep) -> Response:
+async def revoke_token(token_id: DbId, principal: CurrentUser, auth: AuthDep) -> Response:
     with auth_problems():
         await auth.revoke_token(principal, token_id)
     return Response(status_code=204)

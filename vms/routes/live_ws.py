@@ -29,7 +29,9 @@ once with code ``4000 + HTTP status`` and the reason, since a browser script see
 close codes but never the handshake's HTTP status: 4401 (log in again), 4403 (the
 role may not watch), 4404 (no such camera in the user's halls), 4503 (starting,
 stopping, or the camera cannot be played yet). The end of the stream closes with
-1001; a client that does not read its messages is disconnected with 1008.
+1001; a client that does not read its messages is disconnected with 1008 (and,
+below the app, the server cuts a connection whose client leaves what is sent
+unread for ``server.write_timeout``: see :mod:`vms.server`).
 
 Each viewing is recorded in the audit trail when the viewer leaves.
 

@@ -12,6 +12,7 @@ from vms import users
 from vms.deps import AdminUser, AuthDep
 from vms.problems import Problem
 from vms.routes.auth import auth_problems
+from vms.schemas import DbId
 from vms.schemas_access import UserIn, UserOut, UserPatch
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -49,13 +50,13 @@ async def create_user(body: UserIn, admin: AdminUser, auth: AuthDep) -> UserOut:
 
 
 @router.get("/{user_id}")
-async def get_user(user_id: int, admin: AdminUser, auth: AuthDep) -> UserOut:
+async def get_user(user_id: DbId, admin: AdminUser, auth: AuthDep) -> UserOut:
     with auth_problems():
         return _out(await users.get_user(auth, admin, user_id))
 
 
 @router.patch("/{user_id}")
-async def update_user(user_id: int, body: UserPatch, admin: AdminUser, auth: AuthDep) -> UserOut:
+async def update_user(user_id: DbId, body: UserPatch, admin: AdminUser, auth: AuthDep) -> UserOut:
     if body.role is None and body.disabled is None and body.password is None:
         raise Problem(422, "nothing to change: send role, disabled or password")
     with auth_problems():
