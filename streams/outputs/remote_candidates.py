@@ -62,9 +62,12 @@ def refusal(address: str, local: Sequence[str], networks: Sequence[Network] = ()
         return "not an IP address"
     if isinstance(remote, ipaddress.IPv6Address) and remote.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address"
-    for kind in ("multicast", "unspecified", "reserved"):
-        if getattr(remote, f"is_{kind}"):
-            return f"a {kind} address"
+    if remote.is_multicast:
+        return "a multicast address"
+    if remote.is_unspecified:
+        return "an unspecified address"
+    if remote.is_reserved:
+        return "a reserved address"
     ours = [_address(a) for a in local]
     mine = [a for a in ours if a is not None and a.version == remote.version]
     if not mine:

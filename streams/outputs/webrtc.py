@@ -110,6 +110,8 @@ class WebRtcOutput:
         self._packetizers: dict[Hub, SharedPacketizer] = {}
         """One per stream (hub) being watched: a camera's main, sub and transcoded streams differ."""
         self._sessions: dict[str, WhepSession] = {}
+        self._supervisors: set[asyncio.Task[None]] = set()
+        """Every session's supervisor, until it has finished (closing its peer connection)."""
         self._stopped = False
 
     # -- public API -------------------------------------------------------
@@ -167,6 +169,8 @@ class WebRtcOutput:
             raise CapacityError("the WebRTC output is shutting down")
         self._sessions[session.id] = session
         session._task = asyncio.create_task(self._supervise(session, hub), name=f"whep-session-{session.id}")
+        self._supervisors.add(session._task)
+        session._task.add_done_callback(self._supervisors.discard)
         log.info(
             "WHEP session %s for %s: H.264 pt %d profile-level-id %s, audio %s",
             session.id,
@@ -188,14 +192,12 @@ class WebRtcOutput:
         return True
 
     async def stop(self) -> None:
-        """Close every session. Idempotent."""
+        """Close every session, and wait for those already ending to finish. Idempotent."""
         self._stopped = True
-        sessions = list(self._sessions.values())
-        for session in sessions:
+        for session in list(self._sessions.values()):
             session._request_close("relay stopping")
-        tasks = [s._task for s in sessions if s._task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._supervisors:
+            await asyncio.gather(*self._supervisors, return_exceptions=True)
 
     @property
     def _pending_timeout(self) -> float:
