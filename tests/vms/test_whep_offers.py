@@ -11,6 +11,8 @@ import pytest
 
 from tests.app_fixtures import RunningApp, serve_app
 from tests.whep_client import WhepClient
+from vms.config_loader import ConfigError, parse_config
+from vms.relay import relay_settings
 
 WHEP = "/api/v1/cameras/tax-1/whep"
 SDP = {"content-type": "application/sdp"}
@@ -121,3 +123,31 @@ async def test_session_level_dtls_and_ice_parameters_are_enough(running: Running
         assert res.status_code == 201, res.text
         await viewer.apply_answer(res.text)
         assert await viewer.wait_frames(5, within=10)
+
+
+def test_the_webrtc_caps_are_settings_that_reach_the_relay() -> None:
+    config = parse_config(
+        CONFIG.replace(
+            "  pending_timeout: 30\n",
+            "  pending_timeout: 2.5\n  max_viewers_per_user: 9\n  max_pending_per_camera: 3\n"
+            "  max_pending_per_user: 5\n  max_pending_total: 7\n  max_remote_candidates: 6\n"
+            "  ice_remote_networks: [10.0.0.0/8, 'fd00::/8']\n",
+        ),
+        "test.yaml",
+    )
+    settings = relay_settings(config)
+    assert (
+        settings.max_viewers_per_camera,
+        settings.max_viewers_per_user,
+        settings.max_viewers_per_user_per_camera,
+        settings.max_pending_per_camera,
+        settings.max_pending_per_user,
+        settings.max_pending_total,
+        settings.pending_timeout,
+        settings.max_remote_candidates,
+        list(settings.ice_remote_networks),
+    ) == (3, 9, 4, 3, 5, 7, 2.5, 6, ["10.0.0.0/8", "fd00::/8"])
+    with pytest.raises(ConfigError, match="ice_remote_networks"):
+        parse_config(
+            CONFIG.replace("  pending_timeout: 30\n", "  ice_remote_networks: [somewhere]\n"), "x.yaml"
+        )
