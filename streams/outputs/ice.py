@@ -19,6 +19,9 @@ sockets. Other peer connections in the process, and aioice's module state, are
 untouched. The hook reaches the aioice connection through
 ``RTCIceGatherer._connection`` (aiortc 1.x); it must run after the transceivers
 exist and before ``setLocalDescription``, which is where gathering happens.
+:func:`connections` lists those aioice connections for other per-connection
+hooks (:mod:`streams.outputs.remote_candidates`), and :func:`host_addresses`
+says which local addresses a peer connection gathers on.
 
 Event loop only.
 """

@@ -13,8 +13,7 @@ then the caps of :mod:`streams.outputs.whep_caps` give it a pending seat, which
 becomes a live one when its connection is up. Its remote ICE candidates are
 filtered and capped by :mod:`streams.outputs.remote_candidates`.
 
-Negotiation:
-then the output waits briefly for the camera's first keyframe, which tells the
+Negotiation: the output waits briefly for the camera's first keyframe, which tells the
 stream's real profile-level-id; aiortc applies the offer, and the transceiver's
 negotiated codec list is replaced by the offered payload type of the stream's
 profile carrying the stream's own parameters (see

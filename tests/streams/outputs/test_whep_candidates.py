@@ -14,6 +14,7 @@ from streams.outputs import ice
 from streams.outputs.remote_candidates import CandidatePolicy, refusal
 from streams.outputs.webrtc import WebRtcOutput
 from tests.streams.outputs.test_webrtc import CHROMIUM_OFFER, LOOPBACK, baseline_stream, feeding
+from tests.whep_client import WhepClient
 
 MAGIC_COOKIE = bytes.fromhex("2112a442")
 LISTENERS = 40
@@ -126,3 +127,27 @@ def test_refusal_follows_the_relays_own_families_and_scopes(
     address: str, local: list[str], networks: tuple[str, ...], expected: str | None
 ) -> None:
     assert refusal(address, local, [ipaddress.ip_network(n) for n in networks]) == expected
+
+
+async def test_a_real_viewer_whose_own_candidate_was_dropped_still_plays() -> None:
+    """A real aiortc viewer's offer with 1,000 other candidates before its own: the
+    relay keeps the first 20 and drops the viewer's, yet the viewer connects (the
+    relay learns its address from the viewer's own checks) and receives frames."""
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, candidates=CandidatePolicy(max_candidates=CAP))
+    try:
+        async with feeding(baseline_stream()) as feeder, WhepClient(decode=True) as viewer:
+            offer = await viewer.create_offer()
+            junk = [candidate_line(i, f"127.0.2.{i % 250 + 1}", 20000 + i, 2130706431) for i in range(1000)]
+            own = offer.index("a=candidate:")
+            crowded = offer[:own] + "\r\n".join(junk) + "\r\n" + offer[own:]
+            assert len(crowded) < 64 * 1024
+            session = await out.create_session("cam", feeder.hub, crowded)
+            (connection,) = ice.connections(session._pc)
+            assert len(connection.remote_candidates) == CAP
+            await viewer.apply_answer(session.answer_sdp)
+            assert await viewer.wait_frames(5, within=15)
+            assert session.state == "connected"
+            kinds = {c.type for c in connection.remote_candidates}
+            assert kinds == {"host", "prflx"}
+    finally:
+        await out.stop()
