@@ -7,8 +7,9 @@ candidates (distinct transport addresses; the rest are dropped, the offer is
 still answered) and only those the relay can reach from its own host addresses
 (:func:`refusal`):
 
-* never a multicast, unspecified, reserved or broadcast address, nor an
-  IPv4-mapped IPv6 one;
+* never a multicast, unspecified or reserved address (255.255.255.255 is one),
+  nor an IPv4-mapped IPv6 one; a subnet's directed broadcast address needs no
+  rule, as the kernel refuses it on sockets without ``SO_BROADCAST`` (aioice's);
 * only an address family the relay gathers host candidates in;
 * a loopback or link-local address only when the relay itself offers one of
   that scope;
