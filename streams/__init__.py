@@ -6,6 +6,7 @@ The control plane uses only the names exported here.
 from streams.errors import (
     CapacityError,
     NegotiationError,
+    OwnerCapacityError,
     SourceAuthError,
     SourceError,
     SourceProtocolError,
@@ -45,6 +46,7 @@ __all__ = [
     "MseSession",
     "NegotiationError",
     "NoPicture",
+    "OwnerCapacityError",
     "RelaySettings",
     "SourceAuthError",
     "SourceError",

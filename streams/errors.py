@@ -54,3 +54,8 @@ class WrongOutput(StreamError):
 
 class StreamNotReady(StreamError):
     """The camera has sent no keyframe yet, so its stream cannot be described."""
+
+
+class OwnerCapacityError(CapacityError):
+    """A cap of one owner (one user, as the control plane names it) was reached: the
+    same owner already holds too many viewer sessions, in all or of one camera."""

@@ -23,6 +23,7 @@ Event loop only.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -34,7 +35,7 @@ from streams.hub import Hub
 from streams.ingest import Ingest, IngestState, StateListener
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
-from streams.outputs.webrtc import WebRtcOutput, WhepSession
+from streams.outputs.webrtc import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
 from streams.sources import SourceOptions, open_source
 from streams.specs import (
     CameraSpec,
@@ -153,10 +154,21 @@ class StreamManager:
                 for s in self.settings.ice_servers
             ],
             ice_host_addresses=list(self.settings.ice_host_addresses) or None,
-            max_sessions_per_camera=self.settings.max_viewers_per_camera,
-            max_sessions_total=self.settings.max_viewers_total,
+            limits=WhepLimits(
+                max_per_camera=self.settings.max_viewers_per_camera,
+                max_total=self.settings.max_viewers_total,
+                max_per_owner=self.settings.max_viewers_per_user,
+                max_per_owner_per_camera=self.settings.max_viewers_per_user_per_camera,
+                max_pending_per_camera=self.settings.max_pending_per_camera,
+                max_pending_per_owner=self.settings.max_pending_per_user,
+                max_pending_total=self.settings.max_pending_total,
+                pending_timeout=self.settings.pending_timeout,
+            ),
+            candidates=CandidatePolicy(
+                max_candidates=self.settings.max_remote_candidates,
+                networks=tuple(ipaddress.ip_network(n) for n in self.settings.ice_remote_networks),
+            ),
             info_timeout=self.settings.info_timeout,
-            connect_timeout=self.settings.session_timeout,
             disconnect_grace=self.settings.session_timeout,
             on_end=self._on_session_end,
         )
@@ -305,10 +317,14 @@ class StreamManager:
             return source.transcoder.output
         return source.hub
 
-    async def whep_offer(self, camera_id: str, offer_sdp: str, stream: StreamName = "main") -> WhepSession:
+    async def whep_offer(
+        self, camera_id: str, offer_sdp: str, stream: StreamName = "main", *, owner: str | None = None
+    ) -> WhepSession:
+        """Answer a WHEP offer. ``owner`` is an opaque key of the asking user, for the
+        per-user caps (:class:`~streams.errors.OwnerCapacityError`)."""
         hub = await self._playable(camera_id, stream, h265=False)
         audio = self._camera(camera_id).stream(stream).webrtc_audio()
-        return await self.webrtc.create_session(camera_id, hub, offer_sdp, audio)
+        return await self.webrtc.create_session(camera_id, hub, offer_sdp, audio, owner=owner)
 
     async def whep_close(self, session_id: str) -> bool:
         return await self.webrtc.close_session(session_id)

@@ -56,8 +56,24 @@ class RelaySettings:
     max_viewers_per_camera: int = 32
     max_viewers_total: int = 256
     session_timeout: float = 10.0
-    """A WebRTC viewer that has not connected within this many seconds, or has been
-    silent (no RTCP) this long after a few seconds' grace, is closed."""
+    """A connected WebRTC viewer that has been silent (no RTCP) this long after a few
+    seconds' grace is closed."""
+    max_viewers_per_user: int = 64
+    """WebRTC sessions (connected or connecting) of one user, all cameras."""
+    max_viewers_per_user_per_camera: int = 4
+    """WebRTC sessions (connected or connecting) of one user on one camera."""
+    max_pending_per_camera: int = 8
+    """WebRTC sessions of one camera answered but not yet connected."""
+    max_pending_per_user: int = 32
+    """WebRTC sessions of one user answered but not yet connected."""
+    max_pending_total: int = 64
+    """WebRTC sessions of the relay answered but not yet connected."""
+    pending_timeout: float = 5.0
+    """A WebRTC session not connected (ICE and DTLS) this long after its offer is closed."""
+    max_remote_candidates: int = 20
+    """Remote ICE candidates kept per WebRTC session; the rest are dropped."""
+    ice_remote_networks: Sequence[str] = ()
+    """When not empty, ICE checks go only to remote candidates inside these networks (CIDR)."""
     jpeg_quality: int = 80
     mjpeg_max_fps: float = 5.0
     snapshot_timeout: float = 5.0

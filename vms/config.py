@@ -172,8 +172,62 @@ class WebRtcSettings(_Model):
     )
     session_timeout: Seconds = Field(
         default=10.0,
-        description="A viewer session that has not connected within this many seconds, "
-        "or stays disconnected this long, is closed.",
+        description="A connected viewer session that stays disconnected (silent) this long is closed.",
+    )
+    max_viewers_per_user: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="WebRTC sessions (connected or connecting) one user may hold at once, all cameras; "
+        "beyond it the offer is answered 429.",
+    )
+    max_viewers_per_user_per_camera: int = Field(
+        default=4,
+        ge=1,
+        le=100_000,
+        description="WebRTC sessions (connected or connecting) one user may hold of one camera; "
+        "beyond it the offer is answered 429.",
+    )
+    max_pending_per_camera: int = Field(
+        default=8,
+        ge=1,
+        le=100_000,
+        description="WebRTC sessions of one camera answered but not yet connected. They do not take the "
+        "camera's viewer slots; beyond this cap the offer is answered 503.",
+    )
+    max_pending_per_user: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="WebRTC sessions of one user answered but not yet connected (a whole video wall "
+        "opening at once); beyond it the offer is answered 429.",
+    )
+    max_pending_total: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="WebRTC sessions of the whole service answered but not yet connected; "
+        "beyond it the offer is answered 503.",
+    )
+    pending_timeout: Seconds = Field(
+        default=5.0,
+        le=120,
+        description="A WebRTC session whose connection (ICE and DTLS) is not up this many seconds "
+        "after its offer is closed, freeing its place.",
+    )
+    max_remote_candidates: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Remote ICE candidates of one viewer session that the service sends connectivity "
+        "checks to; further candidates in the offer are dropped.",
+    )
+    ice_remote_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="When not empty, connectivity checks go only to viewers' candidates inside these "
+        "networks (CIDR). Always: only address families the service has host addresses in, never "
+        "multicast, unspecified or broadcast addresses, loopback or link-local only when the service "
+        "offers such an address itself.",
     )
 
 

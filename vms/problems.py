@@ -15,7 +15,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from streams import CapacityError, NegotiationError, NoPicture, StreamError, UnknownCamera, WrongOutput
+from streams import (
+    CapacityError,
+    NegotiationError,
+    NoPicture,
+    OwnerCapacityError,
+    StreamError,
+    UnknownCamera,
+    WrongOutput,
+)
 
 
 class Problem(Exception):
@@ -50,6 +58,7 @@ _STATUS: list[tuple[type[StreamError], int]] = [
     (UnknownCamera, 404),
     (NegotiationError, 400),
     (WrongOutput, 409),
+    (OwnerCapacityError, 429),
     (CapacityError, 503),
     (NoPicture, 503),
 ]
@@ -65,7 +74,7 @@ def install(app: FastAPI) -> None:
     async def on_stream_error(request: Request, exc: Exception) -> JSONResponse:
         for kind, status in _STATUS:
             if isinstance(exc, kind):
-                headers = {"Retry-After": "5"} if status == 503 else None
+                headers = {"Retry-After": "5"} if status in (429, 503) else None
                 return problem_response(status, str(exc), headers)
         return problem_response(503, str(exc) or "the stream is not available")
 

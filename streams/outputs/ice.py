@@ -19,6 +19,9 @@ sockets. Other peer connections in the process, and aioice's module state, are
 untouched. The hook reaches the aioice connection through
 ``RTCIceGatherer._connection`` (aiortc 1.x); it must run after the transceivers
 exist and before ``setLocalDescription``, which is where gathering happens.
+:func:`connections` lists those aioice connections for other per-connection
+hooks (:mod:`streams.outputs.remote_candidates`), and :func:`host_addresses`
+says which local addresses a peer connection gathers on.
 
 Event loop only.
 """
@@ -29,7 +32,7 @@ import logging
 from collections.abc import Sequence
 
 import aioice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCIceGatherer, RTCIceServer, RTCPeerConnection
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +54,33 @@ def pin_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:
         raise ValueError("no host addresses given")
     for transceiver in pc.getTransceivers():
         gatherer = transceiver.receiver.transport.transport.iceGatherer
-        connection = getattr(gatherer, "_connection", None)
-        if not isinstance(connection, aioice.Connection):
-            raise TypeError("unsupported aiortc version: RTCIceGatherer has no aioice connection")
+        connection = _connection(gatherer)
         if gatherer.state != "new" or "get_component_candidates" in vars(connection):
             continue
         _pin(connection, pinned)
+
+
+def connections(pc: RTCPeerConnection) -> list[aioice.Connection]:
+    """The aioice connection of each transceiver's ICE transport (one per transport)."""
+    found: list[aioice.Connection] = []
+    for transceiver in pc.getTransceivers():
+        connection = _connection(transceiver.receiver.transport.transport.iceGatherer)
+        if connection not in found:
+            found.append(connection)
+    return found
+
+
+def host_addresses(pinned: Sequence[str]) -> list[str]:
+    """The addresses a peer connection gathers host candidates on: ``pinned`` if
+    given, else what aioice enumerates (every interface but 127.0.0.1 and ::1)."""
+    return list(pinned) or aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
+def _connection(gatherer: RTCIceGatherer) -> aioice.Connection:
+    connection = getattr(gatherer, "_connection", None)
+    if not isinstance(connection, aioice.Connection):
+        raise TypeError("unsupported aiortc version: RTCIceGatherer has no aioice connection")
+    return connection
 
 
 def _pin(connection: aioice.Connection, pinned: list[str]) -> None:

@@ -6,9 +6,14 @@ aiortc peer connection with one send-only video transceiver whose track
 frame is ever decoded or encoded: aiortc only packetizes the camera's access
 units into RTP.
 
-Negotiation (``create_session``): the offer is checked first (it must be SDP,
-with a receiving video m-line offering H.264 with ``packetization-mode=1``);
-then the output waits briefly for the camera's first keyframe, which tells the
+Admission (``create_session``): the offer must be SDP, with a receiving video
+m-line offering H.264 with ``packetization-mode=1`` and, for every m-line, a DTLS
+fingerprint and role and ICE credentials (:mod:`streams.outputs.offer_checks`);
+then the caps of :mod:`streams.outputs.whep_caps` give it a pending seat, which
+becomes a live one when its connection is up. Its remote ICE candidates are
+filtered and capped by :mod:`streams.outputs.remote_candidates`.
+
+Negotiation: the output waits briefly for the camera's first keyframe, which tells the
 stream's real profile-level-id; aiortc applies the offer, and the transceiver's
 negotiated codec list is replaced by the offered payload type of the stream's
 profile carrying the stream's own parameters (see
@@ -24,8 +29,10 @@ reads a :class:`~streams.outputs.webrtc_track.HubTrack`.
 Lifecycle: each session has one supervising task, owned here (plus, on the
 fast path, the viewer's sending task, which the supervisor starts and ends). It ends the
 session when asked (``close_session``/``stop``), when ICE or the connection
-fails or closes, when the connection is not up within ``connect_timeout``
-(a viewer that vanished before ICE completed), or when a connected viewer that
+fails or closes, when the connection is not up within the caps'
+``pending_timeout`` (a viewer that vanished before ICE completed, or an offer
+that was never meant to connect), when its camera's live seats were all taken
+while it connected, or when a connected viewer that
 is being sent media has been silent (no RTCP nor any other packet) for
 ``silence_timeout`` ("disconnected") and then ``disconnect_grace`` more seconds.
 Ending closes the peer connection and the hub subscription.
@@ -45,7 +52,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -54,18 +60,19 @@ from aiortc.stats import RTCTransportStats
 
 from streams.errors import CapacityError, NegotiationError, StreamNotReady, WrongOutput
 from streams.hub import Hub
-from streams.outputs import ice, negotiation, webrtc_audio
+from streams.outputs import ice, negotiation, offer_checks, webrtc_audio
+from streams.outputs.remote_candidates import CandidateGuard, CandidatePolicy
 from streams.outputs.rtp_fanout import FastPathUnavailable, FastRtpSender, IdleTrack, SharedPacketizer
 from streams.outputs.webrtc_track import HubTrack
+from streams.outputs.whep_caps import Ledger, Seat, WhepLimits
 from streams.outputs.whep_session import SessionStats, WhepSession
 from streams.packets import StreamInfo
 
-__all__ = ["SessionStats", "StreamNotReady", "WebRtcOutput", "WhepSession"]
+__all__ = ["CandidatePolicy", "SessionStats", "StreamNotReady", "WebRtcOutput", "WhepLimits", "WhepSession"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NEGOTIATION_TIMEOUT = 5.0
-DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_SILENCE_TIMEOUT = 3.0
 DEFAULT_DISCONNECT_GRACE = 5.0
 _CLOSE_TIMEOUT = 5.0
@@ -79,11 +86,10 @@ class WebRtcOutput:
         *,
         ice_servers: Sequence[RTCIceServer] | None = None,
         ice_host_addresses: Sequence[str] | None = None,
-        max_sessions_per_camera: int = 32,
-        max_sessions_total: int = 256,
+        limits: WhepLimits | None = None,
+        candidates: CandidatePolicy | None = None,
         info_timeout: float = 5.0,
         negotiation_timeout: float = DEFAULT_NEGOTIATION_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
         disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
         fast_path: bool = True,
@@ -92,11 +98,10 @@ class WebRtcOutput:
         self._on_end = on_end
         self._ice_servers = list(ice_servers or [])
         self._ice_host_addresses = list(ice_host_addresses or [])
-        self._max_per_camera = max_sessions_per_camera
-        self._max_total = max_sessions_total
+        self._ledger = Ledger(limits or WhepLimits())
+        self._candidates = candidates or CandidatePolicy()
         self._info_timeout = info_timeout
         self._negotiation_timeout = negotiation_timeout
-        self._connect_timeout = connect_timeout
         self._silence_timeout = silence_timeout
         self._disconnect_grace = disconnect_grace
         self._poll = min(0.5, silence_timeout / 4)
@@ -104,7 +109,8 @@ class WebRtcOutput:
         self._packetizers: dict[Hub, SharedPacketizer] = {}
         """One per stream (hub) being watched: a camera's main, sub and transcoded streams differ."""
         self._sessions: dict[str, WhepSession] = {}
-        self._reserved: Counter[str] = Counter()
+        self._supervisors: set[asyncio.Task[None]] = set()
+        """Every session's supervisor, until it has finished (closing its peer connection)."""
         self._stopped = False
 
     # -- public API -------------------------------------------------------
@@ -122,30 +128,39 @@ class WebRtcOutput:
         return self._sessions.get(session_id)
 
     async def create_session(
-        self, camera_id: str, hub: Hub, offer_sdp: str, audio_hub: Hub | None = None
+        self,
+        camera_id: str,
+        hub: Hub,
+        offer_sdp: str,
+        audio_hub: Hub | None = None,
+        *,
+        owner: str | None = None,
     ) -> WhepSession:
         """Answer a WHEP offer for ``hub``'s camera, with ``audio_hub``'s audio (Opus or
-        G.711) if it is given and the offer receives its codec.
+        G.711) if it is given and the offer receives its codec. ``owner`` is an opaque
+        key of whoever asks (a user), for the per-owner caps.
 
         Raises :class:`NegotiationError` (unusable offer), :class:`CapacityError`
-        (a viewer cap is reached) or :class:`StreamNotReady` (no keyframe within
+        (a viewer cap is reached; :class:`~streams.errors.OwnerCapacityError` when
+        it is one of ``owner``'s) or :class:`StreamNotReady` (no keyframe within
         ``info_timeout``).
         """
         if self._stopped:
             raise CapacityError("the WebRTC output is shutting down")
         description = negotiation.parse_offer(offer_sdp)
         media = negotiation.video_media(description)
+        offer_checks.check_transport(offer_sdp)
         audio = webrtc_audio.plan_audio(description, audio_hub, camera_id)
-        self._reserve(camera_id)
+        seat = self._ledger.admit(camera_id, owner)
         try:
             info = await self._stream_info(camera_id, hub)
             choice = negotiation.select_h264(media, info.profile_level_id)
-            session = await self._negotiate(camera_id, hub, offer_sdp, choice, audio)
-        finally:
-            self._reserved[camera_id] -= 1
-            if self._reserved[camera_id] <= 0:
-                del self._reserved[camera_id]
+            session = await self._negotiate(camera_id, hub, offer_sdp, choice, audio, seat)
+        except BaseException:
+            self._ledger.release(seat)
+            raise
         if self._stopped:  # stop() ran while this offer was being answered
+            self._ledger.release(seat)
             session._track.stop()
             if session.audio is not None:
                 session.audio.stop()
@@ -153,6 +168,8 @@ class WebRtcOutput:
             raise CapacityError("the WebRTC output is shutting down")
         self._sessions[session.id] = session
         session._task = asyncio.create_task(self._supervise(session, hub), name=f"whep-session-{session.id}")
+        self._supervisors.add(session._task)
+        session._task.add_done_callback(self._supervisors.discard)
         log.info(
             "WHEP session %s for %s: H.264 pt %d profile-level-id %s, audio %s",
             session.id,
@@ -174,24 +191,18 @@ class WebRtcOutput:
         return True
 
     async def stop(self) -> None:
-        """Close every session. Idempotent."""
+        """Close every session, and wait for those already ending to finish. Idempotent."""
         self._stopped = True
-        sessions = list(self._sessions.values())
-        for session in sessions:
+        for session in list(self._sessions.values()):
             session._request_close("relay stopping")
-        tasks = [s._task for s in sessions if s._task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._supervisors:
+            await asyncio.gather(*self._supervisors, return_exceptions=True)
+
+    @property
+    def _pending_timeout(self) -> float:
+        return self._ledger.limits.pending_timeout
 
     # -- negotiation ------------------------------------------------------
-
-    def _reserve(self, camera_id: str) -> None:
-        total = len(self._sessions) + sum(self._reserved.values())
-        if total >= self._max_total:
-            raise CapacityError(f"the relay already serves {self._max_total} WebRTC viewers")
-        if self.session_count(camera_id) + self._reserved[camera_id] >= self._max_per_camera:
-            raise CapacityError(f"camera {camera_id} already has {self._max_per_camera} WebRTC viewers")
-        self._reserved[camera_id] += 1
 
     async def _stream_info(self, camera_id: str, hub: Hub) -> StreamInfo:
         info = await hub.described(self._info_timeout)
@@ -210,10 +221,15 @@ class WebRtcOutput:
         offer_sdp: str,
         choice: negotiation.H264Choice,
         audio: webrtc_audio.AudioPlan | None,
+        seat: Seat,
     ) -> WhepSession:
         track: MediaStreamTrack = IdleTrack() if self._fast_path else HubTrack(hub)
         audio_track = webrtc_audio.AudioHubTrack(audio.hub) if audio is not None else None
         pc = RTCPeerConnection(ice.configuration(self._ice_servers))
+        session_id = secrets.token_urlsafe(16)
+        guard = CandidateGuard(
+            self._candidates, ice.host_addresses(self._ice_host_addresses), f"WHEP session {session_id}"
+        )
         try:
             async with asyncio.timeout(self._negotiation_timeout):
                 # Video first: the session's first transceiver is its video.
@@ -221,6 +237,7 @@ class WebRtcOutput:
                 audio_transceiver = (
                     pc.addTransceiver(audio_track, direction="sendonly") if audio_track else None
                 )
+                guard.install(pc)
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
                 if transceiver.mid is None:
                     raise NegotiationError("the offer's video m-line could not be matched")
@@ -246,7 +263,9 @@ class WebRtcOutput:
                 raise NegotiationError(f"the offer cannot be answered: {err or type(err).__name__}") from err
             raise
         feed = track if isinstance(track, HubTrack) else None
-        session = WhepSession(secrets.token_urlsafe(16), camera_id, answer, pc, track, feed, stream=hub)
+        session = WhepSession(session_id, camera_id, answer, pc, track, feed, stream=hub, seat=seat)
+        if (summary := guard.summary()) is not None:
+            log.info("WHEP session %s for %s: %s", session_id, camera_id, summary)
         if audio is not None and audio_track is not None:
             session.audio, session.audio_codec = audio_track, audio.codec_name
         elif audio_track is not None:
@@ -269,6 +288,7 @@ class WebRtcOutput:
             session.end_reason = reason
             session._ended = True
             self._sessions.pop(session.id, None)
+            self._ledger.release(session.seat)
             if session._fanout is not None:
                 session._fanout.cancel()
                 await asyncio.wait([session._fanout])
@@ -320,6 +340,8 @@ class WebRtcOutput:
             now = time.monotonic()
             if state == "connected":
                 if session._connected_at is None:
+                    if (refused := self._ledger.promote(session.seat)) is not None:
+                        return refused
                     session._connected_at = now
                     if self._fast_path:
                         self._start_fanout(session, hub)
@@ -334,8 +356,8 @@ class WebRtcOutput:
                     session._silent = quiet > self._silence_timeout
                     if quiet > self._silence_timeout + self._disconnect_grace:
                         return f"viewer silent for {quiet:.1f} s"
-            elif session._connected_at is None and now - session._started > self._connect_timeout:
-                return f"not connected within {self._connect_timeout:g} s"
+            elif session._connected_at is None and now - session._started > self._pending_timeout:
+                return f"not connected within {self._pending_timeout:g} s"
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
                     await session._wake.wait()

@@ -18,6 +18,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from streams.hub import Hub
 from streams.outputs.rtp_fanout import FastRtpSender
 from streams.outputs.webrtc_audio import AudioHubTrack
+from streams.outputs.whep_caps import Seat
 
 
 class _Feed(Protocol):
@@ -71,9 +72,14 @@ class WhepSession:
         feed: _Feed | None,
         *,
         stream: Hub,
+        seat: Seat,
     ) -> None:
         self.id = session_id
         self.camera_id = camera_id
+        self.seat = seat
+        """Its place among the capped sessions: pending until connected, then live."""
+        self.owner = seat.owner
+        """The opaque key of whoever opened it (a user), or None."""
         self.stream = stream
         """The hub this viewer watches: the camera's main, sub or transcoded stream."""
         self.answer_sdp = answer_sdp

@@ -154,6 +154,9 @@ async def test_viewer_cap_per_camera(running: RunningApp, admin: httpx.AsyncClie
     try:
         for viewer in viewers[:2]:
             await viewer.connect_http(admin, "/api/v1/cameras/tax-1/whep")
+        # Only connected viewers take the camera's slots (pending ones have caps of their own).
+        for viewer in viewers[:2]:
+            assert await viewer.wait_frames(1, within=10)
         offer = await viewers[2].create_offer()
         res = await admin.post(
             "/api/v1/cameras/tax-1/whep", content=offer, headers={"content-type": "application/sdp"}

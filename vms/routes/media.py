@@ -54,7 +54,10 @@ async def whep_offer(
 
     ``stream=sub`` plays the camera's sub-stream (its main stream if it has none). An
     H.265 stream is sent transcoded to H.264; a stream with B-frames is refused with
-    409, since WebRTC cannot carry it: play it over MSE."""
+    409, since WebRTC cannot carry it: play it over MSE. An offer without a DTLS
+    fingerprint or ICE credentials is refused with 400. Over one of the user's own
+    caps the answer is 429, over a camera's or the service's 503 (both with
+    ``Retry-After``)."""
     visible_camera(config, user, camera_id)
     viewing = _viewing(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -66,7 +69,7 @@ async def whep_offer(
     except UnicodeDecodeError:
         raise Problem(400, "the SDP offer is not UTF-8 text") from None
     started = datetime.now(UTC)
-    session = await manager.whep_offer(camera_id, offer, stream)
+    session = await manager.whep_offer(camera_id, offer, stream, owner=str(user.user_id))
     viewing.whep_started(session.id, Viewer(user, camera_id, "webrtc", _client(request), started))
     location = f"/api/v1/whep/{session.id}"
     return Response(

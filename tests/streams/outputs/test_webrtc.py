@@ -30,7 +30,7 @@ from streams.errors import CapacityError, NegotiationError, StreamError
 from streams.hub import Hub
 from streams.outputs import ice
 from streams.outputs.rtp_fanout import FastPathUnavailable, FastRtpSender
-from streams.outputs.webrtc import StreamNotReady, WebRtcOutput
+from streams.outputs.webrtc import StreamNotReady, WebRtcOutput, WhepLimits
 from streams.packets import CLOCK_RATE, MediaPacket
 from tests.media import encode_h264
 from tests.whep_client import WhepClient
@@ -369,8 +369,8 @@ async def test_unanswerable_offers_are_negotiation_errors(output: WebRtcOutput) 
                 await output.create_session("cam", hub, audio.localDescription.sdp)
         finally:
             await audio.close()
-        # SDP that parses but that aiortc refuses (no ICE password) is a NegotiationError too.
-        with pytest.raises(NegotiationError, match="cannot be answered"):
+        # SDP that parses but has no ICE password is refused before aiortc sees it.
+        with pytest.raises(NegotiationError, match=r"no ICE password \(a=ice-pwd\) for its video m-line"):
             await output.create_session("cam", hub, CHROMIUM_OFFER.replace("a=ice-pwd:", "a=x-ice-pwd:"))
         assert output.session_count() == 0
         assert hub.subscriber_count == 0
@@ -389,14 +389,16 @@ async def test_no_keyframe_yet_is_a_stream_error() -> None:
 
 
 async def test_caps_are_capacity_errors() -> None:
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, max_sessions_per_camera=2, max_sessions_total=3)
+    # Offers without candidates never connect: these sessions stay pending.
+    limits = WhepLimits(max_pending_per_camera=2, max_pending_total=3)
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=limits)
     async with feeding(baseline_stream(), "a") as a, feeding(baseline_stream(), "b") as b:
         for _ in range(2):
             await out.create_session("a", a.hub, CHROMIUM_OFFER)
-        with pytest.raises(CapacityError, match="camera a"):
+        with pytest.raises(CapacityError, match="camera a already has 2 WebRTC viewers connecting"):
             await out.create_session("a", a.hub, CHROMIUM_OFFER)
         await out.create_session("b", b.hub, CHROMIUM_OFFER)
-        with pytest.raises(CapacityError, match="3 WebRTC viewers"):
+        with pytest.raises(CapacityError, match="3 WebRTC viewers connecting"):
             await out.create_session("b", b.hub, CHROMIUM_OFFER)
         assert (out.session_count("a"), out.session_count("b"), out.session_count()) == (2, 1, 3)
         # Closing one frees its slot.
@@ -522,7 +524,7 @@ async def test_vanished_viewer_is_reaped_within_the_grace_bound() -> None:
 
 
 async def test_viewer_that_never_connects_is_reaped() -> None:
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, connect_timeout=0.5)
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=WhepLimits(pending_timeout=0.5))
     async with feeding(baseline_stream()) as feeder:
         session = await out.create_session("cam", feeder.hub, CHROMIUM_OFFER)  # no candidates
         assert session.state == "connecting"
