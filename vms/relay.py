@@ -45,6 +45,7 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
         policy=IngestPolicy(
             stall_timeout=ingest.stall_timeout,
             first_packet_timeout=ingest.connect_timeout + ingest.stall_timeout,
+            open_timeout=ingest.connect_timeout + ingest.offline_after,
             backoff_initial=ingest.backoff_initial,
             backoff_max=ingest.backoff_max,
             backoff_reset_after=ingest.backoff_reset_after,

@@ -40,6 +40,8 @@ from vms.storage.tables import AuditEvent, User
 
 USERS = "/api/v1/users"
 SNAPSHOT = "/api/v1/cameras/tax-1/snapshot.jpg"
+WHEP = "/api/v1/cameras/tax-1/whep"
+MJPEG = "/api/v1/cameras/tax-1/stream.mjpeg"
 
 
 @pytest.fixture
@@ -137,6 +139,15 @@ async def test_a_full_disk(tmpfs_dir: Path) -> None:
             # Neither the database nor the journal (same disk) can record it: refused, not served.
             assert snapshot.status_code == 503, snapshot.text
             assert faults.DISK_FULL in snapshot.json()["detail"]
+            # Nor can a new live viewing be recorded: it is not started.
+            for live in (
+                http.post(WHEP, content=b"v=0", headers={"Content-Type": "application/sdp"}),
+                http.get(MJPEG),
+            ):
+                async with asyncio.timeout(10):  # an MJPEG stream that started would never end
+                    refused = await live
+                assert refused.status_code == 503, refused.text
+                assert faults.DISK_FULL in refused.json()["detail"]
             last_bytes.unlink()
             os.truncate(filler, filler.stat().st_size - 64 * 1024)
             # Room for the journal (not for the database): served, and kept in the journal.

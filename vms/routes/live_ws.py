@@ -58,7 +58,7 @@ from vms.access import Principal
 from vms.config import Config
 from vms.deps import optional_user, visible_camera
 from vms.problems import Problem
-from vms.viewing import Viewer, ViewingRecorder
+from vms.viewing import RecordRefused, Viewer, ViewingRecorder
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,10 @@ async def _viewer(websocket: WebSocket, camera_id: str) -> tuple[Principal, Stre
     viewing: ViewingRecorder | None = getattr(state, "viewing", None)
     if manager is None or viewing is None:
         raise Problem(503, "the service is starting or stopping")
+    try:
+        viewing.check_recordable()  # a viewing that could be recorded nowhere is not started
+    except RecordRefused as err:
+        raise Problem(503, str(err)) from err
     return principal, manager, viewing
 
 

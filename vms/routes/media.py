@@ -37,6 +37,17 @@ def _viewing(request: Request) -> ViewingRecorder:
     return viewing
 
 
+def _live_viewing(request: Request) -> ViewingRecorder:
+    """The viewing recorder, when a new live viewing can be recorded somewhere (the database
+    or the local journal); 503 otherwise, so no viewing starts without its record."""
+    viewing = _viewing(request)
+    try:
+        viewing.check_recordable()
+    except RecordRefused as err:
+        raise Problem(503, str(err), {"Retry-After": "5"}) from err
+    return viewing
+
+
 def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -59,7 +70,7 @@ async def whep_offer(
     caps the answer is 429, over a camera's or the service's 503 (both with
     ``Retry-After``)."""
     visible_camera(config, user, camera_id)
-    viewing = _viewing(request)
+    viewing = _live_viewing(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/sdp":
         raise Problem(415, "send the SDP offer with Content-Type: application/sdp")
@@ -127,7 +138,7 @@ async def mjpeg(
     """Motion JPEG at a capped frame rate; decoding is shared by every viewer of the camera.
     The viewing is recorded in the audit trail when the viewer leaves."""
     visible_camera(config, user, camera_id)
-    viewing = _viewing(request)
+    viewing = _live_viewing(request)
     viewer = Viewer(user, camera_id, "mjpeg", _client(request), datetime.now(UTC))
     frames = manager.mjpeg(camera_id, stream)
 
