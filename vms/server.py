@@ -12,7 +12,7 @@ nobody. Here:
   ``server.body_timeout`` once the head is. An answer being sent, a stream (MJPEG,
   alarm events) and a WebSocket (MSE, MJPEG tiles) have no time limit as long as
   the client reads;
-* :class:`Connections` counts open connections, in total and per client address
+* :class:`~vms.connections.Connections` counts open connections, in total and per client address
   (trusted proxies excepted). At a cap, a new connection takes the place of the
   oldest one that is waiting for a request (slowloris and idle kept-alive
   connections); when none waits, the new one gets a 503 and is closed at once;
@@ -21,9 +21,9 @@ nobody. Here:
   receive window stays shut, by :class:`_WriteStall` when the send buffers stay
   full; the app then sees the client leave (a frozen MJPEG viewer's viewing is
   recorded). WebSockets get the same;
-* :class:`Exhaustion` logs a condition (a cap reached, ``EMFILE`` on accept,
+* :class:`~vms.connections.Exhaustion` logs a condition (a cap reached, ``EMFILE`` on accept,
   connections timed out) at once, then at most once per interval with a count;
-  :func:`install_exception_handler` routes the event loop's accept errors to it;
+  :func:`~vms.connections.install_exception_handler` routes the event loop's accept errors to it;
 * :func:`raise_file_limit` raises the process's soft ``RLIMIT_NOFILE`` to its hard
   limit, and the total cap stays below what the limit leaves.
 
@@ -35,13 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import resource
 import socket
-from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import h11
@@ -51,14 +48,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
 from vms.config import Config, ServerSettings
+from vms.connections import Connections, Exhaustion, install_exception_handler
 
 __all__ = [
     "GRACEFUL_SHUTDOWN",
-    "Connections",
-    "Exhaustion",
     "GuardedHttp",
     "Server",
-    "install_exception_handler",
     "raise_file_limit",
     "server_config",
 ]
@@ -77,9 +72,6 @@ FILES_HELD_BACK = 128 + 2 * BACKLOG
 """File descriptors the connection cap leaves to the database, the cameras and the logs,
 and to connections accepted but not counted yet."""
 
-LOG_INTERVAL = 10.0
-"""Seconds between two log lines about the same exhausted resource."""
-
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
@@ -90,7 +82,6 @@ _REFUSAL = (
 )
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def raise_file_limit() -> int:
@@ -119,152 +110,6 @@ def connection_cap(settings: ServerSettings, file_limit: int) -> int:
         )
         return room
     return settings.max_connections
-
-
-class Exhaustion:
-    """Logs the first occurrence of a condition at once, then, while it goes on, one line
-    per interval with how many times it happened (a timer on the loop, no task)."""
-
-    def __init__(self, interval: float = LOG_INTERVAL, logger: logging.Logger = log) -> None:
-        self.interval = interval
-        self._log = logger
-        self._pending: dict[str, int] = {}
-        self.totals: dict[str, int] = {}
-
-    @property
-    def summary_due(self) -> bool:
-        """Whether a condition is within an interval whose count is still to be logged."""
-        return bool(self._pending)
-
-    def note(self, condition: str, level: int = logging.WARNING) -> None:
-        self.totals[condition] = self.totals.get(condition, 0) + 1
-        if condition in self._pending:
-            self._pending[condition] += 1
-            return
-        self._log.log(level, "%s", condition)
-        self._next_interval(condition, level)
-
-    def _next_interval(self, condition: str, level: int) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop to time the interval: every occurrence is logged
-            return
-        self._pending[condition] = 0
-        loop.call_later(self.interval, self._summary, condition, level)
-
-    def _summary(self, condition: str, level: int) -> None:
-        count = self._pending.pop(condition, 0)
-        if count:
-            self._log.log(level, "%s: %d more times in %g s", condition, count, self.interval)
-            self._next_interval(condition, level)
-
-
-_ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-def install_exception_handler(loop: asyncio.AbstractEventLoop, exhaustion: Exhaustion) -> None:
-    """Accept errors for lack of resources (the loop retries by itself) go to ``exhaustion``;
-    every other context goes to the handler that was there before."""
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
-            exhaustion.note(f"cannot accept connections: {exc.strerror or exc}")
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-
-
-class Connections:
-    """Open connections by client address, and which of them wait for a request."""
-
-    def __init__(
-        self,
-        total: int,
-        per_address: int,
-        exempt: Sequence[Network] = (),
-        exhaustion: Exhaustion | None = None,
-    ) -> None:
-        self.total = total
-        self.per_address = per_address
-        self._exempt = tuple(exempt)
-        self.exhaustion = exhaustion or Exhaustion()
-        self._open: dict[asyncio.BaseTransport, str] = {}
-        self._by_address: dict[str, int] = {}
-        self._waiting: OrderedDict[asyncio.BaseTransport, str] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def admit(self, transport: asyncio.BaseTransport, address: str) -> bool:
-        """Count a new connection, making room if it must; False: refuse it."""
-        if not self._exempted(address) and self._by_address.get(address, 0) >= self.per_address:
-            if not self._evict(address):
-                self.exhaustion.note(f"connections from one address at the cap of {self.per_address}")
-                return False
-            self.exhaustion.note(
-                f"connections from one address at the cap of {self.per_address}: "
-                "closed the oldest waiting one",
-                logging.INFO,
-            )
-        if len(self._open) >= self.total:
-            if not self._evict(None):
-                self.exhaustion.note(f"connections at the cap of {self.total}")
-                return False
-            self.exhaustion.note(
-                f"connections at the cap of {self.total}: closed the oldest waiting one", logging.INFO
-            )
-        self._open[transport] = address
-        self._by_address[address] = self._by_address.get(address, 0) + 1
-        return True
-
-    @property
-    def waiting(self) -> int:
-        """How many open connections wait for a request."""
-        return len(self._waiting)
-
-    def set_waiting(self, transport: asyncio.BaseTransport, waiting: bool) -> None:
-        """Mark a connection as waiting for a request (it may be replaced) or busy."""
-        address = self._open.get(transport)
-        if address is None:
-            return
-        if waiting:
-            self._waiting[transport] = address
-            self._waiting.move_to_end(transport)
-        else:
-            self._waiting.pop(transport, None)
-
-    def release(self, transport: asyncio.BaseTransport) -> None:
-        address = self._open.pop(transport, None)
-        self._waiting.pop(transport, None)
-        if address is None:
-            return
-        left = self._by_address[address] - 1
-        if left:
-            self._by_address[address] = left
-        else:
-            del self._by_address[address]
-
-    def _exempted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._exempt)
-
-    def _evict(self, address: str | None) -> bool:
-        """Close the oldest waiting connection (of ``address``, or any); False if none waits."""
-        victim = next((t for t, a in self._waiting.items() if address is None or a == address), None)
-        if victim is None:
-            return False
-        self.release(victim)
-        victim.close()
-        return True
 
 
 class _WriteStall:

@@ -32,8 +32,9 @@ from tests.app_fixtures import RunningApp, prepared
 from tests.vms.test_bad_input import SITE as ONE_CAMERA
 from vms.app import create_app
 from vms.config_loader import parse_config
+from vms.connections import Exhaustion, install_exception_handler
 from vms.deps import SESSION_COOKIE
-from vms.server import Exhaustion, Server, install_exception_handler, raise_file_limit, server_config
+from vms.server import Server, raise_file_limit, server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -319,7 +320,7 @@ async def test_streams_and_websockets_outlive_the_head_timeout(tmp_path: Path) -
 async def test_exhaustion_is_logged_once_per_interval(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="vms.server")
+    caplog.set_level(logging.INFO, logger="vms.connections")
     async with served(NO_CAMERAS + LIMITS, tmp_path) as app:
         exhaustion = app.app.state.connections.exhaustion
         exhaustion.interval = 1.0
@@ -333,7 +334,7 @@ async def test_exhaustion_is_logged_once_per_interval(
         assert exhaustion.totals[condition] >= 250
         await _until(lambda: not exhaustion.summary_due, 10, "the interval's summary never came")
 
-    lines = [r.getMessage() for r in caplog.records if r.name == "vms.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "vms.connections"]
     about_the_cap = [line for line in lines if line.startswith(condition)]
     assert 2 <= len(about_the_cap) <= 5, lines
     assert about_the_cap[0] == condition
@@ -375,7 +376,7 @@ async def test_accept_failures_for_lack_of_files_are_counted_not_logged_each(
 ) -> None:
     """asyncio reports each failed accept() through the loop's exception handler, up to
     the listen backlog's number of times per attempt, each with a traceback."""
-    caplog.set_level(logging.INFO, logger="vms.server")
+    caplog.set_level(logging.INFO, logger="vms.connections")
     loop = asyncio.get_running_loop()
     before = loop.get_exception_handler()
     others: list[dict[str, object]] = []
@@ -394,7 +395,7 @@ async def test_accept_failures_for_lack_of_files_are_counted_not_logged_each(
         await _until(lambda: not exhaustion.summary_due, 5, "the interval's summary never came")
     finally:
         loop.set_exception_handler(before)
-    lines = [r.getMessage() for r in caplog.records if r.name == "vms.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "vms.connections"]
     assert lines == [
         "cannot accept connections: Too many open files",
         "cannot accept connections: Too many open files: 9999 more times in 0.5 s",
