@@ -79,9 +79,9 @@ class IngestPolicy:
     """No video packet for this long after the source said it is open: offline."""
     open_timeout: float = 20.0
     """A session whose source has neither said it is open nor sent a video packet this
-    long after the attempt began: offline. 20 s is the default site's ``connect_timeout
-    + offline_after``; it only matters for sources that hang without failing (an RTSP
-    source bounds each request by its own connect timeout)."""
+    long after the attempt began: offline. The site's ``connect_timeout + offline_after``
+    when that is longer (20 s with the defaults); it only matters for sources that hang
+    without failing (an RTSP source bounds each request by its own connect timeout)."""
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     backoff_factor: float = 2.0

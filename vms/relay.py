@@ -45,7 +45,9 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
         policy=IngestPolicy(
             stall_timeout=ingest.stall_timeout,
             first_packet_timeout=ingest.connect_timeout + ingest.stall_timeout,
-            open_timeout=ingest.connect_timeout + ingest.offline_after,
+            # Opening includes the service's own start-up work (a demo card's first encode
+            # queues behind the others on a busy machine): never less than the built-in bound.
+            open_timeout=max(IngestPolicy().open_timeout, ingest.connect_timeout + ingest.offline_after),
             backoff_initial=ingest.backoff_initial,
             backoff_max=ingest.backoff_max,
             backoff_reset_after=ingest.backoff_reset_after,

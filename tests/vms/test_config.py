@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from vms.config import Camera, Config, IngestSettings, PictureSettings, ServerSettings, WebRtcSettings
 from vms.config_loader import MAX_PROBLEMS, ConfigError, default_config_text, load_config, parse_config
+from vms.relay import camera_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "site.yaml"
 SECRET = "Pa55word-secret"
@@ -467,3 +468,20 @@ def test_duplicate_hall_and_centre_ids(site: Path) -> None:
 def test_alias_that_contains_itself(site: Path) -> None:
     [message, *_] = problems(site, "halls: &h\n  - *h\ncameras: []\n")
     assert message == "site.yaml:1:8: this list or mapping contains an alias of itself; remove that *alias"
+
+
+@pytest.mark.parametrize(
+    ("ingest", "expected"),
+    [
+        # start-up work still fits:
+        ("ingest:\n  connect_timeout: 0.5\n  stall_timeout: 1\n  offline_after: 1\n", 20.0),
+        ("ingest:\n  connect_timeout: 30\n  offline_after: 60\n", 90.0),  # a slow network's own bound
+    ],
+)
+def test_a_camera_may_take_its_sites_timeouts_to_open_but_never_less_than_start_up_needs(
+    ingest: str, expected: float
+) -> None:
+    config = parse_config(ingest + BASE, "site.yaml")
+    spec = camera_spec(config, config.camera("tax-1"))
+    assert spec.policy.open_timeout == expected
+    assert spec.policy.first_packet_timeout == config.ingest.connect_timeout + config.ingest.stall_timeout
