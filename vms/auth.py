@@ -14,25 +14,35 @@ trail; a change and its record are written in one transaction. A password change
 (:meth:`AuthService.change_password`) needs the current password, ends every login
 session of the user and gives the changing browser a fresh one. User management
 (including an administrator's reset, which also revokes API tokens) lives in
-:mod:`vms.users`. Runs on the event loop; argon2 runs in
-bounded worker threads.
+:mod:`vms.users`; the errors and results are in :mod:`vms.auth_types`. Runs on the
+event loop; argon2 runs in bounded worker threads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vms.access import Principal, Role
+from vms.access import Principal
+from vms.auth_types import (
+    Conflict,
+    Invalid,
+    LoginLocked,
+    LoginRefused,
+    LoginResult,
+    NotFound,
+    TokenInfo,
+    WrongPassword,
+    aware,
+    digest,
+    principal_of,
+)
 from vms.config import Config
 from vms.config_access import AuthSettings
 from vms.login_audit import RefusalAudit, Target
@@ -52,85 +62,6 @@ MAX_TOKENS_PER_USER = 50
 TOUCH_INTERVAL = 60.0
 """At most one write of ``last_seen_at``/``last_used_at`` per credential per minute."""
 _MAX_CREDENTIAL_LENGTH = 128
-
-
-class AuthError(Exception):
-    """A request about credentials that cannot be honoured; the message is safe to show."""
-
-
-class LoginRefused(AuthError):
-    """Wrong username or password (deliberately not saying which)."""
-
-
-class LoginLocked(AuthError):
-    """Too many failed logins for this user or address."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many failed logins; try again later")
-        self.retry_after = retry_after
-
-
-class NotFound(AuthError):
-    """No such user or token within the caller's reach."""
-
-
-class Conflict(AuthError):
-    """The change contradicts the current state (duplicate name, last admin, too many tokens)."""
-
-
-class Invalid(AuthError):
-    """A value is not acceptable (username pattern, role, password policy, lifetime)."""
-
-
-class WrongPassword(AuthError):
-    """The current password given to change it is wrong."""
-
-
-@dataclass(frozen=True)
-class LoginResult:
-    principal: Principal
-    session_token: str
-    """Goes into the cookie; never stored."""
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    id: int
-    name: str
-    prefix: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
-def digest(secret: str) -> str:
-    """Hex SHA-256: how session and API tokens are stored (they are random, no salt needed)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def aware(value: datetime) -> datetime:
-    """``value`` as aware UTC (SQLite returns naive datetimes for what was stored as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def principal_of(user: User, via: str, csrf_token: str | None) -> Principal:
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        centre_id=user.centre_id,
-        role=cast(Role, user.role),
-        via="session" if via == "session" else "token",
-        csrf_token=csrf_token,
-    )
-
-
-def csrf_matches(expected: str | None, presented: str | None) -> bool:
-    """Constant-time comparison of the session's CSRF token with the request header."""
-    if not expected or not presented:
-        return False
-    return hmac.compare_digest(expected.encode(), presented.encode())
 
 
 class AuthService:

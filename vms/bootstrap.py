@@ -28,7 +28,8 @@ from typing import TextIO
 
 import yaml
 
-from vms.auth import AuthService, Conflict
+from vms.auth import AuthService
+from vms.auth_types import Conflict
 from vms.passwords import password_problem
 from vms.users import centres_without_users, create_user
 

@@ -1,9 +1,11 @@
 """The configuration models: what a Hallwatch site file may say, and the checks across it.
 
 One YAML file describes the site (see ``default_config.yaml`` next to this module,
-which doubles as the annotated example). These pydantic models are its schema:
-every model forbids unknown keys and is frozen, credentials are ``SecretStr``, and
-timeouts and backoff are fields so tests tune them instead of patching.
+which doubles as the annotated example). These pydantic models are its schema (the
+sections of the media plane are in :mod:`vms.config_media`, those of storage and access
+in :mod:`vms.config_access`): every model forbids unknown keys and is frozen,
+credentials are ``SecretStr``, and timeouts and backoff are fields so tests tune them
+instead of patching.
 
 Reading the file and turning validation errors into messages that name a line is
 :mod:`vms.config_loader`'s job. Cross-references (a camera in an unknown hall, a
@@ -25,7 +27,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    IPvAnyAddress,
     IPvAnyNetwork,
     SecretStr,
     StringConstraints,
@@ -36,16 +37,21 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
-from vms.config_checks import check_source_url, inconsistencies, ingest_order_problem, invalid
+from vms.config_checks import check_source_url, inconsistencies, invalid
+from vms.config_media import (
+    IngestOverrides,
+    IngestSettings,
+    PictureSettings,
+    Seconds,
+    TranscodeSettings,
+    WebRtcSettings,
+)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 """An id: 1-64 lowercase letters, digits, ``-`` or ``_``, starting with a letter or digit."""
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 
 
 class _Model(BaseModel):
@@ -115,197 +121,6 @@ class ServerSettings(_Model):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-
-class IceServer(_Model):
-    """A STUN or TURN server offered to viewers' browsers and used by the relay's own ICE agent."""
-
-    urls: list[str] = Field(min_length=1, description="stun:, stuns:, turn: or turns: URLs (one or a list).")
-    username: str | None = Field(default=None, description="TURN user name.")
-    credential: SecretStr | None = Field(default=None, description="TURN password.")
-
-    @field_validator("urls", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("urls")
-    @classmethod
-    def _check_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            scheme = url.partition(":")[0].lower()
-            if scheme not in ICE_SCHEMES or not url.partition(":")[2]:
-                raise invalid(
-                    "ice_url",
-                    f"{url!r} is not a STUN or TURN URL; write it like stun:stun.example.org:3478 "
-                    "or turn:turn.example.org:3478?transport=udp",
-                )
-        return urls
-
-    @model_validator(mode="after")
-    def _turn_needs_credentials(self) -> Self:
-        is_turn = any(url.lower().startswith("turn") for url in self.urls)
-        if is_turn and (self.username is None or self.credential is None):
-            raise invalid(
-                "turn_credentials", "a TURN server needs a username and a credential; add both next to urls"
-            )
-        return self
-
-
-class WebRtcSettings(_Model):
-    """WebRTC (WHEP) viewers: ICE and limits."""
-
-    ice_servers: list[IceServer] = Field(
-        default_factory=list,
-        description="STUN/TURN servers. Empty by default: the service never contacts a public STUN server.",
-    )
-    ice_host_addresses: list[IPvAnyAddress] = Field(
-        default_factory=list,
-        description="Host addresses offered as ICE candidates. Empty means the machine's own interfaces; "
-        "add 127.0.0.1 for loopback-only setups and tests.",
-    )
-    max_viewers_per_camera: int = Field(
-        default=32, ge=1, description="WebRTC viewers one camera may have at once."
-    )
-    max_viewers_total: int = Field(
-        default=256, ge=1, description="WebRTC viewers the whole service may have at once."
-    )
-    session_timeout: Seconds = Field(
-        default=10.0,
-        description="A connected viewer session that stays disconnected (silent) this long is closed.",
-    )
-    max_viewers_per_user: int = Field(
-        default=64,
-        ge=1,
-        le=100_000,
-        description="WebRTC sessions (connected or connecting) one user may hold at once, all cameras; "
-        "beyond it the offer is answered 429.",
-    )
-    max_viewers_per_user_per_camera: int = Field(
-        default=4,
-        ge=1,
-        le=100_000,
-        description="WebRTC sessions (connected or connecting) one user may hold of one camera; "
-        "beyond it the offer is answered 429.",
-    )
-    max_pending_per_camera: int = Field(
-        default=8,
-        ge=1,
-        le=100_000,
-        description="WebRTC sessions of one camera answered but not yet connected. They do not take the "
-        "camera's viewer slots; beyond this cap the offer is answered 503.",
-    )
-    max_pending_per_user: int = Field(
-        default=32,
-        ge=1,
-        le=100_000,
-        description="WebRTC sessions of one user answered but not yet connected (a whole video wall "
-        "opening at once); beyond it the offer is answered 429.",
-    )
-    max_pending_total: int = Field(
-        default=64,
-        ge=1,
-        le=100_000,
-        description="WebRTC sessions of the whole service answered but not yet connected; "
-        "beyond it the offer is answered 503.",
-    )
-    pending_timeout: Seconds = Field(
-        default=5.0,
-        le=120,
-        description="A WebRTC session whose connection (ICE and DTLS) is not up this many seconds "
-        "after its offer is closed, freeing its place.",
-    )
-    max_remote_candidates: int = Field(
-        default=20,
-        ge=1,
-        le=1000,
-        description="Remote ICE candidates of one viewer session that the service sends connectivity "
-        "checks to; further candidates in the offer are dropped.",
-    )
-    ice_remote_networks: list[IPvAnyNetwork] = Field(
-        default_factory=list,
-        description="When not empty, connectivity checks go only to viewers' candidates inside these "
-        "networks (CIDR). Always: only address families the service has host addresses in, never "
-        "multicast, unspecified or broadcast addresses, loopback or link-local only when the service "
-        "offers such an address itself.",
-    )
-
-
-class IngestSettings(_Model):
-    """How cameras are pulled: timeouts, the stall watchdog and the reconnect backoff."""
-
-    connect_timeout: Seconds = Field(
-        default=5.0, description="Seconds to open a source (TCP connect and RTSP setup)."
-    )
-    read_timeout: Seconds = Field(default=5.0, description="Seconds one network read may block.")
-    stall_timeout: Seconds = Field(
-        default=5.0,
-        description="Watchdog: no packet for this many seconds means stalled, and the source reconnects.",
-    )
-    offline_after: Seconds = Field(
-        default=15.0, description="Seconds without a packet after which the camera is reported offline."
-    )
-    backoff_initial: Seconds = Field(
-        default=1.0, description="First wait before reconnecting; doubles each failure."
-    )
-    backoff_max: Seconds = Field(default=30.0, description="Longest wait between reconnect attempts.")
-    backoff_reset_after: Seconds = Field(
-        default=30.0,
-        description="A run this many seconds long without trouble resets the backoff to its start.",
-    )
-    keepalive_interval: Seconds = Field(
-        default=20.0,
-        description="Seconds between RTSP keep-alive requests (must be below the camera's session timeout).",
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        problem = ingest_order_problem(self.model_dump())
-        if problem:
-            raise invalid("ingest_order", problem)
-        return self
-
-
-class IngestOverrides(_Model):
-    """Per-camera replacements for some :class:`IngestSettings` values; unset keys keep the site value."""
-
-    connect_timeout: Seconds | None = None
-    read_timeout: Seconds | None = None
-    stall_timeout: Seconds | None = None
-    offline_after: Seconds | None = None
-    backoff_initial: Seconds | None = None
-    backoff_max: Seconds | None = None
-    backoff_reset_after: Seconds | None = None
-    keepalive_interval: Seconds | None = None
-
-
-class PictureSettings(_Model):
-    """Still pictures decoded from the stream: snapshots and MJPEG."""
-
-    jpeg_quality: int = Field(
-        default=80, ge=1, le=100, description="JPEG quality, 1 (smallest) to 100 (best)."
-    )
-    mjpeg_max_fps: float = Field(
-        default=5.0, gt=0, le=30, description="Most frames per second an MJPEG stream sends."
-    )
-    snapshot_timeout: Seconds = Field(
-        default=5.0, description="Seconds to wait for a decodable picture before a snapshot request fails."
-    )
-
-
-class TranscodeSettings(_Model):
-    """H.265 cameras for browsers that cannot decode H.265: transcoded to H.264 once per
-    camera, only while someone watches, and shared by every viewer and protocol."""
-
-    max_width: int = Field(default=1280, ge=16, le=7680, description="Widest picture sent; never scaled up.")
-    max_height: int = Field(default=720, ge=16, le=4320, description="Tallest picture sent; never scaled up.")
-    bitrate_kbps: int = Field(default=2000, ge=100, le=50_000, description="H.264 bit rate, kbit/s.")
-    keyframe_interval: Seconds = Field(
-        default=2.0, description="Longest gap between keyframes, seconds (also at every camera keyframe)."
-    )
-    idle_timeout: Seconds = Field(
-        default=5.0, description="Seconds without a viewer after which the transcoder stops."
-    )
 
 
 def _centre_halls_shape(value: Any) -> str:

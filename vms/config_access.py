@@ -1,7 +1,7 @@
 """Configuration sections of storage, access, audit and metrics.
 
-Kept apart from :mod:`vms.config` (cameras and media) so each module stays one
-concern. Same rules: unknown keys are errors, secrets are ``SecretStr``.
+Kept apart from :mod:`vms.config` (the site) and :mod:`vms.config_media` (the media
+plane) so each module stays one concern. Same rules: unknown keys are errors, secrets are ``SecretStr``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from starlette.requests import HTTPConnection
 
 from streams import StreamManager
 from vms.access import Permission, Principal
-from vms.auth import AuthService, csrf_matches
+from vms.auth import AuthService
+from vms.auth_types import csrf_matches
 from vms.config import Camera, Config
 from vms.problems import Problem
 

@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from vms.access import Principal, is_role
-from vms.auth import AuthService, Conflict, Invalid, NotFound, aware, end_sessions, revoke_tokens
+from vms.auth import AuthService, end_sessions, revoke_tokens
+from vms.auth_types import Conflict, Invalid, NotFound, aware
 from vms.passwords import password_problem
 from vms.storage.tables import User
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from tests.vms.auth_fixtures import PASSWORD, AccessApp, login, make_config, serve_access
 from vms.access import PERMISSIONS, Principal
-from vms.auth import LoginLocked, LoginRefused
+from vms.auth_types import LoginLocked, LoginRefused
 from vms.deps import CSRF_HEADER, SESSION_COOKIE
 from vms.login_limiter import LoginLimiter
 from vms.storage import Database

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from vms.config import Camera, Config, IngestSettings, PictureSettings, ServerSettings, WebRtcSettings
+from vms.config import Camera, Config, ServerSettings
 from vms.config_loader import MAX_PROBLEMS, ConfigError, default_config_text, load_config, parse_config
+from vms.config_media import IngestSettings, PictureSettings, WebRtcSettings
 from vms.relay import camera_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "site.yaml"

@@ -22,9 +22,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from vms.access import Principal
-from vms.auth import (
+from vms.auth import AuthService
+from vms.auth_types import (
     AuthError,
-    AuthService,
     Conflict,
     Invalid,
     LoginLocked,
