@@ -29,6 +29,7 @@ from vms.auth_types import (
     Invalid,
     LoginLocked,
     LoginRefused,
+    LoginResult,
     NotFound,
     TokenInfo,
     WrongPassword,
@@ -95,10 +96,8 @@ def _token_out(info: TokenInfo) -> TokenOut:
     )
 
 
-@router.post("/login")
-async def login(body: LoginIn, request: Request, response: Response, auth: AuthDep) -> MeOut:
-    with auth_problems():
-        result = await auth.login(body.username, body.password, source_addr(request))
+def _session_opened(response: Response, result: LoginResult, auth: AuthService) -> MeOut:
+    """Hand the browser its new session's cookie (never cached) and say who it is now."""
     response.set_cookie(
         SESSION_COOKIE,
         result.session_token,
@@ -110,6 +109,13 @@ async def login(body: LoginIn, request: Request, response: Response, auth: AuthD
     )
     response.headers["Cache-Control"] = "no-store"
     return me(result.principal, auth)
+
+
+@router.post("/login")
+async def login(body: LoginIn, request: Request, response: Response, auth: AuthDep) -> MeOut:
+    with auth_problems():
+        result = await auth.login(body.username, body.password, source_addr(request))
+    return _session_opened(response, result, auth)
 
 
 @router.post("/logout", status_code=204)
@@ -167,14 +173,4 @@ async def change_password(
         result = await auth.change_password(
             principal, body.current_password, body.new_password, source_addr(request)
         )
-    response.set_cookie(
-        SESSION_COOKIE,
-        result.session_token,
-        max_age=math.ceil(auth.settings.session_ttl),
-        path="/",
-        secure=auth.settings.secure_cookies,
-        httponly=True,
-        samesite="strict",
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return me(result.principal, auth)
+    return _session_opened(response, result, auth)
