@@ -124,6 +124,10 @@ class WebRtcOutput:
     def sessions(self) -> list[WhepSession]:
         return list(self._sessions.values())
 
+    def busy_count(self) -> int:
+        """Sessions not yet done with: live ones, and ended ones still closing."""
+        return len(self._supervisors)
+
     def get(self, session_id: str) -> WhepSession | None:
         return self._sessions.get(session_id)
 
