@@ -85,6 +85,8 @@ class Trim:
     """True when ``malloc_trim`` ran (it exists in this C library)."""
     rss_before: int | None
     rss_after: int | None
+    loop_seconds: float
+    """How long the collection held the event loop."""
 
 
 class MemoryTrimmer:
@@ -134,19 +136,23 @@ class MemoryTrimmer:
     async def trim(self, reason: str) -> Trim:
         """Collect garbage, then give the free heap pages back to the system; now."""
         before = _rss_bytes()
+        started = time.perf_counter()
         collected = gc.collect()
+        held = time.perf_counter() - started
         if _MALLOC_TRIM is not None:
             await asyncio.to_thread(_MALLOC_TRIM, 0)
-        result = Trim(reason, collected, _MALLOC_TRIM is not None, before, _rss_bytes())
+        result = Trim(reason, collected, _MALLOC_TRIM is not None, before, _rss_bytes(), held)
         self.trims += 1
         self.last = result
         if result.rss_before is not None and result.rss_after is not None:
             log.info(
-                "memory trimmed (%s): resident %.1f -> %.1f MB, %d unreachable objects collected",
+                "memory trimmed (%s): resident %.1f -> %.1f MB; the collection found %d "
+                "unreachable objects in %.0f ms",
                 reason,
                 result.rss_before / 2**20,
                 result.rss_after / 2**20,
                 collected,
+                held * 1000,
             )
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:

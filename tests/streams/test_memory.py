@@ -46,6 +46,7 @@ async def test_trims_once_the_last_viewer_has_left_then_while_idle() -> None:
         assert first.reason == LAST_VIEWER_LEFT
         assert first.trimmed == malloc_trim_available()
         assert first.rss_before is not None and first.rss_after is not None
+        assert first.loop_seconds >= 0
         second = await asyncio.wait_for(trimmer.next_trim(), 5)
         assert second.reason == IDLE
         assert trimmer.trims == 2 and trimmer.last is second
