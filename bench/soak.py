@@ -314,7 +314,6 @@ def run(args: argparse.Namespace, say: Any) -> list[Phase]:
         for proc in procs:
             proc.call("ping", timeout=60.0)
         viewers = Viewers(procs)
-        stack.callback(viewers.leave_all)
 
         if args.webrtc or args.mse:
             service = Service(workdir, port, rtsp.port, 1, args.batch + 4)
