@@ -2,7 +2,7 @@
 
 Run from the checkout with the project's virtualenv::
 
-    .venv/bin/python bench/soak.py             # 1000 + 1000 cycles, 30 minutes of 16 cameras
+    .venv/bin/python bench/soak.py             # 1000 + 1000 cycles, 30 minutes of 16 cameras: 40 min
     .venv/bin/python bench/soak.py --quick     # 100 + 100 cycles, 2 minutes: under 5 minutes
 
 It encodes H.264 clips with PyAV, serves them from GStreamer's RTSP server (the
