@@ -117,6 +117,12 @@ class Service:
                 "ice_host_addresses": ["127.0.0.1"],
                 "max_viewers_per_camera": max_viewers,
                 "max_viewers_total": max_viewers * cameras + 8,
+                # Every bench viewer is the same user: its caps are the service's.
+                "max_viewers_per_user": max_viewers * cameras + 8,
+                "max_viewers_per_user_per_camera": max_viewers,
+                "max_pending_per_camera": max_viewers,
+                "max_pending_per_user": max_viewers * cameras + 8,
+                "max_pending_total": max_viewers * cameras + 8,
             },
             "centres": [{"id": CENTRE, "name": "Bench centre", "halls": "all"}],
             "halls": [{"id": "bench-hall", "name": "Bench hall"}],

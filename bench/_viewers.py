@@ -256,6 +256,12 @@ class _Worker:
         await asyncio.gather(*(v.close() for v in viewers))
         return len(viewers)
 
+    async def drop(self, ids: list[str]) -> int:
+        """Close the viewers ``ids`` (the others stay); how many were open."""
+        viewers = [v for v in (self.viewers.pop(vid, None) for vid in ids) if v is not None]
+        await asyncio.gather(*(v.close() for v in viewers))
+        return len(viewers)
+
     async def close(self) -> None:
         await self.leave()
         if self.direct is not None:
@@ -277,6 +283,8 @@ async def _dispatch(worker: _Worker, command: str, args: tuple[Any, ...]) -> Any
         return await worker.late_join(*args)
     if command == "leave":
         return await worker.leave()
+    if command == "drop":  # (viewer ids,): close those viewers only
+        return await worker.drop(list(args[0]))
     if command == "ping":
         return True
     if command == "headers":  # what every request to the service carries (a bearer token)

@@ -3,7 +3,9 @@
 :class:`StreamManager` owns, per camera, one or two pulled streams (the main
 stream and, if the camera has one, a smaller sub-stream), each with its own hub,
 ingest, picture output and on-demand H.264 transcoder, and owns the WebRTC and
-MSE outputs shared by all cameras. The control plane (``vms``) builds it from
+MSE outputs shared by all cameras, and the memory trimmer that gives freed
+memory back to the system when the last viewer has left
+(:mod:`streams.memory`). The control plane (``vms``) builds it from
 its configuration, starts and stops it from the app's lifespan, and asks it for
 viewer sessions, pictures and statistics.
 
@@ -33,6 +35,7 @@ from streams.audio_transcoder import AudioTranscoder
 from streams.errors import StreamError
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestState, StateListener
+from streams.memory import MemoryTrimmer
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
 from streams.outputs.webrtc import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
@@ -176,6 +179,12 @@ class StreamManager:
             max_sessions_per_camera=self.settings.max_viewers_per_camera,
             max_sessions_total=self.settings.max_viewers_total,
         )
+        self.trimmer = MemoryTrimmer(
+            self.viewer_count,
+            settle=self.settings.trim_settle,
+            idle_interval=self.settings.trim_idle_interval,
+        )
+        """Gives freed memory back to the system once nobody watches (:mod:`streams.memory`)."""
         self._started = False
         self.started_at: float | None = None
 
@@ -189,12 +198,14 @@ class StreamManager:
         for cam in self._cameras.values():
             for stream in cam.streams:
                 stream.ingest.start()
+        self.trimmer.start()
 
     async def stop(self) -> None:
         """Stop every viewer, output, transcoder and ingest; idempotent."""
         if not self._started:
             return
         self._started = False
+        await self.trimmer.stop()
         await self.webrtc.stop()
         await self.mse.stop()
         await asyncio.gather(*(stream.stop() for cam in self._cameras.values() for stream in cam.streams))
@@ -307,6 +318,13 @@ class StreamManager:
         return [self.stats(cid) for cid in self._cameras]
 
     # -- viewers ------------------------------------------------------------------
+
+    def viewer_count(self) -> int:
+        """Viewers of every camera and protocol; WebRTC sessions still closing count."""
+        pictures = sum(
+            stream.pictures.viewer_count for cam in self._cameras.values() for stream in cam.streams
+        )
+        return self.webrtc.busy_count() + self.mse.session_count() + pictures
 
     async def _playable(self, camera_id: str, stream: StreamName, *, h265: bool) -> Hub:
         """The hub a viewer of ``stream`` gets: the stream itself, or its H.264 transcode

@@ -80,6 +80,10 @@ class RelaySettings:
     transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
     info_timeout: float = 5.0
     """Seconds a new viewer waits for a starting camera's first keyframe."""
+    trim_settle: float = 2.0
+    """Seconds without any viewer after which freed memory is given back to the system."""
+    trim_idle_interval: float = 60.0
+    """While nobody watches, freed memory is given back this often (seconds)."""
 
 
 @dataclass(frozen=True, slots=True)

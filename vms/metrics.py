@@ -8,6 +8,9 @@
   be kept in step;
 * :class:`HttpMetrics`, the request counter and duration histogram that
   :mod:`vms.middleware` feeds;
+* :class:`RuntimeCollector`, the event loop's tasks and the process's threads,
+  whose growth over viewers joining and leaving tells a leak (open file
+  descriptors come with the process collector);
 * the process, platform and garbage-collector collectors of ``prometheus_client``.
 
 Labels are bounded and never user controlled: camera and hall ids from the
@@ -20,6 +23,8 @@ renders the text on the loop too (it takes well under a millisecond per camera).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +44,15 @@ from starlette.datastructures import State
 from streams import CameraStats, IngestState, StreamManager
 from vms.config import Config
 
-__all__ = ["HTTP_METHODS", "HttpMetrics", "Metrics", "RelayCollector", "install", "metrics_of"]
+__all__ = [
+    "HTTP_METHODS",
+    "HttpMetrics",
+    "Metrics",
+    "RelayCollector",
+    "RuntimeCollector",
+    "install",
+    "metrics_of",
+]
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Methods counted under their own name; anything else is counted as ``other``."""
@@ -120,6 +133,34 @@ def _relay_families(stats: Sequence[CameraStats], halls: dict[str, str]) -> list
     return [up, state, fps, *counters.values(), viewers, sessions, transcoding]
 
 
+class RuntimeCollector:
+    """The tasks of the event loop that scrapes, and the process's Python threads."""
+
+    def describe(self) -> Iterable[Metric]:
+        return _runtime_families(None, None)
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            tasks: int | None = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from outside an event loop: no loop to count
+            tasks = None
+        return _runtime_families(tasks, threading.active_count())
+
+
+def _runtime_families(tasks: int | None, threads: int | None) -> list[Metric]:
+    loop_tasks = GaugeMetricFamily(
+        "hallwatch_event_loop_tasks", "asyncio tasks alive on the service's event loop (not done)."
+    )
+    python_threads = GaugeMetricFamily(
+        "hallwatch_python_threads", "Python threads alive in the process (threading.active_count())."
+    )
+    if tasks is not None:
+        loop_tasks.add_metric([], float(tasks))
+    if threads is not None:
+        python_threads.add_metric([], float(threads))
+    return [loop_tasks, python_threads]
+
+
 class HttpMetrics:
     """The request counter and duration histogram, fed by :mod:`vms.middleware`."""
 
@@ -162,6 +203,7 @@ def install(app: FastAPI) -> Metrics:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(RelayCollector(app.state))
+    registry.register(RuntimeCollector())
     metrics = Metrics(registry, HttpMetrics(registry))
     app.state.metrics = metrics
     return metrics

@@ -124,6 +124,10 @@ class WebRtcOutput:
     def sessions(self) -> list[WhepSession]:
         return list(self._sessions.values())
 
+    def busy_count(self) -> int:
+        """Sessions not yet done with: live ones, and ended ones still closing."""
+        return len(self._supervisors)
+
     def get(self, session_id: str) -> WhepSession | None:
         return self._sessions.get(session_id)
 
@@ -296,6 +300,7 @@ class WebRtcOutput:
             if session.audio is not None:
                 session.audio.stop()
             await _close_pc(session._pc)
+            _drop_retransmission_history(session)
             if not any(s.stream is session.stream for s in self._sessions.values()):
                 self._packetizers.pop(hub, None)
             log.info("WHEP session %s for %s ended: %s", session.id, session.camera_id, reason)
@@ -361,6 +366,24 @@ class WebRtcOutput:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
                     await session._wake.wait()
+
+
+def _drop_retransmission_history(session: WhepSession) -> None:
+    """Let go of the packets an ended session kept to answer NACKs.
+
+    aiortc's peer connection and its RTP senders sit in reference cycles, so they
+    are freed only by a full garbage collection, which a service with many
+    long-lived objects runs rarely; each sender holds its last 128 RTP packets
+    (``RTCRtpSender.__rtp_history``, used by aiortc's own sender: the fallback
+    and audio), the fast path's sender 512. Emptied here, a viewer who left holds
+    a few kilobytes until that collection instead of hundreds.
+    """
+    if isinstance(session._feed, FastRtpSender):
+        session._feed.release()
+    for transceiver in session._pc.getTransceivers():
+        history = getattr(transceiver.sender, "_RTCRtpSender__rtp_history", None)
+        if isinstance(history, dict):
+            history.clear()
 
 
 async def _packets_received(sender: RTCRtpSender) -> int:

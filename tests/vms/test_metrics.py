@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -265,3 +266,28 @@ def test_allowed_networks_are_checked_when_the_config_loads(tmp_path: Path) -> N
 
 def test_the_embedded_default_states_the_metrics_defaults() -> None:
     assert load_config(None).metrics == MetricsSettings()
+
+
+async def test_event_loop_tasks_and_threads_are_counted(running: RunningApp) -> None:
+    before = await scrape(running)
+    assert value(before, "hallwatch_python_threads") >= 1
+    tasks = value(before, "hallwatch_event_loop_tasks")
+    assert tasks >= 1  # at least the server's own
+    release = asyncio.Event()
+    waiting = [asyncio.create_task(release.wait()) for _ in range(50)]
+    try:
+        more = value(await scrape(running), "hallwatch_event_loop_tasks")
+    finally:
+        release.set()
+        await asyncio.gather(*waiting)
+    assert more >= tasks + 50 - 10  # the 50 waiting, give or take a few short-lived ones
+    later = await poll(lambda s: value(s, "hallwatch_event_loop_tasks") < more - 40, running)
+    assert value(later, "hallwatch_event_loop_tasks") <= tasks + 10
+
+
+def test_the_loop_tasks_are_left_out_off_the_loop(tmp_path: Path) -> None:
+    metrics = metrics_of(create_app(parse_config(site(tmp_path), "test.yaml")).state)
+    assert metrics is not None
+    text = generate_latest(metrics.registry).decode()
+    assert "\nhallwatch_event_loop_tasks " not in text  # no loop here, so no figure
+    assert "\nhallwatch_python_threads " in text

@@ -9,11 +9,13 @@ import contextlib
 import dataclasses
 import fractions
 import functools
+import gc
 import itertools
 import os
 import statistics
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -627,3 +629,38 @@ CHROMIUM_OFFER = "\r\n".join(
         "",
     ]
 )
+
+
+@pytest.mark.parametrize("output", [True, False], indirect=True, ids=["fast-path", "aiortc-sender"])
+async def test_a_closed_session_keeps_no_packets(output: WebRtcOutput) -> None:
+    """A viewer who left holds no packets kept for retransmission, even before the cyclic
+    garbage collector frees aiortc's peer connection and senders (they are in reference
+    cycles); the fast path's sender is not in one, and goes at once. Then nothing stays."""
+    async with feeding(baseline_stream()) as feeder:
+        client = await join(output, feeder, decode=False)
+        async with client:
+            assert await client.wait_frames(10, within=10)
+            (session,) = output.sessions()
+            sender = session._pc.getTransceivers()[0].sender
+            history = sender._RTCRtpSender__rtp_history
+            feed = session._feed
+            fast = isinstance(feed, FastRtpSender)
+            if fast:
+                assert isinstance(feed, FastRtpSender)
+                kept = feed._history_packet
+                assert any(kept), "the fast path keeps packets to retransmit"
+            else:
+                kept = list(history.values())
+                assert kept, "aiortc's sender keeps packets to retransmit"
+            held = [weakref.ref(x) for x in (session, session._pc, sender, feed)]
+            gc.disable()  # what is freed now is freed by reference counting alone
+            try:
+                assert await output.close_session(session.id)
+                del session, sender, feed, kept
+                assert history == {}
+                if fast:
+                    assert held[3]() is None, "the fast path's sender outlived its session"
+            finally:
+                gc.enable()
+        gc.collect()
+        assert [ref() for ref in held] == [None] * len(held)
