@@ -1,6 +1,6 @@
 """Fragmented MP4 writer: real PyAV-encoded H.264 and H.265, muxed by us, read back by PyAV.
 
-Covers :mod:`streams.outputs.fmp4` and :mod:`streams.outputs.fmp4_config`.
+Covers :mod:`streams.formats.fmp4` and :mod:`streams.formats.fmp4_config`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import av
 import pytest
 
 from streams import h264, h265
+from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, codec_string, split_access_unit
 from streams.hub import Hub
-from streams.outputs.fmp4 import TIME_OFFSET, Fmp4Writer, codec_string, split_access_unit
 from streams.packets import CLOCK_RATE, MediaPacket
 from tests.media import encode_h264, encode_h264_bframes, encode_h265
 

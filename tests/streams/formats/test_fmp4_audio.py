@@ -1,8 +1,8 @@
 """The AAC track of the fragmented MP4: real AAC encoded by PyAV and real H.264, muxed by us
 into one file with both tracks, read back and decoded by PyAV.
 
-Covers :mod:`streams.outputs.fmp4_audio`, :func:`streams.outputs.fmp4.with_audio` and the
-``esds`` box of :mod:`streams.outputs.fmp4_config`.
+Covers :mod:`streams.formats.fmp4_audio`, :func:`streams.formats.fmp4.with_audio` and the
+``esds`` box of :mod:`streams.formats.fmp4_config`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import av
 import pytest
 
-from streams.outputs.fmp4 import TIME_OFFSET, Fmp4Writer, with_audio
-from streams.outputs.fmp4_audio import AUDIO_TRACK_ID, FRAME_SAMPLES, AacWriter
+from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, with_audio
+from streams.formats.fmp4_audio import AUDIO_TRACK_ID, FRAME_SAMPLES, AacWriter
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from tests.audio_media import encode_audio
 from tests.media import encode_h264
-from tests.streams.outputs.test_fmp4 import boxes, child
+from tests.streams.formats.test_fmp4 import boxes, child
 
 VIDEO_FRAME = CLOCK_RATE // 25
 

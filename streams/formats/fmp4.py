@@ -8,7 +8,7 @@ access unit's NAL units with 4-byte length prefixes, without access unit
 delimiters and parameter sets (those live in the init segment; when they
 change, a new init segment is due). :func:`with_audio` adds an AAC track
 (track 2) to an init segment; its fragments come from
-:mod:`streams.outputs.fmp4_audio`.
+:mod:`streams.formats.fmp4_audio`.
 
 Times are in the media plane's 90 kHz clock: the sample's decode time is the
 packet's ``decode_ts``, its composition offset ``pts - decode_ts`` (a signed
@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streams import h264, h265
-from streams.outputs.fmp4_audio import AUDIO_TRACK_ID, audio_trak, audio_trex
-from streams.outputs.fmp4_config import avcc, hvcc, media_information
-from streams.outputs.fmp4_config import box as _box
-from streams.outputs.fmp4_config import full_box as _full_box
+from streams.formats.fmp4_audio import AUDIO_TRACK_ID, audio_trak, audio_trex
+from streams.formats.fmp4_config import avcc, hvcc, media_information
+from streams.formats.fmp4_config import box as _box
+from streams.formats.fmp4_config import full_box as _full_box
 from streams.packets import CLOCK_RATE, AudioInfo, Codec, MediaPacket
 from streams.reorder import frame_period
 

@@ -1,6 +1,6 @@
 """The AAC track of a fragmented MP4: its ``trak`` and ``trex`` boxes, its fragments, its timeline.
 
-:mod:`streams.outputs.fmp4` builds an init segment with this second track
+:mod:`streams.formats.fmp4` builds an init segment with this second track
 (track 2, ``soun``, an ``mp4a`` sample entry whose ``esds`` carries the
 stream's AudioSpecificConfig, timescale = sample rate) when a stream has AAC
 audio. The audio fragments are ``moof`` + ``mdat`` of their own, with one
@@ -14,7 +14,7 @@ bigger fragment would hold the picture back too. The cost is a ``moof`` (about
 to the video; IP cameras mostly send 8 or 16 kHz, a third of that or less.
 
 Timing: a frame's decode time is its ``pts`` (the media plane's 90 kHz clock,
-the same origin as video) plus :data:`~streams.outputs.fmp4.TIME_OFFSET`,
+the same origin as video) plus :data:`~streams.formats.fmp4.TIME_OFFSET`,
 converted to the sample rate, so audio and video line up. Packet timestamps
 jitter (rounding to 90 kHz, sources that stamp arrival times), and an audio
 track must not have gaps or overlaps between frames, so :class:`AacWriter`
@@ -38,7 +38,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streams.outputs.fmp4_config import box, esds, full_box, media_information
+from streams.formats.fmp4_config import box, esds, full_box, media_information
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 
 __all__ = [
