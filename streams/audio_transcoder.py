@@ -34,6 +34,7 @@ import av.error
 
 from streams.hub import Hub
 from streams.on_demand import DEFAULT_QUEUE_PACKETS, DEFAULT_RESTART_DELAY, OnDemandWorker
+from streams.outputs.base import OUTPUTS, StreamContext
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from streams.transcode_pipeline import PipelineResult
 
@@ -189,3 +190,12 @@ class OpusStage:
         self._decoder = None
         self._encoder = None
         self._resampler = None
+
+
+@OUTPUTS.register("opus")
+def _opus(context: StreamContext) -> AudioTranscoder | None:
+    """A stream with sound may be asked for Opus (AAC cameras, for WebRTC viewers)."""
+    if context.audio_hub is None:
+        return None
+    idle_timeout = context.settings.transcode.idle_timeout
+    return AudioTranscoder(context.audio_hub, name=f"{context.name}/opus", idle_timeout=idle_timeout)

@@ -125,6 +125,20 @@ class OnDemandWorker:
         """A fresh stage for a new run; called on the event loop as the run starts."""
         raise NotImplementedError
 
+    async def start(self) -> None:
+        """Nothing to do: the worker starts with the output hub's first subscriber."""
+
+    def statistics(self) -> dict[str, int | float | bool | str | None]:
+        return {
+            "running": self.running,
+            "starts": self.starts,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": self.dropped,
+            "decode_errors": self.decode_errors,
+            "failures": self.failures,
+        }
+
     @property
     def output(self) -> Hub:
         """The output hub; its first subscriber starts the worker."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from streams.hub import Hub
 from streams.on_demand import DEFAULT_QUEUE_PACKETS, DEFAULT_RESTART_DELAY, OnDemandWorker
+from streams.outputs.base import OUTPUTS, StreamContext
 from streams.transcode_pipeline import Pipeline, PipelineSettings, fit_size
 
 __all__ = ["DEFAULT_QUEUE_PACKETS", "DEFAULT_RESTART_DELAY", "Transcoder", "fit_size"]
@@ -70,3 +71,18 @@ class Transcoder(OnDemandWorker):
 
     def _open_stage(self) -> Pipeline:
         return Pipeline(self.name, self._settings)
+
+
+@OUTPUTS.register("h264")
+def _h264(context: StreamContext) -> Transcoder:
+    """Every stream may be asked for H.264; the transcoder only runs while watched."""
+    t = context.settings.transcode
+    return Transcoder(
+        context.hub,
+        name=f"{context.name}/h264",
+        max_width=t.max_width,
+        max_height=t.max_height,
+        bitrate=t.bitrate,
+        keyframe_interval=t.keyframe_interval,
+        idle_timeout=t.idle_timeout,
+    )
