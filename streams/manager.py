@@ -71,6 +71,7 @@ class _Stream:
         settings: RelaySettings,
         listener: StateListener | None,
         outputs: OutputRegistry,
+        emit: Callable[[object], None],
     ) -> None:
         self.kind = kind
         self.hub = Hub(name)
@@ -93,6 +94,7 @@ class _Stream:
             audio_hub=self.audio_hub,
             spec=spec,
             settings=settings,
+            emit=emit,
         )
         self.outputs = outputs.build(context)
         """Every output of this stream by kind, in the order they were registered."""
@@ -130,12 +132,21 @@ class _Stream:
 
 class _Camera:
     def __init__(
-        self, spec: CameraSpec, settings: RelaySettings, listener: StateListener, outputs: OutputRegistry
+        self,
+        spec: CameraSpec,
+        settings: RelaySettings,
+        listener: StateListener,
+        outputs: OutputRegistry,
+        emit: Callable[[str, object], None],
     ) -> None:
         self.spec = spec
-        self.main = _Stream(spec.id, "main", spec.source, spec, settings, listener, outputs)
+
+        def emitter(event: object) -> None:
+            emit(spec.id, event)
+
+        self.main = _Stream(spec.id, "main", spec.source, spec, settings, listener, outputs, emitter)
         self.sub = (
-            _Stream(f"{spec.id}/sub", "sub", spec.sub_source, spec, settings, None, outputs)
+            _Stream(f"{spec.id}/sub", "sub", spec.sub_source, spec, settings, None, outputs, emitter)
             if spec.sub_source is not None
             else None
         )
@@ -164,7 +175,11 @@ class StreamManager:
         self.settings = settings or RelaySettings()
         self._listeners: list[StateListener] = []
         self._session_listeners: list[Callable[[WhepSession], None]] = []
-        self._cameras = {spec.id: _Camera(spec, self.settings, self._on_state, outputs) for spec in cameras}
+        self._output_listeners: list[Callable[[str, object], None]] = []
+        self._cameras = {
+            spec.id: _Camera(spec, self.settings, self._on_state, outputs, self._on_output_event)
+            for spec in cameras
+        }
         self.webrtc = WebRtcOutput(
             ice_servers=[
                 RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
@@ -236,6 +251,15 @@ class StreamManager:
     def add_session_listener(self, listener: Callable[[WhepSession], None]) -> None:
         """Be told when a WebRTC session ends, after its resources are freed (on the event loop)."""
         self._session_listeners.append(listener)
+
+    def add_output_listener(self, listener: Callable[[str, object], None]) -> None:
+        """Be told ``(camera_id, event)`` of what stream outputs report, such as a recorded
+        segment closed (on the event loop)."""
+        self._output_listeners.append(listener)
+
+    def _on_output_event(self, camera_id: str, event: object) -> None:
+        for listener in list(self._output_listeners):
+            listener(camera_id, event)
 
     def _on_session_end(self, session: WhepSession) -> None:
         for listener in list(self._session_listeners):

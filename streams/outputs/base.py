@@ -71,6 +71,9 @@ class StreamContext:
     audio_hub: Hub | None
     spec: CameraSpec
     settings: RelaySettings
+    emit: Callable[[object], None] = lambda event: None
+    """Tells the manager's output listeners (:meth:`~streams.manager.StreamManager.add_output_listener`)
+    of an event of this output, such as a recorded segment closed; on the event loop."""
 
 
 OutputFactory = Callable[[StreamContext], StreamOutput | None]

@@ -49,6 +49,7 @@ class PacketCounter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self.context.emit(("counted", self.packets))
 
     def statistics(self) -> dict[str, Statistic]:
         return {"packets": self.packets, "keyframes": self.keyframes}
@@ -76,6 +77,8 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
     server = rtsp_server({"cam1": "320x240@25,300k,gop=25", "cam2": "320x240@25,300k,gop=25"})
     cameras = [rtsp_camera("counted", server.url("cam1")), rtsp_camera("not-counted", server.url("cam2"))]
     manager = StreamManager(cameras, SETTINGS, outputs=registry)
+    events: list[tuple[str, object]] = []
+    manager.add_output_listener(lambda camera_id, event: events.append((camera_id, event)))
     await manager.start()
     try:
         [counter] = built  # the factory declined the second camera
@@ -94,6 +97,7 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
     finally:
         await manager.stop()
     assert counter.stopped
+    assert events == [("counted", ("counted", counter.packets))]
 
 
 def test_the_default_outputs_are_the_picture_decoder_and_the_transcoders() -> None:
