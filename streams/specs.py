@@ -8,12 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from streams.ingest import IngestPolicy, IngestState
 from streams.sources import SourceOptions
 
 StreamName = Literal["main", "sub"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSpec:
+    """Continuous recording of one camera stream into segment files."""
+
+    directory: Path
+    """This camera's own recordings root."""
+    segment_seconds: float = 300.0
+    stream: StreamName = "main"
+    sync_interval: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +38,7 @@ class CameraSpec:
     policy: IngestPolicy = field(default_factory=IngestPolicy)
     sub_source: SourceOptions | None = None
     """A second, smaller stream of the same camera, for wall tiles; pulled once like the main one."""
+    recording: RecordingSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
