@@ -39,6 +39,7 @@ from streams.outputs.base import OUTPUTS, OutputRegistry, Statistic, StreamConte
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
 from streams.outputs.webrtc import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
+from streams.recording import Recorder as Recorder  # registers the "recorder" output
 from streams.sources import SourceOptions, open_source
 from streams.specs import (
     CameraSpec,

@@ -19,13 +19,16 @@ StreamName = Literal["main", "sub"]
 
 @dataclass(frozen=True, slots=True)
 class RecordingSpec:
-    """Continuous recording of one camera stream into segment files."""
+    """Continuous recording of one camera stream into fragmented MP4 segments."""
 
     directory: Path
-    """This camera's own recordings root."""
+    """This camera's own recordings root: segments go to ``<directory>/<YYYY-MM-DD>/``."""
     segment_seconds: float = 300.0
+    """A segment is closed at the first keyframe this long after its start."""
     stream: StreamName = "main"
+    """Which of the camera's streams is recorded."""
     sync_interval: float = 1.0
+    """Seconds between forcing written data to the disk (``fdatasync``): the most a power cut loses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class CameraSpec:
     sub_source: SourceOptions | None = None
     """A second, smaller stream of the same camera, for wall tiles; pulled once like the main one."""
     recording: RecordingSpec | None = None
+    """Record this camera continuously; None: never."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,8 +100,8 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
     assert events == [("counted", ("counted", counter.packets))]
 
 
-def test_the_default_outputs_are_the_picture_decoder_and_the_transcoders() -> None:
-    assert sorted(OUTPUTS) == ["h264", "opus", "pictures"]
+def test_the_default_outputs_are_the_picture_decoder_the_transcoders_and_the_recorder() -> None:
+    assert sorted(OUTPUTS) == ["h264", "opus", "pictures", "recorder"]
 
 
 def test_a_kind_is_registered_once() -> None:
