@@ -254,3 +254,15 @@ class RecordingSettings(_Model):
         allow_inf_nan=False,
         description="Segments older than this many days are deleted (a camera may keep its own).",
     )
+    max_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most bytes all recordings may take; beyond, the oldest segments go first, "
+        "whatever their camera. Empty: no limit but min_free_bytes.",
+    )
+    min_free_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description="Free space to keep on the recordings' file system; below it, the oldest "
+        "segments go first, whatever their camera.",
+    )
