@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 import av  # noqa: E402
 
-from streams import h264  # noqa: E402
+from streams.codecs import h264  # noqa: E402
 from streams.formats.fmp4 import Fmp4Writer  # noqa: E402
 from streams.hub import Hub  # noqa: E402
 from streams.outputs.mse import SharedFragments  # noqa: E402

@@ -19,7 +19,6 @@ from streams.ingest import IngestPolicy, IngestState
 from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
-from streams.outputs.webrtc import WhepSession
 from streams.recording import (
     RecordingFailed,
     RecordingResumed,
@@ -40,6 +39,7 @@ from streams.specs import (
     SubStreamStats,
     TranscodeSettings,
 )
+from streams.webrtc.output import WhepSession
 
 __all__ = [
     "MJPEG_BOUNDARY",

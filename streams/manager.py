@@ -31,14 +31,12 @@ from typing import TypeVar
 
 from aiortc import RTCIceServer
 
-from streams.audio_transcoder import AudioTranscoder
 from streams.errors import StreamError
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestState, StateListener
 from streams.outputs.base import OUTPUTS, OutputRegistry, Statistic, StreamContext, StreamOutput, output_of
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
-from streams.outputs.webrtc import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
 from streams.recording import Recorder as Recorder  # registers the "recorder" output
 from streams.sources import SourceOptions, open_source
 from streams.specs import (
@@ -48,7 +46,9 @@ from streams.specs import (
     StreamName,
     SubStreamStats,
 )
-from streams.transcoder import Transcoder
+from streams.transcoding.audio_transcoder import AudioTranscoder
+from streams.transcoding.transcoder import Transcoder
+from streams.webrtc.output import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
 
 __all__ = ["StreamManager", "UnknownCamera"]
 

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streams import h264, h265
+from streams.codecs import h264, h265
 from streams.formats.fmp4_audio import AUDIO_TRACK_ID, audio_trak, audio_trex
 from streams.formats.fmp4_config import avcc, hvcc, media_information
 from streams.formats.fmp4_config import box as _box

@@ -4,7 +4,7 @@ and ``esds`` (AAC).
 ISO/IEC 14496-15 boxes built from a stream's parameter sets, with 4-byte NAL
 unit lengths. Besides the parameter sets themselves they repeat a few SPS
 fields (chroma format, bit depths), read by ``sample_format`` of
-:mod:`streams.h264` and :mod:`streams.h265`. The ``esds`` box (ISO/IEC
+:mod:`streams.codecs.h264` and :mod:`streams.codecs.h265`. The ``esds`` box (ISO/IEC
 14496-1 and 14496-14) wraps an AAC AudioSpecificConfig.
 
 Pure functions on bytes, safe from any thread.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 
-from streams import h264, h265
+from streams.codecs import h264, h265
 
 __all__ = ["avcc", "box", "esds", "full_box", "hvcc"]
 

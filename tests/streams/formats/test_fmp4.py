@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 
-from streams import h264, h265
+from streams.codecs import h264, h265
 from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, codec_string, split_access_unit
 from streams.hub import Hub
 from streams.packets import CLOCK_RATE, MediaPacket
