@@ -4,6 +4,7 @@ Run from the checkout with the project's virtualenv::
 
     .venv/bin/python bench/record.py --writers              # 16 cameras, 4 Mbit/s, 10 s per writer
     .venv/bin/python bench/record.py --writers --cameras 4 --seconds 5
+    .venv/bin/python bench/record.py --index                # listing spans out of 16 x 30 days
 
 Every camera publishes, on the event loop at 25 fps, one fragment per access unit
 of synthetic data (a keyframe of 8 frames' worth every 2 s), 4 Mbit/s in all,
@@ -161,7 +162,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--writers", action="store_true", help="compare the writers (the only stage so far)")
+    parser.add_argument("--writers", action="store_true", help="compare the writers")
+    parser.add_argument(
+        "--index", action="store_true", help="time listing a camera's spans out of a month-full index"
+    )
+    parser.add_argument("--days", type=int, default=30, help="--index: days of segments per camera")
     parser.add_argument("--cameras", type=int, default=16)
     parser.add_argument("--kbps", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -170,8 +175,14 @@ def main() -> None:
         "--directory", type=Path, help="where to write (on the disk to judge; default: TMPDIR)"
     )
     args = parser.parse_args()
+    if not (args.writers or args.index):
+        parser.error("say --writers and/or --index")
+    if args.index:
+        from bench._record_index import index_listing
+
+        asyncio.run(index_listing(args.cameras, args.days, 300))
     if not args.writers:
-        parser.error("say --writers")
+        return
     print(
         f"{args.cameras} cameras x {args.kbps} kbit/s, {FPS} fps, {args.seconds:g} s a run, {args.runs} runs"
     )

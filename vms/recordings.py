@@ -89,31 +89,41 @@ class Report:
     """Files the index does not know (left in place, listed here)."""
 
 
-def spans_of(rows: Iterable[tuple[datetime, datetime]], start: datetime, end: datetime) -> list[Span]:
-    """Merge ``(start, end)`` pairs sorted by start into spans clipped to ``[start, end]``."""
-    spans: list[Span] = []
+Millis = tuple[int, int]
+"""A stretch of time as ``(start, end)`` milliseconds since the Unix epoch."""
+
+
+def spans_of(rows: Iterable[Millis], start: int, end: int) -> list[Millis]:
+    """Merge segments sorted by start into spans clipped to ``[start, end]`` (milliseconds:
+    a month of segments is merged without making a datetime for each)."""
+    tolerance = GAP_TOLERANCE // timedelta(milliseconds=1)
+    spans: list[list[int]] = []
     for row_start, row_end in rows:
         s, e = max(row_start, start), min(row_end, end)
         if e <= s:
             continue
-        if spans and s - spans[-1].end <= GAP_TOLERANCE:
-            if e > spans[-1].end:
-                spans[-1] = Span(spans[-1].start, e)
+        if spans and s - spans[-1][1] <= tolerance:
+            if e > spans[-1][1]:
+                spans[-1][1] = e
         else:
-            spans.append(Span(s, e))
-    return spans
+            spans.append([s, e])
+    return [(s, e) for s, e in spans]
 
 
-def gaps_between(spans: list[Span], start: datetime, end: datetime) -> list[Span]:
-    gaps: list[Span] = []
+def gaps_between(spans: list[Millis], start: int, end: int) -> list[Millis]:
+    gaps: list[Millis] = []
     at = start
-    for span in spans:
-        if span.start > at:
-            gaps.append(Span(at, span.start))
-        at = max(at, span.end)
+    for span_start, span_end in spans:
+        if span_start > at:
+            gaps.append((at, span_start))
+        at = max(at, span_end)
     if at < end:
-        gaps.append(Span(at, end))
+        gaps.append((at, end))
     return gaps
+
+
+def _as_spans(pairs: list[Millis]) -> list[Span]:
+    return [Span(from_ms(s), from_ms(e)) for s, e in pairs]
 
 
 class RecordingIndex:
@@ -198,8 +208,8 @@ class RecordingIndex:
             camera_id=info.camera_id,
             stream=info.stream,
             path=self._relative(info.path),
-            start_at=info.start,
-            end_at=info.end,
+            start_ms=to_ms(info.start),
+            end_ms=to_ms(info.end),
             bytes=info.bytes,
             codec=info.codec,
             audio=info.audio,
@@ -268,20 +278,21 @@ class RecordingIndex:
         async with self.db.session() as s:
             rows = (
                 await s.execute(
-                    select(RecordingSegment.start_at, RecordingSegment.end_at, RecordingSegment.bytes)
+                    select(RecordingSegment.start_ms, RecordingSegment.end_ms, RecordingSegment.bytes)
                     .where(
                         RecordingSegment.camera_id == camera_id,
                         RecordingSegment.stream == stream,
-                        RecordingSegment.start_at >= start - longest,
-                        RecordingSegment.start_at < end,
-                        RecordingSegment.end_at > start,
+                        RecordingSegment.start_ms >= to_ms(start - longest),
+                        RecordingSegment.start_ms < to_ms(end),
+                        RecordingSegment.end_ms > to_ms(start),
                     )
-                    .order_by(RecordingSegment.start_at)
+                    .order_by(RecordingSegment.start_ms)
                 )
             ).all()
-        pairs = [(_aware(a), _aware(b)) for a, b, _ in rows]
-        spans = spans_of(pairs, start, end)
-        return Spans(spans, gaps_between(spans, start, end), len(rows), sum(size for _, _, size in rows))
+        first, last = to_ms(start), to_ms(end)
+        spans = spans_of(((a, b) for a, b, _ in rows), first, last)
+        gaps = gaps_between(spans, first, last)
+        return Spans(_as_spans(spans), _as_spans(gaps), len(rows), sum(size for _, _, size in rows))
 
     # -- retention ---------------------------------------------------------------------
 
@@ -304,8 +315,10 @@ class RecordingIndex:
                 old = (
                     await s.execute(
                         select(RecordingSegment.id, RecordingSegment.path)
-                        .where(RecordingSegment.camera_id == camera.id, RecordingSegment.end_at < cutoff)
-                        .order_by(RecordingSegment.start_at)
+                        .where(
+                            RecordingSegment.camera_id == camera.id, RecordingSegment.end_ms < to_ms(cutoff)
+                        )
+                        .order_by(RecordingSegment.start_ms)
                     )
                 ).all()
             if not old:
@@ -376,14 +389,19 @@ async def _oldest(db: Database, limit: int) -> list[tuple[int, str, str, int]]:
             select(
                 RecordingSegment.id, RecordingSegment.camera_id, RecordingSegment.path, RecordingSegment.bytes
             )
-            .order_by(RecordingSegment.start_at)
+            .order_by(RecordingSegment.start_ms)
             .limit(limit)
         )
         return [(row_id, camera_id, path, size) for row_id, camera_id, path, size in rows]
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def to_ms(value: datetime) -> int:
+    """Milliseconds since the Unix epoch, as the index stores times."""
+    return round(value.timestamp() * 1000)
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
 
 
 def _segment_files(root: Path) -> set[str]:

@@ -17,6 +17,7 @@ import av
 import pytest
 from sqlalchemy import select
 
+from vms.recordings import from_ms
 from vms.storage import Database
 from vms.storage.tables import RecordingSegment
 
@@ -117,14 +118,14 @@ async def test_a_kill_loses_at_most_about_a_second_and_recording_goes_on(tmp_pat
     await db.start()
     try:
         async with db.session() as s:
-            rows = list(await s.scalars(select(RecordingSegment).order_by(RecordingSegment.start_at)))
+            rows = list(await s.scalars(select(RecordingSegment).order_by(RecordingSegment.start_ms)))
     finally:
         await db.stop()
     [recovered] = [row for row in rows if row.recovered]
     assert recovered.path == recovered_file.relative_to(root).as_posix()
-    end = recovered.end_at.replace(tzinfo=UTC)
+    end = from_ms(recovered.end_ms)
     assert killed_at - timedelta(seconds=1.5) <= end <= killed_at + timedelta(seconds=0.5)
-    after = [row for row in rows if row.start_at > recovered.start_at]
+    after = [row for row in rows if row.start_ms > recovered.start_ms]
     assert after, "recording did not go on in a new segment"
     assert all(not row.recovered for row in after)
     assert len(rows) == len(files(root, ".mp4"))  # every file indexed, none twice

@@ -95,22 +95,20 @@ async def indexed(index: RecordingIndex, database: Database, count: int) -> None
 
 
 def test_spans_merge_segments_a_cut_apart_and_gaps_fill_the_rest() -> None:
-    s = [
-        (T0, T0 + timedelta(seconds=60)),
-        (T0 + timedelta(seconds=60.04), T0 + timedelta(seconds=120)),  # cut at a keyframe: one span
-        (T0 + timedelta(seconds=300), T0 + timedelta(seconds=360)),  # after an outage
+    s = 1_800_000_000_000  # milliseconds since the epoch
+    rows = [
+        (s, s + 60_000),
+        (s + 60_040, s + 120_000),  # cut at a keyframe: the same span
+        (s + 300_000, s + 360_000),  # after an outage
     ]
-    end = T0 + timedelta(seconds=400)
-    spans = spans_of(s, T0 - timedelta(seconds=10), end)
-    assert spans == [Span(T0, T0 + timedelta(seconds=120)), Span(T0 + timedelta(seconds=300), s[2][1])]
-    assert gaps_between(spans, T0 - timedelta(seconds=10), end) == [
-        Span(T0 - timedelta(seconds=10), T0),
-        Span(T0 + timedelta(seconds=120), T0 + timedelta(seconds=300)),
-        Span(s[2][1], end),
+    spans = spans_of(rows, s - 10_000, s + 400_000)
+    assert spans == [(s, s + 120_000), (s + 300_000, s + 360_000)]
+    assert gaps_between(spans, s - 10_000, s + 400_000) == [
+        (s - 10_000, s),
+        (s + 120_000, s + 300_000),
+        (s + 360_000, s + 400_000),
     ]
-    assert spans_of(s, T0 + timedelta(seconds=30), T0 + timedelta(seconds=40)) == [
-        Span(T0 + timedelta(seconds=30), T0 + timedelta(seconds=40))
-    ]
+    assert spans_of(rows, s + 30_000, s + 40_000) == [(s + 30_000, s + 40_000)]  # clipped to the range
 
 
 async def test_closed_segments_are_indexed_and_listed_as_spans(database: Database, tmp_path: Path) -> None:
@@ -137,7 +135,7 @@ async def test_closed_segments_are_indexed_and_listed_as_spans(database: Databas
     assert found.gaps[0] == Span(T0 + timedelta(minutes=3), T0 + timedelta(minutes=10))
     assert (await index.spans("tax-2", "main", T0, T0 + timedelta(hours=1))).segments == 0
     async with database.session() as s:
-        row = await s.scalar(select(RecordingSegment).order_by(RecordingSegment.start_at))
+        row = await s.scalar(select(RecordingSegment).order_by(RecordingSegment.start_ms))
     assert row is not None
     assert row.path == f"tax-1/{T0:%Y-%m-%d/%H-%M-%S}-000000.mp4"  # relative to the recordings directory
     assert len(row.sha256) == 64 and row.codec == "avc1.64001f"

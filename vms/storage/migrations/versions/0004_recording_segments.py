@@ -23,8 +23,8 @@ def upgrade() -> None:
         sa.Column("camera_id", sa.String(length=64), nullable=False),
         sa.Column("stream", sa.String(length=8), nullable=False),
         sa.Column("path", sa.String(length=512), nullable=False),
-        sa.Column("start_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("end_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("start_ms", sa.BigInteger(), nullable=False),
+        sa.Column("end_ms", sa.BigInteger(), nullable=False),
         sa.Column("bytes", sa.BigInteger(), nullable=False),
         sa.Column("codec", sa.String(length=64), nullable=False),
         sa.Column("audio", sa.String(length=32), nullable=True),
@@ -34,12 +34,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("path", name="uq_recording_segments_path"),
     )
     op.create_index(
-        "ix_recording_segments_camera_start", "recording_segments", ["camera_id", "stream", "start_at"]
+        "ix_recording_segments_camera_start", "recording_segments", ["camera_id", "stream", "start_ms"]
     )
-    op.create_index(op.f("ix_recording_segments_end_at"), "recording_segments", ["end_at"])
+    op.create_index(op.f("ix_recording_segments_end_ms"), "recording_segments", ["end_ms"])
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_recording_segments_end_at"), table_name="recording_segments")
+    op.drop_index(op.f("ix_recording_segments_end_ms"), table_name="recording_segments")
     op.drop_index("ix_recording_segments_camera_start", table_name="recording_segments")
     op.drop_table("recording_segments")
