@@ -171,7 +171,7 @@ class DirectReader:
 
     async def _run(self) -> None:
         from streams.sources.base import SourceOptions
-        from streams.sources.rtsp import RtspSource
+        from streams.sources.rtsp.source import RtspSource
 
         source = RtspSource(SourceOptions(url=self.url))
         try:

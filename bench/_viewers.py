@@ -58,7 +58,7 @@ class Viewer:
     def __init__(self, http: Any, base_url: str, camera: str, *, decode: bool = False) -> None:
         from aiortc import RTCPeerConnection
 
-        from streams.outputs import ice
+        from streams.webrtc import ice
 
         self.camera = camera
         self.decode = decode
@@ -80,7 +80,7 @@ class Viewer:
         """POST the offer, apply the answer, wait until ICE and DTLS are up."""
         from aiortc import RTCRtpReceiver, RTCSessionDescription
 
-        from streams.outputs import ice
+        from streams.webrtc import ice
 
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
         caps = RTCRtpReceiver.getCapabilities("video")

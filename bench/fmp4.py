@@ -9,7 +9,7 @@ It encodes a 720p25 H.264 clip with PyAV (the relay benchmark's noisy texture,
 ``bench/_fixtures.py``; High profile, keyframe every 4 s, 2 Mbit/s by default),
 then, in one process and one thread, writes one fragment per access unit:
 
-* ``ours``: :class:`streams.outputs.fmp4.Fmp4Writer` (what every MSE viewer of a
+* ``ours``: :class:`streams.formats.fmp4.Fmp4Writer` (what every MSE viewer of a
   camera shares), timed per access unit;
 * ``pyav``: an ``mp4`` output container with
   ``movflags=empty_moov+default_base_moof+frag_every_frame`` (and
@@ -44,9 +44,9 @@ if str(ROOT) not in sys.path:
 
 import av  # noqa: E402
 
-from streams import h264  # noqa: E402
+from streams.codecs import h264  # noqa: E402
+from streams.formats.fmp4 import Fmp4Writer  # noqa: E402
 from streams.hub import Hub  # noqa: E402
-from streams.outputs.fmp4 import Fmp4Writer  # noqa: E402
 from streams.outputs.mse import SharedFragments  # noqa: E402
 from streams.packets import CLOCK_RATE, MediaPacket  # noqa: E402
 

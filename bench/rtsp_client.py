@@ -4,7 +4,7 @@ Starts the GStreamer RTSP test server on 127.0.0.1 in access-unit-file mode: eve
 access unit carries an SEI with the wall-clock time at which the server pushed
 it. Two clients, each in its own process, read the stream simultaneously:
 
-* ``ours``: :class:`streams.sources.rtsp.RtspSource` (asyncio, access unit
+* ``ours``: :class:`streams.sources.rtsp.source.RtspSource` (asyncio, access unit
   complete on the RTP marker bit);
 * ``pyav``: ``av.open(url, options={"rtsp_transport": "tcp", ...})`` demuxing.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams import h264
+from streams.codecs import h264
 from tests.rtsp_fixtures import RtspTestServer, write_au_file
 
 CLOCK_UUID = b"HALLWATCH-CLOCK!"
@@ -53,7 +53,7 @@ def _wait_until(start_at: float) -> None:
 
 def run_ours(url: str, start_at: float, seconds: float, out: multiprocessing.Queue[Result]) -> None:
     from streams.sources.base import SourceOptions
-    from streams.sources.rtsp import RtspSource
+    from streams.sources.rtsp.source import RtspSource
 
     async def main() -> list[tuple[int, int]]:
         offset = time.time_ns() - time.monotonic_ns()

@@ -3,7 +3,7 @@
 For each source size (default 1280x720 and 1920x1080, 25 fps) it encodes a clip
 of moving, noisy H.265 with PyAV's libx265, publishes it looped in real time into
 a real :class:`~streams.hub.Hub` (each packet stamped with its arrival time), and
-runs a :class:`~streams.transcoder.Transcoder` on it, for each output limit (the
+runs a :class:`~streams.transcoding.transcoder.Transcoder` on it, for each output limit (the
 source size, and 1280x720 at most) with 1 and then 10 subscribers draining the
 output. Per stage it prints the process's CPU time over wall time as a share of
 one core (the median of several windows, with their range; the worker thread,
@@ -42,7 +42,7 @@ import psutil
 
 from streams.hub import Hub, HubClosed, Subscription
 from streams.packets import CLOCK_RATE, MediaPacket
-from streams.transcoder import Transcoder, fit_size
+from streams.transcoding.transcoder import Transcoder, fit_size
 
 FPS = 25
 GOP = 50

@@ -19,7 +19,13 @@ from streams.ingest import IngestPolicy, IngestState
 from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
-from streams.outputs.webrtc import WhepSession
+from streams.recording import (
+    RecordingFailed,
+    RecordingResumed,
+    SegmentClosed,
+    SegmentInfo,
+    recover,
+)
 from streams.redact import redact_url
 from streams.sources import SourceOptions, supported_schemes
 from streams.sources import check_url as check_source_url
@@ -27,11 +33,13 @@ from streams.specs import (
     CameraSpec,
     CameraStats,
     IceServer,
+    RecordingSpec,
     RelaySettings,
     StreamName,
     SubStreamStats,
     TranscodeSettings,
 )
+from streams.webrtc.output import WhepSession
 
 __all__ = [
     "MJPEG_BOUNDARY",
@@ -47,7 +55,12 @@ __all__ = [
     "NegotiationError",
     "NoPicture",
     "OwnerCapacityError",
+    "RecordingFailed",
+    "RecordingResumed",
+    "RecordingSpec",
     "RelaySettings",
+    "SegmentClosed",
+    "SegmentInfo",
     "SourceAuthError",
     "SourceError",
     "SourceOptions",
@@ -64,6 +77,7 @@ __all__ = [
     "WrongOutput",
     "check_source_url",
     "mjpeg_part",
+    "recover",
     "redact_url",
     "supported_schemes",
 ]

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from streams import h264, h265
+from streams.codecs import h264, h265
 from streams.errors import StreamNotReady
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket, StreamInfo
 from streams.reorder import DecodeClock

@@ -2,7 +2,8 @@
 
 :class:`StreamManager` owns, per camera, one or two pulled streams (the main
 stream and, if the camera has one, a smaller sub-stream), each with its own hub,
-ingest, picture output and on-demand H.264 transcoder, and owns the WebRTC and
+ingest and outputs (picture output, on-demand H.264 transcoder, and whatever else
+registers in :data:`~streams.outputs.base.OUTPUTS`), and owns the WebRTC and
 MSE outputs shared by all cameras, and the memory trimmer that gives freed
 memory back to the system when the last viewer has left
 (:mod:`streams.memory`). The control plane (``vms``) builds it from
@@ -28,17 +29,18 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
 from aiortc import RTCIceServer
 
-from streams.audio_transcoder import AudioTranscoder
 from streams.errors import StreamError
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestState, StateListener
 from streams.memory import MemoryTrimmer
+from streams.outputs.base import OUTPUTS, OutputRegistry, Statistic, StreamContext, StreamOutput, output_of
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
-from streams.outputs.webrtc import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
+from streams.recording import Recorder as Recorder  # registers the "recorder" output
 from streams.sources import SourceOptions, open_source
 from streams.specs import (
     CameraSpec,
@@ -47,9 +49,13 @@ from streams.specs import (
     StreamName,
     SubStreamStats,
 )
-from streams.transcoder import Transcoder
+from streams.transcoding.audio_transcoder import AudioTranscoder
+from streams.transcoding.transcoder import Transcoder
+from streams.webrtc.output import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
 
 __all__ = ["StreamManager", "UnknownCamera"]
+
+T = TypeVar("T")
 
 
 class UnknownCamera(StreamError):
@@ -57,16 +63,21 @@ class UnknownCamera(StreamError):
 
 
 class _Stream:
-    """One pulled source of a camera: hub, ingest, pictures, and a transcoder used on demand."""
+    """One pulled source of a camera: hub, ingest, and the outputs registered in
+    :data:`~streams.outputs.base.OUTPUTS` (pictures and transcoders used on demand)."""
 
     def __init__(
         self,
         name: str,
+        kind: StreamName,
         options: SourceOptions,
         spec: CameraSpec,
         settings: RelaySettings,
         listener: StateListener | None,
+        outputs: OutputRegistry,
+        emit: Callable[[object], None],
     ) -> None:
+        self.kind = kind
         self.hub = Hub(name)
         self.audio_hub = Hub(f"{name}/audio", timeline_of=self.hub) if options.audio else None
         secrets = [options.password] if options.password else []
@@ -80,24 +91,20 @@ class _Stream:
             secrets=secrets,
             audio_hub=self.audio_hub,
         )
-        self.pictures = PictureOutput(
-            self.hub, jpeg_quality=settings.jpeg_quality, max_fps=settings.mjpeg_max_fps
+        context = StreamContext(
+            name=name,
+            stream=kind,
+            hub=self.hub,
+            audio_hub=self.audio_hub,
+            spec=spec,
+            settings=settings,
+            emit=emit,
         )
-        t = settings.transcode
-        self.transcoder = Transcoder(
-            self.hub,
-            name=f"{name}/h264",
-            max_width=t.max_width,
-            max_height=t.max_height,
-            bitrate=t.bitrate,
-            keyframe_interval=t.keyframe_interval,
-            idle_timeout=t.idle_timeout,
-        )
-        self.audio_transcoder = (
-            AudioTranscoder(self.audio_hub, name=f"{name}/opus", idle_timeout=t.idle_timeout)
-            if self.audio_hub is not None
-            else None
-        )
+        self.outputs = outputs.build(context)
+        """Every output of this stream by kind, in the order they were registered."""
+        self.pictures = _required(self.outputs, "pictures", PictureOutput)
+        self.transcoder = _required(self.outputs, "h264", Transcoder)
+        self.audio_transcoder = output_of(self.outputs, "opus", AudioTranscoder)
 
     @property
     def transcoders(self) -> list[Transcoder | AudioTranscoder]:
@@ -113,11 +120,14 @@ class _Stream:
             return self.audio_transcoder.output
         return self.audio_hub
 
+    async def start(self) -> None:
+        for output in self.outputs.values():
+            await output.start()
+        self.ingest.start()
+
     async def stop(self) -> None:
-        if self.audio_transcoder is not None:
-            await self.audio_transcoder.stop()
-        await self.transcoder.stop()
-        await self.pictures.stop()
+        for output in reversed(self.outputs.values()):
+            await output.stop()
         await self.ingest.stop()
         self.hub.close()
         if self.audio_hub is not None:
@@ -125,11 +135,22 @@ class _Stream:
 
 
 class _Camera:
-    def __init__(self, spec: CameraSpec, settings: RelaySettings, listener: StateListener) -> None:
+    def __init__(
+        self,
+        spec: CameraSpec,
+        settings: RelaySettings,
+        listener: StateListener,
+        outputs: OutputRegistry,
+        emit: Callable[[str, object], None],
+    ) -> None:
         self.spec = spec
-        self.main = _Stream(spec.id, spec.source, spec, settings, listener)
+
+        def emitter(event: object) -> None:
+            emit(spec.id, event)
+
+        self.main = _Stream(spec.id, "main", spec.source, spec, settings, listener, outputs, emitter)
         self.sub = (
-            _Stream(f"{spec.id}/sub", spec.sub_source, spec, settings, None)
+            _Stream(f"{spec.id}/sub", "sub", spec.sub_source, spec, settings, None, outputs, emitter)
             if spec.sub_source is not None
             else None
         )
@@ -146,11 +167,23 @@ class _Camera:
 class StreamManager:
     """Starts one ingest per camera stream and serves their hubs. See the module docstring."""
 
-    def __init__(self, cameras: Sequence[CameraSpec], settings: RelaySettings | None = None) -> None:
+    def __init__(
+        self,
+        cameras: Sequence[CameraSpec],
+        settings: RelaySettings | None = None,
+        *,
+        outputs: OutputRegistry = OUTPUTS,
+    ) -> None:
+        """``outputs``: what each camera stream feeds besides viewers; the registered
+        outputs by default (a test may add its own to a registry of its own)."""
         self.settings = settings or RelaySettings()
         self._listeners: list[StateListener] = []
         self._session_listeners: list[Callable[[WhepSession], None]] = []
-        self._cameras = {spec.id: _Camera(spec, self.settings, self._on_state) for spec in cameras}
+        self._output_listeners: list[Callable[[str, object], None]] = []
+        self._cameras = {
+            spec.id: _Camera(spec, self.settings, self._on_state, outputs, self._on_output_event)
+            for spec in cameras
+        }
         self.webrtc = WebRtcOutput(
             ice_servers=[
                 RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
@@ -197,7 +230,7 @@ class StreamManager:
         self.started_at = time.time()
         for cam in self._cameras.values():
             for stream in cam.streams:
-                stream.ingest.start()
+                await stream.start()
         self.trimmer.start()
 
     async def stop(self) -> None:
@@ -230,6 +263,15 @@ class StreamManager:
     def add_session_listener(self, listener: Callable[[WhepSession], None]) -> None:
         """Be told when a WebRTC session ends, after its resources are freed (on the event loop)."""
         self._session_listeners.append(listener)
+
+    def add_output_listener(self, listener: Callable[[str, object], None]) -> None:
+        """Be told ``(camera_id, event)`` of what stream outputs report, such as a recorded
+        segment closed (on the event loop)."""
+        self._output_listeners.append(listener)
+
+    def _on_output_event(self, camera_id: str, event: object) -> None:
+        for listener in list(self._output_listeners):
+            listener(camera_id, event)
 
     def _on_session_end(self, session: WhepSession) -> None:
         for listener in list(self._session_listeners):
@@ -314,6 +356,15 @@ class StreamManager:
             viewers=_viewers_of(sub, self.webrtc, self.mse),
         )
 
+    def output_statistics(self, camera_id: str) -> dict[str, dict[str, dict[str, Statistic]]]:
+        """Each output's :meth:`~streams.outputs.base.StreamOutput.statistics`, by stream
+        (``main``, ``sub``) and kind."""
+        cam = self._camera(camera_id)
+        return {
+            stream.kind: {kind: output.statistics() for kind, output in stream.outputs.items()}
+            for stream in cam.streams
+        }
+
     def all_stats(self) -> list[CameraStats]:
         return [self.stats(cid) for cid in self._cameras]
 
@@ -361,6 +412,13 @@ class StreamManager:
 
     def mjpeg(self, camera_id: str, stream: StreamName = "main") -> AsyncIterator[bytes]:
         return self._camera(camera_id).stream(stream).pictures.mjpeg()
+
+
+def _required(outputs: dict[str, StreamOutput], kind: str, cls: type[T]) -> T:
+    output = output_of(outputs, kind, cls)
+    if output is None:
+        raise LookupError(f"no {kind!r} output registered")  # its module was not imported
+    return output
 
 
 def _rates(stream: _Stream) -> tuple[float, float]:

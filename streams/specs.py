@@ -8,12 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from streams.ingest import IngestPolicy, IngestState
 from streams.sources import SourceOptions
 
 StreamName = Literal["main", "sub"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSpec:
+    """Continuous recording of one camera stream into fragmented MP4 segments."""
+
+    directory: Path
+    """This camera's own recordings root: segments go to ``<directory>/<YYYY-MM-DD>/``."""
+    segment_seconds: float = 300.0
+    """A segment is closed at the first keyframe this long after its start."""
+    stream: StreamName = "main"
+    """Which of the camera's streams is recorded."""
+    sync_interval: float = 1.0
+    """Seconds between forcing written data to the disk (``fdatasync``): the most a power cut loses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +41,8 @@ class CameraSpec:
     policy: IngestPolicy = field(default_factory=IngestPolicy)
     sub_source: SourceOptions | None = None
     """A second, smaller stream of the same camera, for wall tiles; pulled once like the main one."""
+    recording: RecordingSpec | None = None
+    """Record this camera continuously; None: never."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from streams.sources.base import SourceOptions
-from streams.sources.rtsp import RtspSource
+from streams.sources.rtsp.source import RtspSource
 from tests.clock_barcode import HEIGHT, READ_CLOCK_JS, WIDTH, barcode_rows, read_clock
 from tests.rtsp_fixtures import RtspServerFactory
 

@@ -42,7 +42,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtp import RtpPacket, is_rtcp
 
-from streams.outputs import ice
+from streams.webrtc import ice
 
 Signal = Callable[[str], Awaitable[str]]
 

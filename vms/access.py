@@ -13,18 +13,19 @@ from typing import Literal, get_args
 from vms.config import Config
 
 Role = Literal["viewer", "operator", "admin"]
-Permission = Literal["watch", "snapshot", "acknowledge", "audit", "admin"]
+Permission = Literal["watch", "snapshot", "playback", "acknowledge", "audit", "admin"]
 
 ROLES: tuple[Role, ...] = get_args(Role)
 PERMISSIONS: tuple[Permission, ...] = get_args(Permission)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "viewer": frozenset({"watch"}),
-    "operator": frozenset({"watch", "snapshot", "acknowledge", "audit"}),
+    "operator": frozenset({"watch", "snapshot", "playback", "acknowledge", "audit"}),
     "admin": frozenset(PERMISSIONS),
 }
-"""viewer watches live; operator also takes snapshots, acknowledges alarms and reads
-the audit trail; admin may do everything, including managing users and cameras."""
+"""viewer watches live; operator also takes snapshots, lists and plays recordings,
+acknowledges alarms and reads the audit trail; admin may do everything, including
+managing users and cameras."""
 
 
 def is_role(value: str) -> bool:

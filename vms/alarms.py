@@ -15,6 +15,12 @@
   merely late stays ``starting`` (the ingest gives opening its own budget), so a
   busy start-up raises no alarm.
 
+A camera's recording that stops (the disk is full or read-only) raises one
+``recording_failed`` alarm, and its return an informational ``recording_resumed``
+event that resolves it (:meth:`AlarmCentre.recording_failed`, ``..._resumed``;
+:mod:`vms.recordings` relays the recorders' events). Segments deleted before their
+retention because the disk limit was reached raise ``recording_space``.
+
 Alarms are live state: the last :data:`KEEP_ALARMS` are kept in memory, and a
 restart forgets them. The audit trail (the database) is the durable record of
 who acknowledged which alarm.
@@ -58,7 +64,9 @@ HEARTBEAT = 15.0
 """Seconds between keep-alive comments on an idle event stream."""
 MESSAGE_CHARS = 120
 
-AlarmKind = Literal["offline", "stalled", "online"]
+AlarmKind = Literal[
+    "offline", "stalled", "online", "recording_failed", "recording_resumed", "recording_space"
+]
 EventType = Literal["alarm", "ack"]
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*?(?=:\s|\s|$):?", re.IGNORECASE)
@@ -82,7 +90,7 @@ def alarm_message(kind: AlarmKind, error: str | None) -> str:
 
     ``error`` is the media plane's own fixed text for the failure, never the camera's
     words (a camera can echo its login in a reason phrase); URLs are stripped all the same."""
-    text = f"camera {kind}"
+    text = "recording stopped" if kind == "recording_failed" else f"camera {kind}"
     if error:
         cleaned = " ".join(_URL.sub("", error).split())
         if cleaned:
@@ -115,8 +123,8 @@ class Alarm:
 
     @property
     def informational(self) -> bool:
-        """Whether the alarm needs no acknowledgement (``online`` events)."""
-        return self.kind == "online"
+        """Whether the alarm needs no acknowledgement (``online`` and ``recording_resumed`` events)."""
+        return self.kind in ("online", "recording_resumed")
 
     @property
     def unacknowledged(self) -> bool:
@@ -235,6 +243,8 @@ class AlarmCentre:
         # Each alarm makes at most two events (raised, acknowledged).
         self._events: deque[AlarmEvent] = deque(maxlen=2 * keep)
         self._trouble: dict[str, _Trouble] = {}
+        self._recording_trouble: dict[str, tuple[float, int]] = {}
+        """Cameras whose recording failed: since when (monotonic) and the alarm raised."""
         self._subscribers: set[Subscription] = set()
         self._next_id = _clock_start()
         self._next_seq = self._next_id
@@ -265,6 +275,39 @@ class AlarmCentre:
             self._raise(camera_id, hall_id, "online", message, resolves=tuple(trouble.alarm_ids))
         elif new is IngestState.DISABLED:
             self._trouble.pop(camera_id, None)
+
+    def recording_failed(self, camera_id: str, reason: str) -> None:
+        """A camera's recording stopped (disk full, read-only...): one alarm until it resumes.
+        ``reason`` is the media plane's own fixed text."""
+        hall_id = self._hall_of(camera_id)
+        if hall_id is None or camera_id in self._recording_trouble:
+            return
+        alarm = self._raise(camera_id, hall_id, "recording_failed", alarm_message("recording_failed", reason))
+        self._recording_trouble[camera_id] = (time.monotonic(), alarm.id)
+
+    def recording_resumed(self, camera_id: str) -> None:
+        """The camera records again: an informational event resolving the failure."""
+        hall_id = self._hall_of(camera_id)
+        trouble = self._recording_trouble.pop(camera_id, None)
+        if hall_id is None or trouble is None:
+            return
+        since, alarm_id = trouble
+        message = f"recording again after {_duration(time.monotonic() - since)}"
+        self._raise(camera_id, hall_id, "recording_resumed", message, resolves=(alarm_id,))
+
+    def recording_space(self, camera_id: str, deleted: int) -> None:
+        """Recordings of the camera were deleted before their retention to make room."""
+        hall_id = self._hall_of(camera_id)
+        if hall_id is not None:
+            message = f"disk limit reached: {deleted} oldest segments deleted before their retention"
+            self._raise(camera_id, hall_id, "recording_space", message)
+
+    def _hall_of(self, camera_id: str) -> str | None:
+        try:
+            return self.config.camera(camera_id).hall
+        except KeyError:
+            log.warning("an event of camera %s, which the configuration does not list", camera_id)
+            return None
 
     def _raise(
         self, camera_id: str, hall_id: str, kind: AlarmKind, message: str, resolves: tuple[int, ...] = ()

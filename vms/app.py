@@ -35,9 +35,11 @@ from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.config import Config
+from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, health, live_ws, media, probes, users
 from vms.routes import metrics as metrics_route
+from vms.routes import recordings as recordings_route
 from vms.storage.faults import GONE, describe
 from vms.storage.health import DatabaseHealth
 from vms.storage.identity import leave_tombstone
@@ -85,6 +87,11 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             relay = manager or build_manager(config)
             relay.add_session_listener(viewing.whep_ended)
             relay.add_listener(alarm_centre.on_state)
+            recordings = RecordingIndex(db, config, alarm_centre)
+            await recordings.recover()  # before any recorder opens a new segment
+            relay.add_output_listener(recordings.on_output_event)
+            recordings.start()
+            stack.push_async_callback(recordings.stop)  # after the recorders closed their segments
             await relay.start()
             stack.push_async_callback(relay.stop)
             stack.push_async_callback(alarm_centre.stop)
@@ -92,6 +99,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             app.state.db_health = health
             app.state.viewing, app.state.manager = viewing, relay
             app.state.alarms = alarm_centre
+            app.state.recordings = recordings
             log.info("relaying %d cameras", len(relay.camera_ids()))
             try:
                 yield
@@ -119,6 +127,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(dashboard.router, prefix=API_PREFIX)
     app.include_router(live_ws.router, prefix=API_PREFIX)
     app.include_router(alarms.router, prefix=API_PREFIX)
+    app.include_router(recordings_route.router, prefix=API_PREFIX)
     static = dashboard_dir()
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")

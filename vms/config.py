@@ -42,6 +42,7 @@ from vms.config_media import (
     IngestOverrides,
     IngestSettings,
     PictureSettings,
+    RecordingSettings,
     Seconds,
     TranscodeSettings,
     WebRtcSettings,
@@ -196,6 +197,21 @@ class Camera(_Model):
     ingest: IngestOverrides | None = Field(
         default=None, description="Replaces some of the site's ingest settings."
     )
+    record: bool | None = Field(
+        default=None, description="Record this camera continuously; empty: the site's recording.record."
+    )
+    record_stream: Literal["main", "sub"] | None = Field(
+        default=None,
+        description="Which stream to record; empty: the site's recording.stream. sub needs sub_url.",
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=3650,
+        allow_inf_nan=False,
+        description="Keep this camera's recordings this many days; "
+        "empty: the site's recording.retention_days.",
+    )
 
     @field_validator("url", "sub_url")
     @classmethod
@@ -211,6 +227,15 @@ class Camera(_Model):
                 "credentials_unused",
                 f"credentials are only used by rtsp:// and rtsps:// cameras, this one is {self.scheme}://; "
                 "remove credentials: or fix the url",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sub_stream_to_record(self) -> Self:
+        if self.record_stream == "sub" and self.sub_url is None:
+            raise invalid(
+                "record_stream_missing",
+                "record_stream: sub needs the camera's sub_url; add sub_url or record the main stream",
             )
         return self
 
@@ -241,6 +266,7 @@ class Config(_Model):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     pictures: PictureSettings = Field(default_factory=PictureSettings)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -291,6 +317,25 @@ class Config(_Model):
     def cameras_in_hall(self, hall_id: str) -> list[Camera]:
         """The cameras of one hall, in config order."""
         return [camera for camera in self.cameras if camera.hall == hall_id]
+
+    def records(self, camera: Camera) -> bool:
+        """Whether the camera is recorded: its own ``record``, else the site's; never when disabled."""
+        wanted = self.recording.record if camera.record is None else camera.record
+        return wanted and camera.enabled
+
+    def record_stream(self, camera: Camera) -> Literal["main", "sub"]:
+        """The recorded stream; with the site's ``stream: sub``, a camera without a
+        sub-stream records its main one."""
+        stream = camera.record_stream or self.recording.stream
+        return stream if camera.sub_url is not None else "main"
+
+    def recordings_dir(self) -> Path:
+        """The recordings' root: ``recording.directory`` or ``data_dir/recordings``."""
+        return self.recording.directory or self.server.data_dir / "recordings"
+
+    def retention_for(self, camera: Camera) -> float:
+        """Days this camera's recordings are kept."""
+        return camera.retention_days or self.recording.retention_days
 
     def ingest_for(self, camera_id: str) -> IngestSettings:
         """The site's ingest settings with this camera's overrides applied."""

@@ -1,4 +1,5 @@
-"""Configuration sections of the media plane: WebRTC viewers, ingest, pictures, transcoding.
+"""Configuration sections of the media plane: WebRTC viewers, ingest, pictures, transcoding,
+recording.
 
 Kept apart from :mod:`vms.config` (the site: server, centres, halls, cameras) and
 :mod:`vms.config_access` (storage, access, audit) so each module stays one concern.
@@ -7,7 +8,8 @@ Same rules: unknown keys are errors, inputs never echoed, secrets are ``SecretSt
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from pathlib import Path
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -221,4 +223,46 @@ class TranscodeSettings(_Model):
     )
     idle_timeout: Seconds = Field(
         default=5.0, description="Seconds without a viewer after which the transcoder stops."
+    )
+
+
+class RecordingSettings(_Model):
+    """Continuous recording: which cameras by default, how files are cut, how long they stay."""
+
+    record: bool = Field(
+        default=False,
+        description="Record every camera that does not say otherwise (a camera's own record: wins).",
+    )
+    stream: Literal["main", "sub"] = Field(
+        default="main", description="The stream recorded by default: main, or a camera's sub-stream."
+    )
+    directory: Path | None = Field(
+        default=None,
+        description="Where segments are written, <camera>/<date>/<time>.mp4 below it; "
+        "empty: recordings/ in server.data_dir.",
+    )
+    segment_seconds: Seconds = Field(
+        default=300.0,
+        ge=2,
+        le=3600,
+        description="Length of one segment file; each is cut at the first keyframe after this long.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        allow_inf_nan=False,
+        description="Segments older than this many days are deleted (a camera may keep its own).",
+    )
+    max_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most bytes all recordings may take; beyond, the oldest segments go first, "
+        "whatever their camera. Empty: no limit but min_free_bytes.",
+    )
+    min_free_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description="Free space to keep on the recordings' file system; below it, the oldest "
+        "segments go first, whatever their camera.",
     )

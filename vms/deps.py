@@ -118,6 +118,7 @@ AdminUser = Annotated[Principal, Depends(require("admin"))]
 
 WatchUser = Annotated[Principal, Depends(require("watch"))]
 SnapshotUser = Annotated[Principal, Depends(require("snapshot"))]
+PlaybackUser = Annotated[Principal, Depends(require("playback"))]
 
 
 def visible_camera(config: Config, principal: Principal, camera_id: str) -> Camera:

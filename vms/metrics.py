@@ -6,6 +6,8 @@
 * :class:`RelayCollector`, which asks the app's stream manager for every camera's
   figures when Prometheus scrapes, so nothing is counted twice and nothing has to
   be kept in step;
+* :class:`RecordingCollector`, the recorders' figures (bytes, segments, errors,
+  whether each writes) and the segments deleted for space;
 * :class:`HttpMetrics`, the request counter and duration histogram that
   :mod:`vms.middleware` feeds;
 * :class:`RuntimeCollector`, the event loop's tasks and the process's threads,
@@ -161,6 +163,70 @@ def _runtime_families(tasks: int | None, threads: int | None) -> list[Metric]:
     return [loop_tasks, python_threads]
 
 
+class RecordingCollector:
+    """Each recorded camera's recorder figures and the index's deletions, at scrape time."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def describe(self) -> Iterable[Metric]:
+        return _recording_families({}, {}, {})
+
+    def collect(self) -> Iterable[Metric]:
+        manager: StreamManager | None = getattr(self._state, "manager", None)
+        config: Config | None = getattr(self._state, "config", None)
+        index: Any = getattr(self._state, "recordings", None)
+        if manager is None or config is None:
+            return _recording_families({}, {}, {})
+        halls = {camera.id: camera.hall for camera in config.cameras}
+        recorders: dict[str, dict[str, Any]] = {}
+        for camera_id in manager.camera_ids():
+            for outputs in manager.output_statistics(camera_id).values():
+                if "recorder" in outputs and camera_id in halls:
+                    recorders[camera_id] = outputs["recorder"]
+        reclaimed = dict(getattr(index, "reclaimed", {}))
+        return _recording_families(recorders, halls, reclaimed)
+
+
+def _recording_families(
+    recorders: dict[str, dict[str, Any]], halls: dict[str, str], reclaimed: dict[str, int]
+) -> list[Metric]:
+    cam = ["camera", "hall"]
+    active = GaugeMetricFamily(
+        "hallwatch_recording_active", "1 while the camera's recorder writes, 0 while it fails.", labels=cam
+    )
+    counters = {
+        "bytes_written": CounterMetricFamily(
+            "hallwatch_recording_bytes", "Bytes of recordings written for the camera.", labels=cam
+        ),
+        "segments": CounterMetricFamily(
+            "hallwatch_recording_segments", "Segment files of the camera closed.", labels=cam
+        ),
+        "errors": CounterMetricFamily(
+            "hallwatch_recording_errors", "Writes of the camera's recording that failed.", labels=cam
+        ),
+        "dropped": CounterMetricFamily(
+            "hallwatch_recording_dropped_packets",
+            "Packets the recorder skipped (to the next keyframe) because the disk fell behind.",
+            labels=cam,
+        ),
+    }
+    deleted = CounterMetricFamily(
+        "hallwatch_recording_deleted_for_space",
+        "Segments of the camera deleted before their retention to stay within the disk limits.",
+        labels=cam,
+    )
+    for camera_id, figures in recorders.items():
+        labels = [camera_id, halls[camera_id]]
+        active.add_metric(labels, 0.0 if figures.get("failed") else 1.0)
+        for field, family in counters.items():
+            family.add_metric(labels, float(figures.get(field) or 0))
+    for camera_id, count in reclaimed.items():
+        if camera_id in halls:
+            deleted.add_metric([camera_id, halls[camera_id]], float(count))
+    return [active, *counters.values(), deleted]
+
+
 class HttpMetrics:
     """The request counter and duration histogram, fed by :mod:`vms.middleware`."""
 
@@ -204,6 +270,7 @@ def install(app: FastAPI) -> Metrics:
     GCCollector(registry=registry)
     registry.register(RelayCollector(app.state))
     registry.register(RuntimeCollector())
+    registry.register(RecordingCollector(app.state))
     metrics = Metrics(registry, HttpMetrics(registry))
     app.state.metrics = metrics
     return metrics

@@ -10,6 +10,7 @@ from streams import (
     CameraSpec,
     IceServer,
     IngestPolicy,
+    RecordingSpec,
     RelaySettings,
     SourceOptions,
     StreamManager,
@@ -51,6 +52,15 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
             backoff_initial=ingest.backoff_initial,
             backoff_max=ingest.backoff_max,
             backoff_reset_after=ingest.backoff_reset_after,
+        ),
+        recording=(
+            RecordingSpec(
+                directory=config.recordings_dir() / camera.id,
+                segment_seconds=config.recording.segment_seconds,
+                stream=config.record_stream(camera),
+            )
+            if config.records(camera)
+            else None
         ),
     )
 

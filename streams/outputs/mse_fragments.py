@@ -1,10 +1,10 @@
 """What MSE sessions send, computed once per hub: init messages and fragments.
 
 :class:`SharedFragments` turns one video hub's packets into fragments (with a
-shared :class:`~streams.outputs.fmp4.Fmp4Writer`) and builds the init message a
+shared :class:`~streams.formats.fmp4.Fmp4Writer`) and builds the init message a
 session needs, with or without an AAC track; :class:`SharedAudio` does the
 same for one audio hub's AAC frames (with an
-:class:`~streams.outputs.fmp4_audio.AacWriter`). Both keep the most recent
+:class:`~streams.formats.fmp4_audio.AacWriter`). Both keep the most recent
 results keyed by packet identity (a hub hands the same MediaPacket object to
 every subscriber), so every session of a camera gets the same bytes objects:
 another viewer costs sending, not muxing.
@@ -18,8 +18,8 @@ import collections
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from streams.outputs.fmp4 import TIME_OFFSET, Fmp4Writer, InitSegment, with_audio
-from streams.outputs.fmp4_audio import AacWriter
+from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, InitSegment, with_audio
+from streams.formats.fmp4_audio import AacWriter
 from streams.packets import AudioInfo, MediaPacket
 
 __all__ = [

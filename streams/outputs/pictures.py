@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import ParamSpec, TypeVar
 
 from streams.hub import Hub, HubClosed, Subscription
+from streams.outputs.base import OUTPUTS, StreamContext
 from streams.outputs.decoder import Frame, NoPicture, PacketDecoder, frame_to_jpeg, keyframe_to_jpeg
 from streams.packets import MediaPacket
 
@@ -340,8 +341,26 @@ class PictureOutput:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    async def start(self) -> None:
+        """Nothing to do: the decoder starts with the first snapshot or MJPEG viewer."""
+
+    def statistics(self) -> dict[str, int | float | bool | str | None]:
+        return {
+            "decoding": self.decoder_running,
+            "mjpeg_viewers": self.viewer_count,
+            "frames_decoded": self.frames_decoded,
+            "decode_errors": self.decode_errors,
+            "jpegs_encoded": self.jpegs_encoded,
+        }
+
     async def stop(self) -> None:
         """Stop the decoder and end every MJPEG iterator. Idempotent."""
         self._stopped = True
         await self._stop_decoder()
         self._wake_viewers()
+
+
+@OUTPUTS.register("pictures")
+def _pictures(context: StreamContext) -> PictureOutput:
+    settings = context.settings
+    return PictureOutput(context.hub, jpeg_quality=settings.jpeg_quality, max_fps=settings.mjpeg_max_fps)

@@ -31,7 +31,7 @@ def open_source(options: SourceOptions) -> Source:
     except ValueError as err:
         raise ValueError("the source URL cannot be parsed") from err
     if scheme in ("rtsp", "rtsps"):
-        from streams.sources.rtsp import RtspSource
+        from streams.sources.rtsp.source import RtspSource
 
         return RtspSource(options)
     if scheme == "file":

@@ -39,8 +39,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from streams.codecs.h264 import ParameterSets, join_nals, split_nals
 from streams.errors import SourceError
-from streams.h264 import ParameterSets, join_nals, split_nals
 from streams.packets import CLOCK_RATE, MediaPacket
 from streams.sources._pacing import Pacer
 from streams.sources.base import Source, SourceOptions

@@ -30,8 +30,8 @@ from urllib.parse import unquote, urlsplit
 import av
 from av.bitstream import BitStreamFilterContext
 
+from streams.codecs.h264 import ParameterSets, join_nals, split_nals
 from streams.errors import SourceError, SourceProtocolError, SourceUnreachable, UnsupportedCodec
-from streams.h264 import ParameterSets, join_nals, split_nals
 from streams.packets import CLOCK_RATE, MediaPacket
 from streams.sources._pacing import Pacer
 from streams.sources.base import Source, SourceOptions

@@ -122,6 +122,11 @@ async def test_each_role_of_each_centre_against_each_class_of_route(running: Run
         # The role is checked first: a viewer learns nothing about which cameras exist.
         other = await client.get("/api/v1/cameras/legal-1/snapshot.jpg")
         assert other.status_code == (403 if role == "viewer" else 200 if sees_legal else 404)
+        # recordings: operators and admins, role first
+        listed_recordings = await client.get("/api/v1/cameras/tax-1/recordings")
+        assert listed_recordings.status_code == (403 if role == "viewer" else 200), role
+        other = await client.get("/api/v1/cameras/legal-1/recordings")
+        assert other.status_code == (403 if role == "viewer" else 200 if sees_legal else 404)
         # MJPEG
         assert await mjpeg_status(client, "tax-1") == 200
         assert await mjpeg_status(client, "legal-1") == (200 if sees_legal else 404)

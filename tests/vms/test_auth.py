@@ -38,7 +38,7 @@ async def running(database: Database) -> AsyncIterator[AccessApp]:
     ("role", "granted"),
     [
         ("viewer", {"watch"}),
-        ("operator", {"watch", "snapshot", "acknowledge", "audit"}),
+        ("operator", {"watch", "snapshot", "playback", "acknowledge", "audit"}),
         ("admin", set(PERMISSIONS)),
     ],
 )

@@ -1,5 +1,5 @@
-"""The database schema: users, login sessions, API tokens, the audit trail, saved layouts
-and the store's own identity and heartbeat.
+"""The database schema: users, login sessions, API tokens, the audit trail, saved layouts,
+the store's own identity and heartbeat, and the index of recorded segments.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -139,3 +139,35 @@ class StoreState(Base):
     store_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecordingSegment(Base):
+    """One closed segment file of a camera's recording: the index that playback, listing
+    and retention read instead of walking directories. Written when the segment closes
+    (or when start-up recovers one a crash left open); deleted with its file."""
+
+    __tablename__ = "recording_segments"
+    __table_args__ = (
+        Index("ix_recording_segments_camera_start", "camera_id", "stream", "start_ms"),
+        UniqueConstraint("path", name="uq_recording_segments_path"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(8))
+    """``main`` or ``sub``."""
+    path: Mapped[str] = mapped_column(String(512))
+    """Relative to the recordings directory: ``<camera>/<date>/<time>.mp4``."""
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    """Wall clock of the first sample, milliseconds since the Unix epoch (UTC). Integers,
+    not timestamps: listing a month of one camera reads 8,000 rows, and SQLite's
+    timestamp parsing alone cost 50 ms of it."""
+    end_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    """End of the last sample, milliseconds since the Unix epoch."""
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    codec: Mapped[str] = mapped_column(String(64))
+    """RFC 6381 codec string of the video, for example ``avc1.64001f``."""
+    audio: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    recovered: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Closed by start-up recovery after a crash, not by the recorder."""

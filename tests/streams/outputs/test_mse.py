@@ -21,7 +21,7 @@ from streams.hub import Hub
 from streams.outputs.mse import MseFragment, MseInit, MseMessage, MseOutput, MseSession
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from tests.media import encode_h264
-from tests.streams.outputs.test_fmp4_audio import encode_aac
+from tests.streams.formats.test_fmp4_audio import encode_aac
 
 FRAME = CLOCK_RATE // 25
 STEP = 2.0

@@ -11,7 +11,7 @@ import uuid
 import av
 import pytest
 
-from streams.h264 import NAL_PPS, NAL_SPS, nal_type, split_nals
+from streams.codecs.h264 import NAL_PPS, NAL_SPS, nal_type, split_nals
 from streams.packets import CLOCK_RATE, MediaPacket
 from streams.sources._pacing import Pacer
 from streams.sources.base import SourceOptions

@@ -23,7 +23,7 @@ def test_demo_and_file_dispatch() -> None:
 
 @pytest.mark.parametrize("url", ["rtsp://192.0.2.10:554/stream1", "rtsps://192.0.2.10/stream1"])
 def test_rtsp_dispatch(url: str) -> None:
-    from streams.sources.rtsp import RtspSource
+    from streams.sources.rtsp.source import RtspSource
 
     assert isinstance(open_source(SourceOptions(url=url)), RtspSource)
 

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
+from streams.codecs.h264 import NAL_PPS, NAL_SPS, nal_type, split_nals
 from streams.errors import SourceError, SourceUnreachable, UnsupportedCodec
-from streams.h264 import NAL_PPS, NAL_SPS, nal_type, split_nals
 from streams.packets import CLOCK_RATE, MediaPacket
 from streams.sources.base import SourceOptions
 from streams.sources.file import FileSource, path_from_url

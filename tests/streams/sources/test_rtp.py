@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from streams import h264
+from streams.codecs import h264
 from streams.errors import SourceProtocolError, UnsupportedCodec
-from streams.sources.rtp import H264Depacketizer, RtpPacket, parse_rtp
-from streams.sources.sdp import parse_sdp
+from streams.sources.rtsp.rtp import H264Depacketizer, RtpPacket, parse_rtp
+from streams.sources.rtsp.sdp import parse_sdp
 from tests.media import encode_h264
 
 _PARAMS = {h264.nal_type(n): n for n in h264.split_nals(encode_h264(1, width=640, height=360)[0].data)}

@@ -10,10 +10,20 @@ import av
 import pytest
 
 from streams.packets import CLOCK_RATE, MediaPacket
-from streams.sources.rtp import RtpPacket
-from streams.sources.rtp_audio import AacDepacketizer, AvSync, FrameDepacketizer, audio_depacketizer
-from streams.sources.rtsp_audio import choose_audio
-from streams.sources.sdp_audio import AudioTrack, UnsupportedAudio, audio_specific_config, parse_audio_sdp
+from streams.sources.rtsp.audio import choose_audio
+from streams.sources.rtsp.rtp import RtpPacket
+from streams.sources.rtsp.rtp_audio import (
+    AacDepacketizer,
+    AvSync,
+    FrameDepacketizer,
+    audio_depacketizer,
+)
+from streams.sources.rtsp.sdp_audio import (
+    AudioTrack,
+    UnsupportedAudio,
+    audio_specific_config,
+    parse_audio_sdp,
+)
 from tests.audio_media import encode_audio
 
 VIDEO = """v=0
@@ -119,7 +129,7 @@ def test_sdp_first_relayable_format_of_the_first_audio_section_that_has_one() ->
 
 
 def test_choose_audio_logs_one_line_naming_the_refused_format(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="streams.sources.rtsp_audio"):
+    with caplog.at_level(logging.INFO, logger="streams.sources.rtsp.audio"):
         assert choose_audio(VIDEO + LATM, "rtsp://cam/1") is None
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "MP4A-LATM/16000" in lines[0] and "rtsp://cam/1" in lines[0]

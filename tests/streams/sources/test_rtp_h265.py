@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import av
 import pytest
 
-from streams import h265
+from streams.codecs import h265
 from streams.errors import UnsupportedCodec
 from streams.packets import MediaPacket
-from streams.sources.rtp import RtpPacket, parse_rtp
-from streams.sources.rtp_h265 import H265Depacketizer
-from streams.sources.sdp import parse_sdp
+from streams.sources.rtsp.rtp import RtpPacket, parse_rtp
+from streams.sources.rtsp.rtp_h265 import H265Depacketizer
+from streams.sources.rtsp.sdp import parse_sdp
 from tests.media import encode_h265
 
 GOP = 6

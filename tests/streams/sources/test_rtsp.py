@@ -19,12 +19,12 @@ import av
 import psutil
 import pytest
 
-from streams import h264
+from streams.codecs import h264
 from streams.errors import SourceAuthError, SourceError, SourceUnreachable
 from streams.packets import MediaPacket
 from streams.sources.base import SourceOptions
-from streams.sources.rtsp import RtspSource
-from streams.sources.rtsp_auth import Authenticator
+from streams.sources.rtsp.auth import Authenticator
+from streams.sources.rtsp.source import RtspSource
 from tests.rtsp_fixtures import RtspServerFactory
 
 PASSWORD = "s3cr3t-Pa55"

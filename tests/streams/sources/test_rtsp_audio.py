@@ -15,7 +15,7 @@ import pytest
 
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from streams.sources.base import SourceOptions
-from streams.sources.rtsp import RtspSource
+from streams.sources.rtsp.source import RtspSource
 from tests.rtsp_fixtures import RtspServerFactory
 from tests.streams.sources.test_rtsp import RecordingRelay
 
@@ -127,8 +127,8 @@ async def test_audio_we_cannot_relay_leaves_the_video_playing(
 ) -> None:
     server = rtsp_server({"latm": "320x240@25,300k,gop=25,audio=latm"})
     source = RtspSource(options(server.url("latm"), audio=True))
-    with caplog.at_level(logging.INFO, logger="streams.sources.rtsp_audio"):
+    with caplog.at_level(logging.INFO, logger="streams.sources.rtsp.audio"):
         video, audio = await record(source, 0.5)
     assert video and not audio and source.audio_info is None
-    refusals = [r.getMessage() for r in caplog.records if r.name == "streams.sources.rtsp_audio"]
+    refusals = [r.getMessage() for r in caplog.records if r.name == "streams.sources.rtsp.audio"]
     assert len(refusals) == 1 and "MP4A-LATM/48000" in refusals[0]

@@ -17,8 +17,8 @@ from streams.errors import SourceAuthError, SourceError, SourceProtocolError, So
 from streams.redact import redact_text
 from streams.sources.base import SourceOptions
 from streams.sources.failures import public_reason, status_reason
-from streams.sources.rtsp import RtspSource
-from streams.sources.rtsp_audio import choose_audio
+from streams.sources.rtsp.audio import choose_audio
+from streams.sources.rtsp.source import RtspSource
 from tests.streams.sources.echo_camera import EchoCamera, EchoMode
 
 USER, PASSWORD = "viewer", "Echo-s3cret-pass"
@@ -86,7 +86,7 @@ def test_an_audio_format_named_by_the_camera_is_logged_only_if_we_know_it(
 ) -> None:
     video = "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
     audio = f"m=audio 0 RTP/AVP 97 98\r\na=rtpmap:97 {TOKEN}/8000\r\na=rtpmap:98 MP4A-LATM/16000\r\n"
-    with caplog.at_level(logging.DEBUG, logger="streams.sources.rtsp_audio"):
+    with caplog.at_level(logging.DEBUG, logger="streams.sources.rtsp.audio"):
         assert choose_audio(video + audio, "rtsp://cam/1") is None
     [line] = [r.getMessage() for r in caplog.records]
     assert "an unknown format, MP4A-LATM/16000" in line

@@ -9,11 +9,11 @@ import itertools
 import av
 import pytest
 
-from streams import h264, h265
+from streams.codecs import h264, h265
 from streams.hub import Hub
 from streams.packets import MediaPacket
 from streams.sources.base import SourceOptions
-from streams.sources.rtsp import RtspSource
+from streams.sources.rtsp.source import RtspSource
 from tests.rtsp_fixtures import RtspServerFactory
 
 pytestmark = pytest.mark.rtsp

@@ -1,0 +1,201 @@
+"""Recording writers: a writer thread per camera against aiofiles, on the same synthetic load.
+
+Run from the checkout with the project's virtualenv::
+
+    .venv/bin/python bench/record.py --writers              # 16 cameras, 4 Mbit/s, 10 s per writer
+    .venv/bin/python bench/record.py --writers --cameras 4 --seconds 5
+    .venv/bin/python bench/record.py --index                # listing spans out of 16 x 30 days
+
+Every camera publishes, on the event loop at 25 fps, one fragment per access unit
+of synthetic data (a keyframe of 8 frames' worth every 2 s), 4 Mbit/s in all,
+written to a segment file in a temporary directory with SHA-256 while writing and
+``fdatasync`` every second, as the recorder does:
+
+* ``thread``: :class:`streams.recording.writer.SegmentWriter`, one thread per
+  camera fed through its bounded queue (what the recorder uses);
+* ``aiofiles``: one task per camera with a bounded ``asyncio.Queue``, writing
+  with ``aiofiles`` (each write a trip to the default executor) and hashing on
+  the loop;
+* ``none``: the same publishers with no writer, the baseline.
+
+It prints, for each, the process CPU per camera (share of one core, baseline
+included) and the event loop's lag: how late a 10 ms timer fires (p50, p99, max).
+
+Threads: the event loop; the writers' threads or the default executor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiofiles  # noqa: E402
+
+from streams.recording.layout import SegmentMetadata  # noqa: E402
+from streams.recording.segmenter import Data, Open  # noqa: E402
+from streams.recording.writer import SegmentWriter  # noqa: E402
+
+FPS = 25
+GOP = 2 * FPS
+KEYFRAME_WEIGHT = 8
+"""A keyframe is as big as this many other frames."""
+
+Sink = Callable[[bytes, bool], None]
+
+
+def frame_sizes(kbps: int) -> tuple[int, int]:
+    per_gop = kbps * 1000 // 8 * GOP // FPS
+    other = per_gop // (GOP - 1 + KEYFRAME_WEIGHT)
+    return other * KEYFRAME_WEIGHT, other
+
+
+async def publish(sink: Sink, kbps: int, until: float) -> None:
+    key, other = frame_sizes(kbps)
+    payload = os.urandom(key)
+    frame = 0
+    start = time.monotonic()
+    while time.monotonic() < until:
+        keyframe = frame % GOP == 0
+        sink(payload[: key if keyframe else other], keyframe)
+        frame += 1
+        await asyncio.sleep(max(0.0, start + frame / FPS - time.monotonic()))
+
+
+async def lag_probe(until: float, lags: list[float]) -> None:
+    while time.monotonic() < until:
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        lags.append(time.monotonic() - before - 0.01)
+
+
+async def thread_writers(directory: Path, cameras: int, kbps: int, until: float) -> None:
+    writers = []
+    for index in range(cameras):
+        writer = SegmentWriter(
+            f"cam{index}", f"cam{index}", "main", sync_interval=1.0,
+            on_opened=lambda: None, on_closed=lambda info: None, on_failed=lambda err: None,
+        )  # fmt: skip
+        writer.start()
+        meta = SegmentMetadata(datetime.now(UTC), 0, "avc1.64001f", None)
+        writer.put(Open(directory / f"cam{index}" / "segment.mp4", b"head", meta))
+        writers.append(writer)
+
+    def sink_of(writer: SegmentWriter) -> Sink:
+        def put(data: bytes, keyframe: bool) -> None:
+            writer.put(Data(data, None, keyframe))  # a full queue drops it, as the recorder does
+
+        return put
+
+    await asyncio.gather(*(publish(sink_of(w), kbps, until) for w in writers))
+    await asyncio.gather(*(w.stop() for w in writers))
+
+
+async def aiofiles_writers(directory: Path, cameras: int, kbps: int, until: float) -> None:
+    async def write(queue: asyncio.Queue[bytes | None], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        loop = asyncio.get_running_loop()
+        last_sync = time.monotonic()
+        async with aiofiles.open(path, "wb", buffering=0) as file:
+            while (data := await queue.get()) is not None:
+                await file.write(data)
+                digest.update(data)
+                if time.monotonic() - last_sync >= 1.0:
+                    await loop.run_in_executor(None, os.fdatasync, file.fileno())
+                    last_sync = time.monotonic()
+
+    queues: list[asyncio.Queue[bytes | None]] = [asyncio.Queue(maxsize=256) for _ in range(cameras)]
+    tasks = [
+        asyncio.create_task(write(q, directory / f"cam{i}" / "segment.mp4")) for i, q in enumerate(queues)
+    ]
+
+    def sink_of(queue: asyncio.Queue[bytes | None]) -> Sink:
+        def put(data: bytes, keyframe: bool) -> None:
+            if not queue.full():
+                queue.put_nowait(data)
+
+        return put
+
+    await asyncio.gather(*(publish(sink_of(q), kbps, until) for q in queues))
+    for queue in queues:
+        await queue.put(None)
+    await asyncio.gather(*tasks)
+
+
+async def no_writers(directory: Path, cameras: int, kbps: int, until: float) -> None:
+    await asyncio.gather(*(publish(lambda data, keyframe: None, kbps, until) for _ in range(cameras)))
+
+
+WRITERS: dict[str, Callable[[Path, int, int, float], Awaitable[None]]] = {
+    "none": no_writers,
+    "thread": thread_writers,
+    "aiofiles": aiofiles_writers,
+}
+
+
+async def measure(
+    kind: str, cameras: int, kbps: int, seconds: float, directory: Path | None
+) -> tuple[float, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="record-bench-", dir=directory) as tmp:
+        lags: list[float] = []
+        until = time.monotonic() + seconds
+        cpu, wall = time.process_time(), time.monotonic()
+        await asyncio.gather(WRITERS[kind](Path(tmp), cameras, kbps, until), lag_probe(until, lags))
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    return cpu / wall / cameras, lags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--writers", action="store_true", help="compare the writers")
+    parser.add_argument(
+        "--index", action="store_true", help="time listing a camera's spans out of a month-full index"
+    )
+    parser.add_argument("--days", type=int, default=30, help="--index: days of segments per camera")
+    parser.add_argument("--cameras", type=int, default=16)
+    parser.add_argument("--kbps", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=2, help="passes over the writers, alternated")
+    parser.add_argument(
+        "--directory", type=Path, help="where to write (on the disk to judge; default: TMPDIR)"
+    )
+    args = parser.parse_args()
+    if not (args.writers or args.index):
+        parser.error("say --writers and/or --index")
+    if args.index:
+        from bench._record_index import index_listing
+
+        asyncio.run(index_listing(args.cameras, args.days, 300))
+    if not args.writers:
+        return
+    print(
+        f"{args.cameras} cameras x {args.kbps} kbit/s, {FPS} fps, {args.seconds:g} s a run, {args.runs} runs"
+    )
+    print(f"{'writer':<10} {'CPU/camera':>11} {'lag p50':>9} {'lag p99':>9} {'lag max':>9}")
+    for run in range(args.runs):
+        for kind in WRITERS:
+            cpu, lags = asyncio.run(measure(kind, args.cameras, args.kbps, args.seconds, args.directory))
+            quantiles = statistics.quantiles(lags, n=100)
+            print(
+                f"{kind:<10} {cpu * 100:>10.2f}% {quantiles[49] * 1000:>7.2f}ms "
+                f"{quantiles[98] * 1000:>7.2f}ms {max(lags) * 1000:>7.2f}ms  (run {run + 1})"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""What a camera stream feeds besides its viewer sessions, and how such outputs are added.
+
+A :class:`StreamOutput` consumes one pulled stream (its video hub, and its audio
+hub if the camera relays sound): the picture decoder for snapshots and MJPEG, the
+H.264 and Opus transcoders, the recorder. Each camera stream of the
+:class:`~streams.manager.StreamManager` holds a list of them, built from
+:data:`OUTPUTS`, and starts, stops and reports them all alike. A new kind of
+output registers a factory here and is added to every stream it applies to; the
+manager is not edited for it.
+
+Viewer sessions (WebRTC, MSE) are not stream outputs: they come and go per
+viewer and are owned by their protocol's output, shared by all cameras.
+
+Event loop only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from streams.hub import Hub
+
+if TYPE_CHECKING:
+    from streams.specs import CameraSpec, RelaySettings, StreamName
+
+__all__ = [
+    "OUTPUTS",
+    "OutputFactory",
+    "OutputRegistry",
+    "Statistic",
+    "StreamContext",
+    "StreamOutput",
+    "output_of",
+]
+
+Statistic = int | float | bool | str | None
+
+
+class StreamOutput(Protocol):
+    """One consumer of a camera stream; see the module docstring."""
+
+    @property
+    def name(self) -> str:
+        """The stream's name and the output's kind, for logs (``tax-1/h264``)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin work that does not wait for a viewer (a recorder); on-demand outputs
+        (pictures, transcoders) start with their first consumer and do nothing here."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop and free everything; idempotent."""
+        ...
+
+    def statistics(self) -> dict[str, Statistic]:
+        """Counters and state for metrics and the API, keyed by short snake_case names."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """What an output factory may build on: one stream of one camera."""
+
+    name: str
+    """The stream's name: the camera id, with ``/sub`` for a sub-stream."""
+    stream: StreamName
+    hub: Hub
+    audio_hub: Hub | None
+    spec: CameraSpec
+    settings: RelaySettings
+    emit: Callable[[object], None] = lambda event: None
+    """Tells the manager's output listeners (:meth:`~streams.manager.StreamManager.add_output_listener`)
+    of an event of this output, such as a recorded segment closed; on the event loop."""
+
+
+OutputFactory = Callable[[StreamContext], StreamOutput | None]
+"""Builds an output for a stream, or ``None`` when it does not apply to that stream."""
+
+T = TypeVar("T")
+
+
+class OutputRegistry:
+    """Named output factories, applied in the order they were registered."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, OutputFactory] = {}
+
+    def register(self, kind: str) -> Callable[[OutputFactory], OutputFactory]:
+        """Decorator: add ``factory`` under ``kind`` (a kind is registered once)."""
+
+        def add(factory: OutputFactory) -> OutputFactory:
+            if kind in self._factories:
+                raise ValueError(f"an output of kind {kind!r} is registered already")
+            self._factories[kind] = factory
+            return factory
+
+        return add
+
+    def copy(self) -> OutputRegistry:
+        """A registry with the same factories, to which more may be added."""
+        other = OutputRegistry()
+        other._factories = dict(self._factories)
+        return other
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def build(self, context: StreamContext) -> dict[str, StreamOutput]:
+        """Every registered output that applies to ``context``'s stream, by kind."""
+        built = ((kind, factory(context)) for kind, factory in self._factories.items())
+        return {kind: output for kind, output in built if output is not None}
+
+
+OUTPUTS = OutputRegistry()
+"""The outputs every camera stream gets; modules defining outputs register here."""
+
+
+def output_of(outputs: dict[str, StreamOutput], kind: str, cls: type[T]) -> T | None:
+    """The output of ``kind`` if the stream has one, checked to be a ``cls``."""
+    output = outputs.get(kind)
+    if output is None:
+        return None
+    if not isinstance(output, cls):  # a registration mistake, not a runtime condition
+        raise TypeError(f"the {kind!r} output is a {type(output).__name__}, not a {cls.__name__}")
+    return output

@@ -1,0 +1,209 @@
+"""The recorder: a stream output that writes a camera's own encoded stream to segment files.
+
+One :class:`Recorder` per recorded camera stream (registered in
+:data:`~streams.outputs.base.OUTPUTS` as ``"recorder"``), however many viewers
+watch: it subscribes to the stream's hub, and to its audio hub when the camera
+relays AAC, so it shares the one upstream session. Packets go through the
+:class:`~streams.recording.segmenter.Segmenter` (never decoded) to the
+:class:`~streams.recording.writer.SegmentWriter` thread.
+
+No packet for ``idle_timeout`` seconds (the camera went offline) closes the open
+segment; the next one starts at the next keyframe. A writer that falls behind
+(its queue is full) makes the recorder close the segment and start the next at
+the next keyframe; the packets in between are counted in ``dropped``.
+
+Failures: a write that fails (disk full, read-only) closes the segment at its
+last complete fragment and emits :class:`~streams.recording.events.RecordingFailed`
+once; the recorder then tries a new segment at most every ``retry_interval``
+seconds and, once writing works again, emits
+:class:`~streams.recording.events.RecordingResumed`. The service never stops
+for it.
+
+Why a writer thread rather than aiofiles: ``bench/record.py --writers`` (16
+cameras of 4 Mbit/s, 25 fps, one fragment per access unit, 2 cores) measured
+0.55 % of a core per camera with the thread against 0.75-0.86 % with aiofiles
+(0.2 % for the publishers alone), and the same event-loop lag (p99 2 ms); see
+``bench/README.md``.
+
+Event loop only (the writer thread reports back through ``call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from streams.hub import HubClosed, Subscription
+from streams.outputs.base import OUTPUTS, Statistic, StreamContext
+from streams.packets import MediaPacket
+from streams.recording.events import RecordingFailed, RecordingResumed, SegmentClosed, SegmentInfo
+from streams.recording.layout import failure_reason
+from streams.recording.segmenter import Data, Segmenter, Step
+from streams.recording.writer import DEFAULT_MAX_PENDING, SegmentWriter
+from streams.specs import RecordingSpec
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_INTERVAL = 3.0
+DEFAULT_IDLE_TIMEOUT = 2.0
+
+
+class Recorder:
+    """Continuous recording of one camera stream. See the module docstring."""
+
+    def __init__(
+        self,
+        context: StreamContext,
+        spec: RecordingSpec,
+        *,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        self.context = context
+        self.spec = spec
+        self._retry_interval = retry_interval
+        self._idle_timeout = idle_timeout
+        self._segmenter = Segmenter(spec.directory, spec.segment_seconds)
+        self._writer = SegmentWriter(
+            self.name,
+            context.spec.id,
+            context.stream,
+            sync_interval=spec.sync_interval,
+            on_opened=self._on_opened,
+            on_closed=self._on_closed,
+            on_failed=self._on_failed,
+            max_pending=max_pending,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failed = False
+        self._retry_at = 0.0
+        self.segments = 0
+        self.errors = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self.last_segment: SegmentInfo | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.context.name}/recorder"
+
+    @property
+    def recording(self) -> bool:
+        """True while a segment is open and writing works."""
+        return bool(self._tasks) and not self._failed and self._segmenter.open
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._writer.start()
+        video = self.context.hub.subscribe()
+        self._tasks.append(asyncio.create_task(self._record_video(video), name=f"{self.name} video"))
+        if self.context.audio_hub is not None:
+            audio = self.context.audio_hub.subscribe()
+            self._tasks.append(asyncio.create_task(self._record_audio(audio), name=f"{self.name} audio"))
+
+    async def stop(self) -> None:
+        """Close the open segment (a :class:`SegmentClosed` follows) and stop. Idempotent."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            self._put_all(self._segmenter.cut())
+        await self._writer.stop()
+        # The writer's last reports were scheduled on the loop before its thread ended: let them run.
+        await asyncio.sleep(0)
+
+    def statistics(self) -> dict[str, Statistic]:
+        start = self._segmenter.start
+        return {
+            "recording": self.recording,
+            "failed": self._failed,
+            "segments": self.segments,
+            "bytes_written": self._writer.bytes_written,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "dropped": self.dropped,
+            "gaps": self._segmenter.gaps,
+            "segment_start": None if start is None else start.isoformat(),
+        }
+
+    # -- packets ------------------------------------------------------------------
+
+    async def _record_video(self, packets: Subscription) -> None:
+        audio_hub = self.context.audio_hub
+        with contextlib.closing(packets):
+            while True:
+                try:
+                    async with asyncio.timeout(self._idle_timeout):
+                        packet = await packets.get()
+                except TimeoutError:
+                    self._put_all(self._segmenter.cut())  # the camera went quiet: end the segment
+                    continue
+                except HubClosed:
+                    return
+                if self._failed and time.monotonic() < self._retry_at:
+                    continue
+                audio = None if audio_hub is None else audio_hub.audio
+                self._put_all(self._segmenter.video(packet, audio))
+
+    async def _record_audio(self, packets: Subscription) -> None:
+        with contextlib.closing(packets):
+            async for packet in packets:
+                if packet.codec == "aac" and not self._failed:
+                    self._put_audio(packet)
+
+    def _put_audio(self, packet: MediaPacket) -> None:
+        step = self._segmenter.audio(packet)
+        if step is not None and not self._writer.put(step):
+            self.dropped += 1
+
+    def _put_all(self, steps: list[Step]) -> None:
+        for step in steps:
+            if self._writer.put(step):
+                continue
+            # The writer fell behind: end the segment here, start again at the next keyframe.
+            self.dropped += 1
+            if isinstance(step, Data) and self._segmenter.open:
+                log.warning("%s: the disk does not keep up, skipping to the next keyframe", self.name)
+                self._put_all(self._segmenter.cut())
+            return
+
+    # -- reports from the writer thread ---------------------------------------------
+
+    def _on_opened(self) -> None:
+        if self._failed:
+            self._failed = False
+            log.warning("%s: recording again", self.name)
+            self.context.emit(RecordingResumed(self.context.spec.id, self.context.stream))
+
+    def _on_closed(self, info: SegmentInfo) -> None:
+        self.segments += 1
+        self.last_segment = info
+        self.context.emit(SegmentClosed(info))
+
+    def _on_failed(self, err: OSError) -> None:
+        self.errors += 1
+        reason = failure_reason(err)
+        self.last_error = reason
+        self._retry_at = time.monotonic() + self._retry_interval
+        self._segmenter.cut()  # the writer closed the file already
+        if not self._failed:
+            self._failed = True
+            log.error("%s: recording stopped: %s (%s)", self.name, reason, err)
+            self.context.emit(RecordingFailed(self.context.spec.id, self.context.stream, reason))
+
+
+@OUTPUTS.register("recorder")
+def _recorder(context: StreamContext) -> Recorder | None:
+    """The recorder of the configured stream; a camera without a sub-stream records its main stream."""
+    recording = context.spec.recording
+    if recording is None:
+        return None
+    wanted = recording.stream if context.spec.sub_source is not None else "main"
+    return Recorder(context, recording) if context.stream == wanted else None

@@ -1,0 +1,1 @@
+"""Pulling cameras over RTSP: the session, its authentication, SDP, and RTP depacketizing."""
