@@ -62,6 +62,8 @@ async def test_segments_are_listed_as_one_span_and_counted_in_metrics() -> None:
         )
         assert bad.status_code == 400
 
+        ready = (await app.http.get("/readyz")).json()
+        assert ready["recording"] == {"cameras": 1, "failing": 0}
         metrics = (await app.http.get("/metrics")).text
     assert 'hallwatch_recording_active{camera="tax-1",hall="tax"} 1.0' in metrics
     assert 'hallwatch_recording_segments_total{camera="tax-1",hall="tax"}' in metrics

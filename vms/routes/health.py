@@ -4,7 +4,8 @@
 when the configuration is loaded, the database takes writes (a heartbeat write, see
 :mod:`vms.storage.health`: locked by another process, disk full, read-only, not
 answering, file removed or replaced are each named) and the ingest supervisor runs;
-otherwise 503 with the reasons, for a load balancer or an orchestrator.
+otherwise 503 with the reasons, for a load balancer or an orchestrator. When ready it
+also counts the cameras that record and those whose recording fails.
 """
 
 from __future__ import annotations
@@ -61,5 +62,21 @@ async def readyz(request: Request) -> JSONResponse:
         log.debug("not ready: %s", "; ".join(reasons))
         return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
     manager: StreamManager | None = getattr(request.app.state, "manager", None)
-    cameras = len(manager.camera_ids()) if manager is not None else 0
-    return JSONResponse({"status": "ready", "cameras": cameras})
+    if manager is None:
+        return JSONResponse({"status": "ready", "cameras": 0})
+    return JSONResponse(
+        {"status": "ready", "cameras": len(manager.camera_ids()), "recording": recording_health(manager)}
+    )
+
+
+def recording_health(manager: StreamManager) -> dict[str, int]:
+    """How many cameras record and how many of those cannot write now (counts only: the
+    probe names nothing). A failing recorder does not make the service unready, since
+    live viewing goes on; it raises an alarm and shows in /metrics."""
+    recorders = [
+        outputs["recorder"]
+        for camera_id in manager.camera_ids()
+        for outputs in manager.output_statistics(camera_id).values()
+        if "recorder" in outputs
+    ]
+    return {"cameras": len(recorders), "failing": sum(1 for r in recorders if r.get("failed"))}
