@@ -1,4 +1,4 @@
-"""The ``hallwatch`` command: ``serve`` and ``check-config``.
+"""The ``hallwatch`` command: ``serve``, ``check-config`` and ``recordings``.
 
 ``python -m vms`` runs the same command.
 """
@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -37,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
+    recordings = sub.add_parser("recordings", help="list the recordings' index; --verify checks the files")
+    recordings.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("HALLWATCH_CONFIG") or None,
+        help="YAML configuration file (default: $HALLWATCH_CONFIG, else the embedded demo)",
+    )
+    recordings.add_argument("--camera", help="only this camera")
+    recordings.add_argument(
+        "--verify", action="store_true", help="re-hash every indexed file; report missing, altered, unknown"
+    )
     return parser
 
 
@@ -45,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "serve"
     if command == "check-config":
         return _check(args.file)
+    if command == "recordings":
+        return _recordings(args.config, args.camera, args.verify)
     return _serve(getattr(args, "config", None), getattr(args, "host", None), getattr(args, "port", None))
 
 
@@ -58,6 +72,19 @@ def _check(path: Path) -> int:
         f"{path}: OK: {len(config.centres)} centres, {len(config.halls)} halls, {len(config.cameras)} cameras"
     )
     return 0
+
+
+def _recordings(path: Path | None, camera_id: str | None, verify: bool) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    from vms.recordings_cli import report
+
+    lines, status = asyncio.run(report(config, camera_id, verify))
+    print("\n".join(lines))
+    return status
 
 
 def _serve(path: Path | None, host: str | None, port: int | None) -> int:

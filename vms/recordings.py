@@ -247,7 +247,7 @@ class RecordingIndex:
                 )
             ).all()
         known = {path for _, _, path in rows}
-        on_disk = await asyncio.to_thread(_segment_files, self.root)
+        on_disk = await asyncio.to_thread(segment_files, self.root)
         gone = [(row_id, camera_id) for row_id, camera_id, path in rows if path not in on_disk]
         if gone:
             async with self.db.session() as s, s.begin():
@@ -404,7 +404,7 @@ def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-def _segment_files(root: Path) -> set[str]:
+def segment_files(root: Path) -> set[str]:
     """Closed segment files below ``root``, as paths relative to it."""
     found: set[str] = set()
     if not root.is_dir():
