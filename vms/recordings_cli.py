@@ -88,7 +88,7 @@ async def report(config: Config, camera_id: str | None, verify: bool) -> tuple[l
     lines = [f"recordings in {root}"]
     for camera, count, size, first, last in summary:
         lines.append(
-            f"  {camera}: {count} segments, {size / 1e9:.2f} GB, "
+            f"  {camera}: {count} segments, {size / 1e6:.1f} MB, "
             f"{from_ms(first):%Y-%m-%d %H:%M:%S} .. {from_ms(last):%Y-%m-%d %H:%M:%S} UTC"
         )
     if not summary:
