@@ -420,7 +420,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step", type=float, default=2.0, help="seconds between steps there")
     parser.add_argument("--batch", type=int, default=8, help="viewers joining at once in the cycles")
     parser.add_argument("--hold", type=float, default=1.0, help="seconds a batch watches before leaving")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds after the viewers left")
+    parser.add_argument(
+        "--settle", type=float, default=30.0, help="seconds after the viewers left (past the follow-up trim)"
+    )
     parser.add_argument("--every", type=float, default=15.0, help="seconds between printed rows")
     parser.add_argument("--size", default="1920x1080", help="picture size of cam00")
     parser.add_argument("--kbps", type=int, default=4000, help="bitrate of cam00")

@@ -215,6 +215,7 @@ class StreamManager:
         self.trimmer = MemoryTrimmer(
             self.viewer_count,
             settle=self.settings.trim_settle,
+            follow_up=self.settings.trim_follow_up,
             idle_interval=self.settings.trim_idle_interval,
         )
         """Gives freed memory back to the system once nobody watches (:mod:`streams.memory`)."""

@@ -99,6 +99,8 @@ class RelaySettings:
     """Seconds a new viewer waits for a starting camera's first keyframe."""
     trim_settle: float = 2.0
     """Seconds without any viewer after which freed memory is given back to the system."""
+    trim_follow_up: float = 20.0
+    """Seconds from that trim to one more (ingest pulls freed pages back in meanwhile)."""
     trim_idle_interval: float = 60.0
     """While nobody watches, freed memory is given back this often (seconds)."""
 

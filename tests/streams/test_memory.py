@@ -37,7 +37,7 @@ async def seen(trimmer: MemoryTrimmer, within: float = 5.0) -> None:
 async def test_trims_once_the_last_viewer_has_left_then_while_idle() -> None:
     audience = Audience()
     audience.count = 3
-    trimmer = MemoryTrimmer(audience, settle=0.05, idle_interval=0.2, poll=0.01)
+    trimmer = MemoryTrimmer(audience, settle=0.05, follow_up=0.2, idle_interval=0.2, poll=0.01)
     trimmer.start()
     try:
         await seen(trimmer)
@@ -53,6 +53,24 @@ async def test_trims_once_the_last_viewer_has_left_then_while_idle() -> None:
     finally:
         await trimmer.stop()
         await trimmer.stop()  # idempotent
+
+
+async def test_a_follow_up_trim_comes_soon_after_the_first_then_the_idle_pace() -> None:
+    audience = Audience()
+    audience.count = 1
+    trimmer = MemoryTrimmer(audience, settle=0.02, follow_up=0.1, idle_interval=30, poll=0.01)
+    trimmer.start()
+    try:
+        await seen(trimmer)
+        audience.count = 0
+        assert (await asyncio.wait_for(trimmer.next_trim(), 5)).reason == LAST_VIEWER_LEFT
+        started = time.monotonic()
+        assert (await asyncio.wait_for(trimmer.next_trim(), 5)).reason == IDLE  # long before 30 s
+        assert time.monotonic() - started >= 0.1
+        with pytest.raises(TimeoutError):  # then the idle pace: nothing for 30 s
+            await asyncio.wait_for(trimmer.next_trim(), 0.5)
+    finally:
+        await trimmer.stop()
 
 
 async def test_no_trim_while_anyone_watches() -> None:
