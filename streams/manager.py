@@ -366,6 +366,16 @@ class StreamManager:
             for stream in cam.streams
         }
 
+    def statistics_of(self, kind: str) -> dict[str, dict[str, Statistic]]:
+        """The statistics of every camera's output of ``kind`` (``recorder``...), by camera;
+        cameras without one are left out (a camera records one of its streams at most)."""
+        return {
+            camera_id: output.statistics()
+            for camera_id, cam in self._cameras.items()
+            for stream in cam.streams
+            if (output := stream.outputs.get(kind)) is not None
+        }
+
     def all_stats(self) -> list[CameraStats]:
         return [self.stats(cid) for cid in self._cameras]
 

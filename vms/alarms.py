@@ -254,10 +254,8 @@ class AlarmCentre:
 
     def on_state(self, camera_id: str, old: IngestState, new: IngestState, error: str | None) -> None:
         """``StreamManager`` listener: apply the rules of the module docstring."""
-        try:
-            hall_id = self.config.camera(camera_id).hall
-        except KeyError:
-            log.warning("state change of camera %s, which the configuration does not list", camera_id)
+        hall_id = self._hall_of(camera_id)
+        if hall_id is None:
             return
         trouble = self._trouble.get(camera_id)
         if new in (IngestState.OFFLINE, IngestState.STALLED):

@@ -179,11 +179,11 @@ class RecordingCollector:
         if manager is None or config is None:
             return _recording_families({}, {}, {})
         halls = {camera.id: camera.hall for camera in config.cameras}
-        recorders: dict[str, dict[str, Any]] = {}
-        for camera_id in manager.camera_ids():
-            for outputs in manager.output_statistics(camera_id).values():
-                if "recorder" in outputs and camera_id in halls:
-                    recorders[camera_id] = outputs["recorder"]
+        recorders = {
+            camera_id: figures
+            for camera_id, figures in manager.statistics_of("recorder").items()
+            if camera_id in halls
+        }
         reclaimed = dict(getattr(index, "reclaimed", {}))
         return _recording_families(recorders, halls, reclaimed)
 

@@ -31,11 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -136,12 +135,9 @@ class RecordingIndex:
         self.root = config.recordings_dir().resolve()
         self.report = Report()
         self.retention_interval = 60.0
-        self.indexed = 0
-        self.deleted = 0
         self.reclaimed: dict[str, int] = {}
-        self._space_alarmed: dict[str, float] = {}
         """Segments deleted before their retention to make room, by camera."""
-        self.index_errors = 0
+        self._space_alarmed: dict[str, float] = {}
         self._pending: deque[SegmentInfo] = deque(maxlen=MAX_PENDING)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -188,7 +184,6 @@ class RecordingIndex:
             try:
                 await self._write_pending()
             except (SQLAlchemyError, OSError, ConnectionError) as err:
-                self.index_errors += 1
                 log.warning("cannot index %d closed segments now, retrying: %s", len(self._pending), err)
                 await asyncio.sleep(RETRY_INTERVAL)
                 self._wake.set()
@@ -201,7 +196,6 @@ class RecordingIndex:
                     s.add(self._row(info))
             for _ in batch:
                 self._pending.popleft()
-            self.indexed += len(batch)
 
     def _row(self, info: SegmentInfo) -> RecordingSegment:
         return RecordingSegment(
@@ -323,15 +317,18 @@ class RecordingIndex:
                 ).all()
             if not old:
                 continue
-            await asyncio.to_thread(_unlink_all, [self.root / path for _, path in old])
-            async with self.db.session() as s, s.begin():
-                await s.execute(delete(RecordingSegment).where(RecordingSegment.id.in_([i for i, _ in old])))
+            await self._delete(old)
             removed += len(old)
             log.info(
                 "%s: %d segments past %g days deleted", camera.id, len(old), self.config.retention_for(camera)
             )
-        self.deleted += removed
         return removed
+
+    async def _delete(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Delete segments given as ``(id, path)``: the files first, then their rows."""
+        await asyncio.to_thread(_unlink_all, [self.root / path for _, path in rows])
+        async with self.db.session() as s, s.begin():
+            await s.execute(delete(RecordingSegment).where(RecordingSegment.id.in_([i for i, _ in rows])))
 
     async def guard_disk(self) -> int:
         """Delete the oldest segments, whatever their camera, while the recordings take more
@@ -361,9 +358,7 @@ class RecordingIndex:
                 freed += row[3]
                 if freed >= over:
                     break
-            await asyncio.to_thread(_unlink_all, [self.root / path for _, _, path, _ in take])
-            async with self.db.session() as s, s.begin():
-                await s.execute(delete(RecordingSegment).where(RecordingSegment.id.in_([r[0] for r in take])))
+            await self._delete([(row_id, path) for row_id, _, path, _ in take])
             removed += len(take)
             for _, camera_id, _, _ in take:
                 self.reclaimed[camera_id] = self.reclaimed.get(camera_id, 0) + 1
@@ -406,14 +401,7 @@ def from_ms(value: int) -> datetime:
 
 def segment_files(root: Path) -> set[str]:
     """Closed segment files below ``root``, as paths relative to it."""
-    found: set[str] = set()
-    if not root.is_dir():
-        return found
-    for directory, _, names in os.walk(root):
-        for name in names:
-            if name.endswith(".mp4"):
-                found.add((Path(directory) / name).relative_to(root).as_posix())
-    return found
+    return {path.relative_to(root).as_posix() for path in root.rglob("*.mp4")}
 
 
 def _free_bytes(root: Path) -> int | None:

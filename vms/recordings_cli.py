@@ -21,8 +21,6 @@ from vms.recordings import from_ms, segment_files
 from vms.storage import Database, database_url
 from vms.storage.tables import RecordingSegment
 
-_CHUNK = 1 << 20
-
 
 @dataclass(slots=True)
 class Check:
@@ -39,11 +37,8 @@ class Check:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify_files(root: Path, rows: list[tuple[str, str]]) -> Check:

@@ -93,6 +93,7 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
         assert stats["main"]["counter"]["packets"] == counter.packets > 10
         assert stats["main"]["h264"]["running"] is False  # nobody watches: no transcode
         assert "counter" not in manager.output_statistics("not-counted")["main"]
+        assert list(manager.statistics_of("counter")) == ["counted"]  # by camera, those that have one
         assert manager.stats("counted").sessions_opened == 1
     finally:
         await manager.stop()

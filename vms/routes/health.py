@@ -73,10 +73,5 @@ def recording_health(manager: StreamManager) -> dict[str, int]:
     """How many cameras record and how many of those cannot write now (counts only: the
     probe names nothing). A failing recorder does not make the service unready, since
     live viewing goes on; it raises an alarm and shows in /metrics."""
-    recorders = [
-        outputs["recorder"]
-        for camera_id in manager.camera_ids()
-        for outputs in manager.output_statistics(camera_id).values()
-        if "recorder" in outputs
-    ]
+    recorders = manager.statistics_of("recorder").values()
     return {"cameras": len(recorders), "failing": sum(1 for r in recorders if r.get("failed"))}

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
+from vms.audit import as_utc
 from vms.deps import ConfigDep, PlaybackUser, visible_camera
 from vms.problems import Problem
 from vms.recordings import RecordingIndex
@@ -37,11 +38,6 @@ class RecordingsOut(BaseModel):
     bytes: int
 
 
-def _utc(value: datetime) -> datetime:
-    """A time without a zone is taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 @router.get("/cameras/{camera_id}/recordings")
 async def list_recordings(
     camera_id: str,
@@ -54,8 +50,8 @@ async def list_recordings(
 ) -> RecordingsOut:
     """What was recorded of the camera between ``start`` and ``end`` (at most 31 days)."""
     camera = visible_camera(config, user, camera_id)
-    until = _utc(end) if end is not None else datetime.now(UTC)
-    since = _utc(start) if start is not None else until - timedelta(hours=24)
+    until = as_utc(end) if end is not None else datetime.now(UTC)
+    since = as_utc(start) if start is not None else until - timedelta(hours=24)
     if since >= until:
         raise Problem(400, "start must be before end")
     if until - since > MAX_RANGE:
