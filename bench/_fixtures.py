@@ -91,6 +91,16 @@ def make_au_file(path: Path, width: int, height: int, kbps: int, frames: int) ->
     return total * 8 / (frames / FPS) / 1e6
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so a benchmark stops every process it started
+    the same way on a kill as on Ctrl-C."""
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

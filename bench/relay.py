@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-from _fixtures import FPS, GOP, Primer, Service, free_port, make_au_file  # noqa: E402
+from _fixtures import FPS, GOP, Primer, Service, free_port, interrupt_on_sigterm, make_au_file  # noqa: E402
 from _report import TOLERANCE_MS, Stage, report  # noqa: E402
 from _viewers import ViewerProcess  # noqa: E402
 
@@ -403,11 +402,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-
-    def terminate(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
+    interrupt_on_sigterm()
     try:
         results = run(args, sys.stderr)
     except KeyboardInterrupt:
