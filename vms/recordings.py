@@ -41,6 +41,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql import ColumnElement
 
 from streams import RecordingFailed, RecordingResumed, SegmentClosed, SegmentInfo, recover
 from vms.alarms import AlarmCentre
@@ -86,6 +87,22 @@ class Report:
     """Index rows whose files are gone (the rows are removed)."""
     unknown_files: dict[str, list[str]] = field(default_factory=dict)
     """Files the index does not know (left in place, listed here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedSegment:
+    """One indexed segment file, as playback and exports read it."""
+
+    path: Path
+    """Absolute."""
+    relative: str
+    """As in the index: ``<camera>/<date>/<time>.mp4`` below the recordings directory."""
+    start_ms: int
+    end_ms: int
+    bytes: int
+    codec: str
+    audio: str | None
+    sha256: str
 
 
 Millis = tuple[int, int]
@@ -268,18 +285,11 @@ class RecordingIndex:
 
     async def spans(self, camera_id: str, stream: str, start: datetime, end: datetime) -> Spans:
         """Recorded spans and gaps of one camera stream within ``[start, end)``."""
-        longest = timedelta(seconds=self.config.recording.segment_seconds * 2 + 60)
         async with self.db.session() as s:
             rows = (
                 await s.execute(
                     select(RecordingSegment.start_ms, RecordingSegment.end_ms, RecordingSegment.bytes)
-                    .where(
-                        RecordingSegment.camera_id == camera_id,
-                        RecordingSegment.stream == stream,
-                        RecordingSegment.start_ms >= to_ms(start - longest),
-                        RecordingSegment.start_ms < to_ms(end),
-                        RecordingSegment.end_ms > to_ms(start),
-                    )
+                    .where(*self._overlapping(camera_id, stream, start, end))
                     .order_by(RecordingSegment.start_ms)
                 )
             ).all()
@@ -287,6 +297,45 @@ class RecordingIndex:
         spans = spans_of(((a, b) for a, b, _ in rows), first, last)
         gaps = gaps_between(spans, first, last)
         return Spans(_as_spans(spans), _as_spans(gaps), len(rows), sum(size for _, _, size in rows))
+
+    async def segments(
+        self, camera_id: str, stream: str, start: datetime, end: datetime
+    ) -> list[IndexedSegment]:
+        """The indexed segments of one camera stream that overlap ``[start, end)``, oldest first."""
+        async with self.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(
+                        RecordingSegment.path,
+                        RecordingSegment.start_ms,
+                        RecordingSegment.end_ms,
+                        RecordingSegment.bytes,
+                        RecordingSegment.codec,
+                        RecordingSegment.audio,
+                        RecordingSegment.sha256,
+                    )
+                    .where(*self._overlapping(camera_id, stream, start, end))
+                    .order_by(RecordingSegment.start_ms)
+                )
+            ).all()
+        return [
+            IndexedSegment(self.root / path, path, start_ms, end_ms, size, codec, audio, sha256)
+            for path, start_ms, end_ms, size, codec, audio, sha256 in rows
+        ]
+
+    def _overlapping(
+        self, camera_id: str, stream: str, start: datetime, end: datetime
+    ) -> list[ColumnElement[bool]]:
+        """Conditions for the segments overlapping ``[start, end)``; the lower bound on the start
+        (no segment is longer than twice its configured length) keeps the index range short."""
+        longest = timedelta(seconds=self.config.recording.segment_seconds * 2 + 60)
+        return [
+            RecordingSegment.camera_id == camera_id,
+            RecordingSegment.stream == stream,
+            RecordingSegment.start_ms >= to_ms(start - longest),
+            RecordingSegment.start_ms < to_ms(end),
+            RecordingSegment.end_ms > to_ms(start),
+        ]
 
     # -- retention ---------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from streams import RecordingFailed, RecordingResumed, SegmentClosed, SegmentInf
 from vms.alarms import AlarmCentre
 from vms.config import Config
 from vms.config_loader import parse_config
-from vms.recordings import RecordingIndex, Span, gaps_between, spans_of
+from vms.recordings import RecordingIndex, Span, gaps_between, spans_of, to_ms
 from vms.storage import Database
 from vms.storage.tables import RecordingSegment
 
@@ -139,6 +139,11 @@ async def test_closed_segments_are_indexed_and_listed_as_spans(database: Databas
     assert row is not None
     assert row.path == f"tax-1/{T0:%Y-%m-%d/%H-%M-%S}-000000.mp4"  # relative to the recordings directory
     assert len(row.sha256) == 64 and row.codec == "avc1.64001f"
+    within = await index.segments(
+        "tax-1", "main", T0 + timedelta(seconds=90), T0 + timedelta(minutes=10, seconds=1)
+    )
+    assert [s.start_ms for s in within] == [to_ms(T0 + timedelta(minutes=n)) for n in (1, 2, 10)]
+    assert within[0].path == index.root / within[0].relative and within[0].sha256 != ""
 
 
 async def test_retention_deletes_files_and_rows_past_each_cameras_days(
