@@ -20,10 +20,13 @@ from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
 from streams.recording import (
+    ExportError,
+    ExportResult,
     RecordingFailed,
     RecordingResumed,
     SegmentClosed,
     SegmentInfo,
+    export_range,
     recover,
 )
 from streams.redact import redact_url
@@ -46,6 +49,8 @@ __all__ = [
     "CameraSpec",
     "CameraStats",
     "CapacityError",
+    "ExportError",
+    "ExportResult",
     "IceServer",
     "IngestPolicy",
     "IngestState",
@@ -76,6 +81,7 @@ __all__ = [
     "WhepSession",
     "WrongOutput",
     "check_source_url",
+    "export_range",
     "mjpeg_part",
     "recover",
     "redact_url",
