@@ -78,7 +78,8 @@ class Site:
     requested: tuple[datetime, datetime]
 
 
-async def _segments(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+async def wait_segments(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    """The recorded spans of tax-1 once it has ``count`` segments."""
     for _ in range(300):
         listed = (await client.get("/api/v1/cameras/tax-1/recordings")).json()
         if listed["segments"] >= count:
@@ -105,7 +106,7 @@ async def site() -> AsyncIterator[Site]:
         }
         clients |= {(c, "admin"): await app.admin(c) for c in ("xingning", "meizhou")}
         operator = clients["xingning", "operator"]
-        spans = await _segments(operator, 4)
+        spans = await wait_segments(operator, 4)
         start = datetime.fromisoformat(spans[0]["start"]) + timedelta(seconds=1.5)
         end = start + timedelta(seconds=4)
         res = await operator.post(
