@@ -9,27 +9,9 @@ import pytest
 
 from tests.app_fixtures import serve_app
 from tests.browser.conftest import PageFactory, login, wait_until
-from tests.vms.test_exports import wait_finished, wait_segments
+from tests.vms.test_exports import SITE, wait_finished, wait_segments
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-SITE = """
-recording:
-  record: true
-  segment_seconds: 2
-centres:
-  - id: xingning
-    name: 兴宁市政务服务中心
-    halls: all
-halls:
-  - id: tax
-    name: 税务大厅
-cameras:
-  - id: tax-1
-    name: 大厅全景
-    hall: tax
-    url: demo://tax-1?size=320x180&gop=25
-"""
 
 PLAY = """async (url) => {
     const video = document.createElement('video');
