@@ -125,20 +125,27 @@ class SegmentFile:
 
     def seek_keyframe(self, wall_ms: int) -> bool:
         """Move to the last video keyframe at or before ``wall_ms``, or the first one after it
-        when none is before; False when the file has no keyframe (yet)."""
+        when none is before; False when the file has no keyframe (yet) or ends before ``wall_ms``."""
         best: int | None = None
+        end = 0
         start = self.position
         while batch := self.fragments(_BUFFER):
             for fragment in batch:
                 video = fragment.video
-                if video is None or not video.sync:
+                if video is None:
+                    continue
+                end = self.wall_ms(video.end)
+                if not video.sync:
                     continue
                 if best is not None and self.wall_ms(video.decode_time) > wall_ms:
                     self.position = best
                     return True
                 best = fragment.offset
-        self.position = start if best is None else best
-        return best is not None
+        if best is None or end <= wall_ms:  # no keyframe, or all of it is before the moment
+            self.position = start
+            return False
+        self.position = best
+        return True
 
     def audio_rate(self) -> int | None:
         track = self.tracks.get(AUDIO_TRACK_ID)
