@@ -65,8 +65,8 @@ class AuthSettings(_Model):
         "targeted account at once, then as one row with their count per this many seconds.",
     )
     token_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API token.")
-    viewer_permissions: tuple[Literal["snapshot", "playback"], ...] = Field(
-        default=(),
+    viewer_permissions: list[Literal["snapshot", "playback"]] = Field(
+        default_factory=list,
         description="What viewers may do besides watching live: take snapshots, play recordings.",
     )
     bootstrap_secrets_file: Path | None = Field(
