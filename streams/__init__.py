@@ -26,9 +26,20 @@ from streams.recording import (
     RecordingResumed,
     SegmentClosed,
     SegmentInfo,
+    SegmentOpened,
     export_range,
     recover,
 )
+from streams.recording.playback import (
+    PlaybackInit,
+    PlaybackItem,
+    PlaybackJump,
+    PlaybackMedia,
+    PlaybackStop,
+    SourceSegment,
+    play,
+)
+from streams.recording.segment_file import recorded_end
 from streams.redact import redact_url
 from streams.sources import SourceOptions, supported_schemes
 from streams.sources import check_url as check_source_url
@@ -60,16 +71,23 @@ __all__ = [
     "NegotiationError",
     "NoPicture",
     "OwnerCapacityError",
+    "PlaybackInit",
+    "PlaybackItem",
+    "PlaybackJump",
+    "PlaybackMedia",
+    "PlaybackStop",
     "RecordingFailed",
     "RecordingResumed",
     "RecordingSpec",
     "RelaySettings",
     "SegmentClosed",
     "SegmentInfo",
+    "SegmentOpened",
     "SourceAuthError",
     "SourceError",
     "SourceOptions",
     "SourceProtocolError",
+    "SourceSegment",
     "SourceUnreachable",
     "StreamError",
     "StreamManager",
@@ -83,6 +101,8 @@ __all__ = [
     "check_source_url",
     "export_range",
     "mjpeg_part",
+    "play",
+    "recorded_end",
     "recover",
     "redact_url",
     "supported_schemes",

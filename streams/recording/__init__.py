@@ -5,7 +5,13 @@ finishes the segments a crash left open; :func:`export_range` cuts a range
 out of segments into one MP4 file. See :mod:`streams.recording.recorder`.
 """
 
-from streams.recording.events import RecordingFailed, RecordingResumed, SegmentClosed, SegmentInfo
+from streams.recording.events import (
+    RecordingFailed,
+    RecordingResumed,
+    SegmentClosed,
+    SegmentInfo,
+    SegmentOpened,
+)
 from streams.recording.export import ExportError, ExportResult, export_range
 from streams.recording.recorder import Recorder
 from streams.recording.recovery import recover
@@ -18,6 +24,7 @@ __all__ = [
     "RecordingResumed",
     "SegmentClosed",
     "SegmentInfo",
+    "SegmentOpened",
     "export_range",
     "recover",
 ]

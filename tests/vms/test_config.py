@@ -309,6 +309,19 @@ def test_base_text_is_valid(site: Path) -> None:
             "allowed keys: directory, retention_days, max_concurrent",
             id="exports-unknown-key",
         ),
+        pytest.param(
+            "halls:\n",
+            "auth:\n  viewer_permissions: [playback, admin]\nhalls:\n",
+            "site.yaml:2:34: auth.viewer_permissions[1]: expected one of snapshot, playback, found 'admin'",
+            id="viewer-permission-unknown",
+        ),
+        pytest.param(
+            "halls:\n",
+            "auth:\n  viewer_permissions: playback\nhalls:\n",
+            "site.yaml:2:3: auth.viewer_permissions: expected a list (one '- ' line per item, or [] for "
+            "none), found 'playback'",
+            id="viewer-permissions-not-a-list",
+        ),
     ],
 )
 def test_one_mistake_one_message(site: Path, old: str, new: str, expected: str) -> None:
