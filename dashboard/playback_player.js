@@ -23,6 +23,7 @@ const KEEP_BEHIND_S = 20;
 const TRIM_EVERY_MS = 5000;
 const RETRY_S = [1, 2, 4, 8];
 const AT_END_S = 0.3;
+const FOLLOW_AFTER_MS = 3000;
 
 const iso = (ms) => new Date(ms).toISOString();
 
@@ -74,6 +75,7 @@ export class PlaybackStream {
     this.retryTimer = null;
     this.lastTrim = 0;
     this.stopped = false;
+    this.failure = "";
     this.onVideoError = () => this.fail(`video error ${this.video.error ? this.video.error.code : ""}`);
   }
 
@@ -122,7 +124,8 @@ export class PlaybackStream {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.awaitingInit = true;
       this.send({ type: "seek", to: iso(ms) });
-    } else if (!this.ws) {
+    } else {
+      this.disconnect();
       this.connect();
     }
   }
@@ -164,6 +167,8 @@ export class PlaybackStream {
   // ---- the socket --------------------------------------------------------------------------
 
   connect() {
+    clearTimeout(this.retryTimer);
+    this.failure = "";
     const url = new URL(`/api/v1/cameras/${encodeURIComponent(this.camera)}/playback.ws`, location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("start", iso(this.target ?? Date.now()));
@@ -216,7 +221,7 @@ export class PlaybackStream {
       if (this.awaitingInit && !this.pendingInit) this.nothingAfter();
       else if (msg.generation === this.generation) this.endWall = Date.parse(msg.wall);
     } else if (msg.type === "error") {
-      this.fail(msg.detail || "error");
+      this.failure = msg.detail || "error"; // the close that follows says what it means
     }
   }
 
@@ -241,24 +246,29 @@ export class PlaybackStream {
   nothingAfter() {
     this.awaitingInit = false;
     this.target = null;
+    this.endWall = null;
+    this.dropBuffer();
     this.setStatus("ended");
   }
 
   closed(ev) {
     this.ws = null;
     if (this.stopped) return;
+    this.detail = this.failure || `WebSocket closed (${ev.code})`;
     if (ev.code === 4401) {
       sessionExpired();
       this.fail("session expired");
+    } else if (ev.code === 4404 && this.failure) {
+      this.nothingAfter(); // nothing recorded from the moment asked for on
     } else if (ev.code === 4403 || ev.code === 4404) {
-      this.detail = `WebSocket ${ev.code}`;
       this.setStatus("denied");
+    } else if (ev.code >= 4000) {
+      this.fail(this.detail);
     } else if (this.status !== "error") {
       // Come back at the moment shown, after a pause that grows while it keeps failing.
       if (this.target === null) this.target = this.wallNow();
       const delay = RETRY_S[Math.min(this.retries, RETRY_S.length - 1)];
       this.retries += 1;
-      this.detail = `WebSocket closed (${ev.code})`;
       this.setStatus("waiting");
       this.retryTimer = setTimeout(() => {
         if (!this.stopped && !this.ws) this.connect();
@@ -314,6 +324,10 @@ export class PlaybackStream {
     const atEnd = this.video.currentTime >= b.end(b.length - 1) - AT_END_S;
     if (this.status === "playing" && atEnd && this.endWall !== null) this.setStatus("ended");
     else if (this.status === "ended" && !atEnd) this.setStatus("playing");
+    else if (this.status === "ended" && !this.paused && Date.now() - this.endWall > FOLLOW_AFTER_MS) {
+      this.seekWall(this.endWall); // more has been recorded since: go on with it
+      return;
+    }
     const now = performance.now();
     if (now - this.lastTrim > TRIM_EVERY_MS && this.buffer.settled()) {
       this.lastTrim = now;
