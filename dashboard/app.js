@@ -115,9 +115,11 @@ async function enter(me) {
     toast,
     onStats: () => s.status.setWall(s.wall.label()),
   });
+  // With playback shown, the tree picks what it plays; else what the wall shows.
+  const playing = () => Boolean(s.playback) && !dom.playback.hidden;
   s.tree = new HallTree(dom.tree, dom.search, {
-    onHall: (id) => s.wall.fillHall(id),
-    onCamera: (id) => s.wall.place(id),
+    onHall: (id) => (playing() ? s.playback.pick(`hall:${id}`) : s.wall.fillHall(id)),
+    onCamera: (id) => (playing() ? s.playback.pick(`camera:${id}`) : s.wall.place(id)),
   });
   s.alarms = new AlarmsPanel(dom.alarmList, dom.alarmCount, {
     canAck: can.has("acknowledge"),

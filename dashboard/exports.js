@@ -21,7 +21,11 @@ function stamp(iso) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
-const megabytes = (bytes) => (bytes ? `${(bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0)} MB` : "–");
+function size(bytes) {
+  if (!bytes) return "–";
+  if (bytes < 1048576) return `${Math.max(1, Math.round(bytes / 1024))} KB`;
+  return `${(bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0)} MB`;
+}
 
 export class ExportsPanel {
   /**
@@ -90,10 +94,10 @@ export class ExportsPanel {
     what.textContent = `${this.options.cameraName(e.camera_id)} · ${stamp(e.start || e.requested_start)} – ${stamp(e.end || e.requested_end).slice(11)}`;
     const status = el("span", "pb-export-status");
     status.textContent = t(`exports.status.${e.status}`);
-    if (e.status === "failed" && e.error) status.title = e.error;
-    const size = el("span", "pb-export-size");
-    size.textContent = megabytes(e.bytes);
-    li.append(what, status, size);
+    if (e.error) status.title = e.error; // a failure, or a ready export cut short
+    const bytes = el("span", "pb-export-size");
+    bytes.textContent = size(e.bytes);
+    li.append(what, status, bytes);
     if (e.status === "ready") {
       for (const [key, url] of [
         ["exports.file", e.file_url],

@@ -165,14 +165,20 @@ export class PlaybackView {
     this.exports.start();
     if (camera && this.cameras.has(camera)) {
       this.setDay(midnight(at ?? Date.now()), false);
-      this.dom.source.value = `camera:${camera}`;
-      this.choose(this.dom.source.value);
+      this.pick(`camera:${camera}`);
       if (at !== null) this.playFrom(at);
     } else {
       this.setDay(this.day, false);
     }
     this.startSpans();
     this.dom.source.focus();
+  }
+
+  /** Show "camera:<id>" or "hall:<id>" (as the source list names them). */
+  pick(value) {
+    if (![...this.dom.source.options].some((o) => o.value === value)) return;
+    this.dom.source.value = value;
+    this.choose(value);
   }
 
   /** Play a camera from 10 s before an alarm. */

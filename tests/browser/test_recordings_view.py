@@ -19,9 +19,18 @@ import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from tests.app_fixtures import RunningApp, serve_app
-from tests.browser.conftest import OUTPUT_DIR, PageFactory, login, page_log, wait_until
+from tests.browser.conftest import (
+    OUTPUT_DIR,
+    PageFactory,
+    assert_decoding,
+    login,
+    page_log,
+    rtsp_servers,
+    wait_until,
+)
+from tests.browser.conftest import note as write_note
 from tests.clock_barcode import READ_CLOCK_JS
-from tests.rtsp_fixtures import RtspServerUnavailable, RtspTestServer, check_gstreamer
+from tests.rtsp_fixtures import RtspTestServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -115,25 +124,17 @@ def _ms(iso: str) -> float:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def recorded() -> AsyncIterator[Recorded]:
     """The service recording three clock cameras in 2-second segments, with RECORDED_S seconds done."""
-    try:
-        check_gstreamer()
-    except RtspServerUnavailable as err:
-        pytest.fail(str(err), pytrace=False)
     hall_server = RtspTestServer({camera: CLOCK_SPEC for camera in HALL_CAMERAS})
     door_server = RtspTestServer({DOOR: CLOCK_SPEC})
-    try:
-        await asyncio.gather(asyncio.to_thread(hall_server.start), asyncio.to_thread(door_server.start))
-        async with serve_app(site_yaml(hall_server, door_server)) as app:
-            await app.wait_online(*HALL_CAMERAS, DOOR, within=30)
-            api = await app.user("meizhou", "operator")
-            await app.user("meizhou", "viewer")
-            site = Recorded(app, door_server, "operator-meizhou", "viewer-meizhou", api)
-            for camera in (*HALL_CAMERAS, DOOR):
-                await _wait_recorded(site, camera, RECORDED_S)
-            yield site
-    finally:
-        await asyncio.to_thread(hall_server.stop)
-        await asyncio.to_thread(door_server.stop)
+    # The servers have their ports once started: the site's YAML is written after.
+    async with rtsp_servers(hall_server, door_server), serve_app(site_yaml(hall_server, door_server)) as app:
+        await app.wait_online(*HALL_CAMERAS, DOOR, within=30)
+        api = await app.user("meizhou", "operator")
+        await app.user("meizhou", "viewer")
+        site = Recorded(app, door_server, "operator-meizhou", "viewer-meizhou", api)
+        for camera in (*HALL_CAMERAS, DOOR):
+            await _wait_recorded(site, camera, RECORDED_S)
+        yield site
 
 
 async def _wait_recorded(site: Recorded, camera: str, seconds: float) -> None:
@@ -151,11 +152,7 @@ async def _wait_recorded(site: Recorded, camera: str, seconds: float) -> None:
 
 def note(what: str, text: str) -> None:
     """Print a measurement and append it to ``test-output/recordings-view-report.txt``."""
-    OUTPUT_DIR.mkdir(exist_ok=True)
-    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}: {text}"
-    print(line)
-    with (OUTPUT_DIR / "recordings-view-report.txt").open("a", encoding="utf-8") as report:
-        report.write(line + "\n")
+    write_note("recordings-view-report.txt", what, text)
 
 
 async def open_playback(page: Page, site: Recorded, username: str) -> None:
@@ -268,8 +265,20 @@ async def test_a_moment_chosen_on_the_timeline_shows_that_moments_picture(
     recorded: Recorded, new_page: PageFactory
 ) -> None:
     page = await new_page(1600, 900)
-    await open_playback(page, recorded, recorded.operator)
+    await page.goto(recorded.url, wait_until="domcontentloaded")
+    await login(page, recorded.operator)
+    await assert_decoding(page, HALL_CAMERAS)  # the live wall, which stops once hidden
+    await page.locator("#nav-playback").click()
+    await expect(page.locator("section#playback")).to_be_visible()
+    await wait_until(
+        page,
+        "window.hallwatch.tiles().every(t => t.status === 'idle')",
+        10,
+        "the hidden wall's tiles stopped",
+    )
+    await page.locator('nav#hall-tree [data-camera-item="clock-1"]').first.click()
     await choose(page, "camera:clock-1", ("clock-1",))
+    await expect(page.locator("#pb-source")).to_have_value("camera:clock-1")
     await zoom_to_two_minutes_around_now(page)
 
     chosen = await click_timeline(page, time.time() * 1000 - 6000)
@@ -329,6 +338,17 @@ async def test_two_cameras_of_a_hall_play_in_step_at_1x_and_2x(
         )
         worst = max(abs(d) for d in drifts)
         assert worst < IN_STEP_MS, f"{speed}×: the pictures drifted {worst:.0f} ms apart: {drifts}"
+    # A follower pushed 1.5 s ahead is brought back to the leader's moment.
+    before = (await playback(page))["corrections"]
+    await page.locator(TILE_VIDEO.format(HALL_CAMERAS[1])).evaluate("v => { v.currentTime += 1.5; }")
+
+    async def corrected() -> list[float] | None:
+        if (await playback(page))["corrections"] <= before:
+            return None
+        drifts = await sample_drift(page, seconds=1)
+        return drifts if drifts and max(abs(d) for d in drifts) < IN_STEP_MS else None
+
+    after_push = await wait_until(page, corrected, 5, "the pushed follower back in step")
     info = await playback(page)
     assert info["speed"] == 2 and all(s["speed"] == 2 for s in info["streams"]), info
     rates = await page.eval_on_selector_all("#pb-tiles video", "vs => vs.map(v => v.playbackRate)")
@@ -340,8 +360,59 @@ async def test_two_cameras_of_a_hall_play_in_step_at_1x_and_2x(
             f"mean {sum(abs(x) for x in d) / len(d):.0f} ms"
             for speed, d in figures.items()
         )
+        + f"; pushed 1.5 s ahead, back within {max(abs(x) for x in after_push):.0f} ms"
         + f"; corrections {info['corrections']}",
     )
+
+
+async def test_a_range_marked_on_the_timeline_is_exported_with_its_reason(
+    recorded: Recorded, new_page: PageFactory
+) -> None:
+    page = await new_page(1600, 900)
+    await open_playback(page, recorded, recorded.operator)
+    await choose(page, "camera:clock-2", ("clock-2",))
+    await zoom_to_two_minutes_around_now(page)
+    now = time.time() * 1000
+    track = page.locator("#pb-timeline .tl-tracks")
+    box = await track.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    x0 = box["x"] + box["width"] * await _ratio(page, now - 14000)
+    x1 = box["x"] + box["width"] * await _ratio(page, now - 8000)
+    await page.keyboard.down("Shift")
+    await page.mouse.move(x0, y)
+    await page.mouse.down()
+    await page.mouse.move((x0 + x1) / 2, y, steps=3)
+    await page.mouse.move(x1, y, steps=3)
+    await page.mouse.up()
+    await page.keyboard.up("Shift")
+    marks = (await playback(page))["marks"]
+    assert marks and abs(marks["to"] - marks["from"] - 6000) < 1000, marks
+    await expect(page.locator("#pb-range")).to_contain_text("秒")
+
+    await page.locator("#pb-reason").fill("窗口投诉核查")
+    await page.locator("#pb-export-button").click()
+    item = page.locator("#pb-export-list .pb-export-item").first
+    await expect(item).to_have_attribute("data-status", "ready", timeout=20_000)
+    await expect(item.locator(".pb-export-status")).to_have_text("已完成")
+    links = item.locator("a.pb-export-link")
+    await expect(links).to_have_text(["视频文件", "签名清单"])
+    hrefs = await links.evaluate_all("as => as.map(a => a.href)")
+    fetched: list[dict[str, Any]] = await page.evaluate(
+        """async (urls) => Promise.all(urls.map(async (u) => {
+            const res = await fetch(u);
+            const body = await res.arrayBuffer();
+            const type = res.headers.get("Content-Type");
+            const text = type.includes("json") ? new TextDecoder().decode(body) : "";
+            return {status: res.status, type, bytes: body.byteLength, text};
+        }))""",
+        hrefs,
+    )
+    video, manifest = fetched
+    assert video["status"] == 200 and video["type"] == "video/mp4" and video["bytes"] > 10_000, video
+    assert manifest["status"] == 200 and "窗口投诉核查" in manifest["text"], manifest
+    size = await item.locator(".pb-export-size").inner_text()
+    note("export", f"6 s marked by shift+drag: {video['bytes']} bytes, shown as {size}")
 
 
 async def sample_drift(page: Page, seconds: float) -> list[float]:
