@@ -68,50 +68,58 @@ export class PlaybackView {
     this.speed = 1;
     this.spansTimer = null;
     this.framePending = false;
+    this.listening = new AbortController();
     this.timeline = new Timeline($("#pb-timeline"), {
       seek: (ms) => this.playFrom(ms),
       mark: (from, to) => this.markFromTimeline(from, to),
     });
     this.exports = new ExportsPanel($("#pb-export-list"), { cameraName: (id) => this.cameraName(id) });
     this.timeline.setDay(this.day);
-    for (const value of SPEEDS) {
+    const speeds = SPEEDS.map((value) => {
       const b = el("button", "tool-button pb-speed", { type: "button", "data-speed": String(value) });
       b.textContent = `${value}×`;
-      this.dom.speeds.append(b);
-    }
+      return b;
+    });
+    this.dom.speeds.replaceChildren(...speeds);
     this.wire();
   }
 
+  /** Listen on the view's static markup until destroy() (a later login builds a new view on it). */
   wire() {
     const d = this.dom;
-    d.source.addEventListener("change", () => this.choose(d.source.value));
-    d.day.addEventListener("change", () => {
+    const signal = this.listening.signal;
+    const on = (node, type, fn) => node.addEventListener(type, fn, { signal });
+    const button = (id, fn) => on(this.root.querySelector(id), "click", fn);
+    on(d.source, "change", () => this.choose(d.source.value));
+    on(d.day, "change", () => {
       if (!d.day.value) return;
       const [y, m, dd] = d.day.value.split("-").map(Number);
       this.setDay(new Date(y, m - 1, dd).getTime());
     });
-    d.goto.addEventListener("submit", (ev) => {
+    on(d.goto, "submit", (ev) => {
       ev.preventDefault();
       const [h, m, s] = (d.time.value || "").split(":").map(Number);
       if (Number.isFinite(h)) this.playFrom(this.day + ((h * 60 + (m || 0)) * 60 + (s || 0)) * 1000);
     });
-    d.play.addEventListener("click", () => this.setPaused(!this.paused));
-    this.root.querySelector("#pb-back").addEventListener("click", () => this.group && this.group.step(-10));
-    this.root.querySelector("#pb-forward").addEventListener("click", () => this.group && this.group.step(10));
-    d.speeds.addEventListener("click", (ev) => {
+    on(d.play, "click", () => this.setPaused(!this.paused));
+    button("#pb-back", () => this.group && this.group.step(-10));
+    button("#pb-forward", () => this.group && this.group.step(10));
+    on(d.speeds, "click", (ev) => {
       const b = ev.target.closest("[data-speed]");
       if (b) this.setSpeed(Number(b.dataset.speed));
     });
-    this.root.querySelector("#pb-mark-in").addEventListener("click", () => this.markAt("from"));
-    this.root.querySelector("#pb-mark-out").addEventListener("click", () => this.markAt("to"));
-    this.root.querySelector("#pb-mark-clear").addEventListener("click", () => this.setMarks(null));
-    d.exportForm.addEventListener("submit", (ev) => {
+    button("#pb-mark-in", () => this.markAt("from"));
+    button("#pb-mark-out", () => this.markAt("to"));
+    button("#pb-mark-clear", () => this.setMarks(null));
+    on(d.exportForm, "submit", (ev) => {
       ev.preventDefault();
       this.exportRange();
     });
-    this.root.querySelector("#pb-close").addEventListener("click", () => this.options.close());
-    this.root.addEventListener("keydown", (ev) => {
-      if (ev.key === "Escape" && !ev.defaultPrevented) {
+    button("#pb-close", () => this.options.close());
+    // Esc closes the view from within it, or when nothing has the focus (after a click on a picture).
+    on(document, "keydown", (ev) => {
+      const here = this.root.contains(ev.target) || ev.target === document.body;
+      if (ev.key === "Escape" && !ev.defaultPrevented && here && !this.root.hidden) {
         ev.preventDefault();
         this.options.close();
       }
@@ -196,6 +204,7 @@ export class PlaybackView {
 
   destroy() {
     this.close();
+    this.listening.abort();
     this.dom.tiles.replaceChildren();
   }
 
