@@ -1,5 +1,6 @@
 // The alarms panel: the list (newest first), live events over Server-Sent Events,
-// acknowledgement by operators and admins, and the unacknowledged count in the header.
+// acknowledgement by operators and admins, a play-back button for users who may play
+// recordings, and the unacknowledged count in the header.
 
 import { getJSON, postJSON, request } from "./api.js";
 import { clock, t } from "./i18n.js";
@@ -20,8 +21,9 @@ export class AlarmsPanel {
   /**
    * @param {HTMLElement} list the element holding the items
    * @param {HTMLElement} counter #alarm-count
-   * @param {{canAck: boolean, lookup: (id: string) => {camera: string, hall: string},
-   *          onCamera: (id: string) => void, toast: (text: string) => void}} options
+   * @param {{canAck: boolean, canPlayback: boolean, lookup: (id: string) => {camera: string, hall: string},
+   *          onCamera: (id: string) => void, onPlayback: (alarm: object) => void,
+   *          toast: (text: string) => void}} options
    */
   constructor(list, counter, options) {
     this.list = list;
@@ -139,6 +141,11 @@ export class AlarmsPanel {
     const button = ev.target.closest('button[data-action="ack"]');
     const item = ev.target.closest("[data-alarm-id]");
     if (!item) return;
+    if (ev.target.closest('button[data-action="playback"]')) {
+      const alarm = [...this.alarms.values()].find((a) => String(a.id) === item.dataset.alarmId);
+      if (alarm) this.options.onPlayback(alarm);
+      return;
+    }
     if (!button) {
       this.options.onCamera(item.dataset.camera);
       return;
@@ -207,6 +214,12 @@ export class AlarmsPanel {
     } else if (!alarm.informational && this.options.canAck) {
       const b = el("button", "ack", { type: "button", "data-action": "ack" });
       b.textContent = t("alarms.ack");
+      head.append(b);
+    }
+    if (this.options.canPlayback) {
+      const b = el("button", "alarm-play", { type: "button", "data-action": "playback", title: t("alarms.playbackLabel") });
+      b.textContent = t("alarms.playback");
+      b.setAttribute("aria-label", `${t("alarms.playbackLabel")}: ${where.camera} ${time.textContent}`);
       head.append(b);
     }
     li.setAttribute("aria-label", `${t(`kind.${alarm.kind}`)} ${time.textContent} ${where.camera} ${where.hall}`);

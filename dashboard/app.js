@@ -1,9 +1,11 @@
 // The dashboard's entry point: login and logout, session expiry, the 2-second camera poll,
-// the saved wall, and the wiring between header, hall tree, wall, alarms and status bar.
+// the saved wall, the main navigation (live wall or playback), and the wiring between
+// header, hall tree, wall, playback, alarms and status bar.
 
 import { AlarmsPanel } from "./alarms.js";
 import { ApiError, getJSON, onSessionExpired, postJSON, putJSON, request, setCsrfToken } from "./api.js";
 import { currentLang, onLangChange, setLang, t, translate } from "./i18n.js";
+import { PlaybackView } from "./playback.js";
 import { StatusBar } from "./status.js";
 import { HallTree } from "./tree.js";
 import { LAYOUTS, Wall } from "./wall.js";
@@ -27,6 +29,10 @@ const dom = {
   tree: $("#hall-tree"),
   search: $("#camera-search"),
   alarmList: $("#alarm-list"),
+  wallView: $("section.center"),
+  playback: $("#playback"),
+  navWall: $("#nav-wall"),
+  navPlayback: $("#nav-playback"),
   status: $("#status"),
   toast: $("#toast"),
 };
@@ -109,9 +115,11 @@ async function enter(me) {
     toast,
     onStats: () => s.status.setWall(s.wall.label()),
   });
+  // With playback shown, the tree picks what it plays; else what the wall shows.
+  const playing = () => Boolean(s.playback) && !dom.playback.hidden;
   s.tree = new HallTree(dom.tree, dom.search, {
-    onHall: (id) => s.wall.fillHall(id),
-    onCamera: (id) => s.wall.place(id),
+    onHall: (id) => (playing() ? s.playback.pick(`hall:${id}`) : s.wall.fillHall(id)),
+    onCamera: (id) => (playing() ? s.playback.pick(`camera:${id}`) : s.wall.place(id)),
   });
   s.alarms = new AlarmsPanel(dom.alarmList, dom.alarmCount, {
     canAck: can.has("acknowledge"),
@@ -123,8 +131,18 @@ async function enter(me) {
     onCamera: (id) => {
       if (s.cameras.some((c) => c.id === id)) s.wall.place(id);
     },
+    canPlayback: can.has("playback"),
+    onPlayback: (alarm) => showPlayback(s, (view) => view.playAlarm(alarm)),
     toast,
   });
+  dom.navPlayback.hidden = !can.has("playback");
+  if (can.has("playback")) {
+    s.playback = new PlaybackView(dom.playback, {
+      alarms: () => [...s.alarms.alarms.values()],
+      toast,
+      close: () => showWall(s),
+    });
+  }
 
   // Until the saved wall is restored, a layout click would be overwritten by it.
   const layoutButtons = [...document.querySelectorAll("[data-layout-choice]")];
@@ -136,6 +154,7 @@ async function enter(me) {
     s.halls = halls;
     s.cameras = cameras;
     s.wall.setCatalog(cameras, halls);
+    if (s.playback) s.playback.setCatalog(cameras, halls);
     s.tree.update(halls, cameras);
     s.status.setCameras(cameras);
     s.wall.restore(await savedWall(s));
@@ -194,6 +213,7 @@ async function poll(s) {
     if (session !== s) return;
     s.cameras = cameras;
     s.wall.setCatalog(cameras);
+    if (s.playback) s.playback.setCatalog(cameras);
     s.tree.update(s.halls, cameras);
     s.status.setCameras(cameras);
   } catch (err) {
@@ -211,6 +231,9 @@ function leave() {
   clearInterval(s.pollTimer);
   clearTimeout(s.saveTimer);
   if (s.wall) s.wall.destroy();
+  if (s.playback) s.playback.destroy();
+  showView("wall");
+  dom.navPlayback.hidden = true;
   if (s.alarms) s.alarms.stop();
   if (s.status) s.status.stop();
   if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
@@ -220,6 +243,29 @@ function leave() {
   dom.alarmCount.textContent = "0";
   dom.search.value = "";
   setCsrfToken("");
+}
+
+/** Show the live wall or the playback view (the wall's tiles stop while it is hidden). */
+function showView(name) {
+  dom.wallView.hidden = name !== "wall";
+  dom.playback.hidden = name !== "playback";
+  for (const b of [dom.navWall, dom.navPlayback]) {
+    if (b.dataset.view === name) b.setAttribute("aria-current", "page");
+    else b.removeAttribute("aria-current");
+  }
+}
+
+function showPlayback(s, then = (view) => view.open()) {
+  if (session !== s || !s.playback) return;
+  showView("playback");
+  then(s.playback);
+}
+
+function showWall(s) {
+  if (session !== s) return;
+  if (s.playback) s.playback.close();
+  showView("wall");
+  dom.navPlayback.focus();
 }
 
 async function logout() {
@@ -249,6 +295,8 @@ function wireStatic() {
   $("#login-lang").addEventListener("click", toggleLang);
   $("#logout").addEventListener("click", () => logout());
   $("#wall-clear").addEventListener("click", () => session && session.wall.clear());
+  dom.navWall.addEventListener("click", () => session && showWall(session));
+  dom.navPlayback.addEventListener("click", () => session && showPlayback(session));
   for (const b of document.querySelectorAll("[data-layout-choice]")) {
     const n = Number(b.dataset.layoutChoice);
     const side = Math.sqrt(n);
@@ -269,6 +317,7 @@ function wireStatic() {
     session.tree.refresh();
     session.wall.relabel();
     session.alarms.render();
+    if (session.playback) session.playback.relabel();
     session.status.setWall(session.wall.label());
   });
   window.addEventListener("pagehide", () => {
@@ -293,6 +342,8 @@ function labelLayouts() {
 window.hallwatch = Object.freeze({
   /** Diagnostics of the wall's tiles: index, camera, mode, state, framesDecoded, width, height (and more). */
   tiles: () => (session && session.wall ? session.wall.tilesInfo() : []),
+  /** The playback view: open, cameras, moment (ms), speed, paused, marks and each stream's state. */
+  playback: () => (session && session.playback ? session.playback.info() : null),
   /** The logged-in user, or null. */
   user: () => (session ? { username: session.me.username, centre: session.me.centre, role: session.me.role } : null),
 });

@@ -13,6 +13,8 @@
 //
 // The Player owns it: start() once, stop() frees socket, MediaSource and buffer (idempotent).
 
+import { BufferQueue, mseSupports } from "./sourcebuffer.js";
+
 const CHASE_MS = 250;
 const TARGET_LAG_S = 0.15;
 const NUDGE_LAG_S = 0.3;
@@ -20,27 +22,8 @@ const NUDGE_RATE = 1.15;
 const JUMP_LAG_S = 0.8;
 const KEEP_BEHIND_S = 3;
 const TRIM_EVERY_MS = 2000;
-const MAX_QUEUE = 250;
-const MAX_QUOTA_ERRORS = 3;
 export const HEVC_PROBE = 'video/mp4; codecs="hvc1.1.6.L93.B0"';
 export const AAC_PROBE = 'audio/mp4; codecs="mp4a.40.2"';
-
-function mediaSourceClass() {
-  return window.ManagedMediaSource || window.MediaSource || null;
-}
-
-/** Whether this browser has Media Source Extensions. */
-export function mseSupported() {
-  return typeof mediaSourceClass() === "function";
-}
-
-function mseSupports(type) {
-  try {
-    return mseSupported() && mediaSourceClass().isTypeSupported(type);
-  } catch {
-    return false;
-  }
-}
 
 /** Whether MSE here decodes H.265 (else the relay transcodes H.265 cameras to H.264). */
 export const hevcSupported = () => mseSupports(HEVC_PROBE);
@@ -59,18 +42,12 @@ export class MseStream {
     this.view = "video";
     this.done = false;
     this.ws = null;
-    this.ms = null;
-    this.objectUrl = null;
-    this.sb = null;
-    this.mime = "";
-    this.open = false;
-    this.queue = [];
+    this.buffer = null;
     this.nextInit = null;
     this.info = null;
     this.hasAudio = false;
     this.jumped = false;
     this.seen = false;
-    this.quotaErrors = 0;
     this.lastTrim = 0;
     this.timer = null;
     this.lag = 0;
@@ -79,16 +56,10 @@ export class MseStream {
   }
 
   start() {
-    const MS = mediaSourceClass();
-    this.ms = new MS();
-    this.ms.addEventListener("sourceopen", () => {
-      this.open = true;
-      this.pump();
+    this.buffer = new BufferQueue(this.video, {
+      fail: (kind, reason) => this.end(kind === "full" ? "retry" : "fallback", reason),
+      idle: () => this.caughtUp(),
     });
-    this.objectUrl = URL.createObjectURL(this.ms);
-    if (MS !== window.MediaSource) this.video.disableRemotePlayback = true;
-    this.video.srcObject = null;
-    this.video.src = this.objectUrl;
     this.video.addEventListener("error", this.onVideoError);
 
     const url = new URL(this.ctx.camera.links.mse, location.href);
@@ -105,7 +76,7 @@ export class MseStream {
   }
 
   stop() {
-    if (this.done && !this.ms) return;
+    if (this.done && !this.buffer) return;
     this.done = true;
     clearInterval(this.timer);
     if (this.ws) {
@@ -113,14 +84,11 @@ export class MseStream {
       this.ws = null;
       ws.close();
     }
-    this.queue = [];
     this.video.removeEventListener("error", this.onVideoError);
-    if (this.ms) {
-      this.ms = null;
-      this.sb = null;
-      this.video.removeAttribute("src");
-      this.video.load();
-      URL.revokeObjectURL(this.objectUrl);
+    if (this.buffer) {
+      const buffer = this.buffer;
+      this.buffer = null;
+      buffer.close();
     }
   }
 
@@ -155,15 +123,15 @@ export class MseStream {
       this.nextInit = null;
       if (this.info) {
         // New parameters mid-stream: its timeline may restart, so the old buffer must go.
-        this.enqueue({ kind: "remove", from: 0, to: Infinity });
+        this.buffer.remove(0, Infinity);
         this.jumped = false;
       }
       this.info = info;
       this.hasAudio = Boolean(info.audio);
-      this.enqueue({ kind: "init", mime: info.mime, data });
+      this.buffer.init(info.mime, data);
       return;
     }
-    if (this.info) this.enqueue({ kind: "media", data });
+    if (this.info) this.buffer.media(data);
   }
 
   closed(ev) {
@@ -175,72 +143,13 @@ export class MseStream {
     this.end(this.seen ? "retry" : "fallback", why);
   }
 
-  // ---- the SourceBuffer --------------------------------------------------------------------
-
-  enqueue(op) {
-    if (this.queue.length >= MAX_QUEUE) {
-      this.end("retry", "the MSE buffer fell too far behind");
-      return;
-    }
-    this.queue.push(op);
-    this.pump();
-  }
-
-  /** Run queued operations one at a time: a SourceBuffer takes one while not updating. */
-  pump() {
-    while (!this.done && this.open && this.queue.length && !(this.sb && this.sb.updating)) {
-      const op = this.queue[0];
-      try {
-        if (op.kind === "init") {
-          this.applyInit(op.mime);
-          this.sb.appendBuffer(op.data);
-        } else if (op.kind === "media") {
-          this.sb.appendBuffer(op.data);
-          this.quotaErrors = 0; // it throws at once when the buffer is full
-        } else if (this.sb && this.sb.buffered.length && op.to > op.from) {
-          this.sb.remove(op.from, op.to);
-        }
-        this.queue.shift();
-      } catch (err) {
-        if (err.name === "QuotaExceededError") this.quotaExceeded();
-        else this.end("fallback", `MSE ${op.kind}: ${err.name}: ${err.message}`);
-        return;
-      }
-    }
-    if (!this.done && !this.queue.length && this.sb && !this.sb.updating) this.caughtUp();
-  }
-
-  applyInit(mime) {
-    if (!this.sb) {
-      this.sb = this.ms.addSourceBuffer(mime); // NotSupportedError: the player falls back
-      this.mime = mime;
-      this.sb.addEventListener("updateend", () => this.pump());
-      this.sb.addEventListener("error", () => this.end("fallback", "SourceBuffer error"));
-    } else if (mime !== this.mime) {
-      if (typeof this.sb.changeType !== "function") throw new Error(`cannot switch to ${mime}`);
-      this.sb.changeType(mime);
-      this.mime = mime;
-    }
-  }
-
-  /** The buffer is full: drop what lies behind the playhead, then try the append again. */
-  quotaExceeded() {
-    this.quotaErrors += 1;
-    if (this.quotaErrors > MAX_QUOTA_ERRORS) {
-      this.end("retry", "the MSE buffer is full");
-      return;
-    }
-    this.queue.unshift({ kind: "remove", from: 0, to: Math.max(0, this.video.currentTime - 0.5) });
-    this.pump();
-  }
-
   // ---- the live edge -----------------------------------------------------------------------
 
   /** Everything received is appended: the first time, jump to the newest frame and play. */
   caughtUp() {
     if (this.jumped) return;
-    const b = this.sb.buffered;
-    if (!b.length) return;
+    const b = this.buffer.buffered();
+    if (!b) return;
     this.jumped = true;
     this.seek(b.start(b.length - 1), b.end(b.length - 1));
     this.video.play().catch(() => {});
@@ -262,15 +171,10 @@ export class MseStream {
 
   /** Every 250 ms: stay near the live edge, trim the buffer behind the playhead. */
   chase() {
-    if (this.done || !this.sb || !this.jumped) return;
+    if (this.done || !this.jumped) return;
     const v = this.video;
-    let b;
-    try {
-      b = this.sb.buffered;
-    } catch {
-      return; // the MediaSource is closing
-    }
-    if (!b.length) return;
+    const b = this.buffer.buffered();
+    if (!b) return;
     if (!this.seen && v.readyState >= 2 && !v.seeking && v.videoWidth) this.firstPicture();
     const start = b.start(b.length - 1);
     const end = b.end(b.length - 1);
@@ -288,7 +192,7 @@ export class MseStream {
     const clock = performance.now();
     if (clock - this.lastTrim > TRIM_EVERY_MS) {
       this.lastTrim = clock;
-      if (now - b.start(0) > 2 * KEEP_BEHIND_S) this.enqueue({ kind: "remove", from: b.start(0), to: now - KEEP_BEHIND_S });
+      if (now - b.start(0) > 2 * KEEP_BEHIND_S) this.buffer.remove(b.start(0), now - KEEP_BEHIND_S);
     }
   }
 }

@@ -13,7 +13,8 @@
 
 import { sessionExpired } from "./api.js";
 import { MjpegStream } from "./mjpeg.js";
-import { MseStream, mseSupported } from "./mse.js";
+import { MseStream } from "./mse.js";
+import { mseSupported } from "./sourcebuffer.js";
 import { WebRtcStream, webrtcSupported } from "./webrtc.js";
 
 export const MODES = ["webrtc", "mse", "mjpeg"];

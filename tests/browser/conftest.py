@@ -302,29 +302,46 @@ class Site:
         await self.app.wait_online(*camera_ids, within=timeout)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def site() -> AsyncIterator[Site]:
-    """The service with its sixteen cameras, all online."""
+@contextlib.asynccontextmanager
+async def rtsp_servers(*servers: RtspTestServer) -> AsyncIterator[None]:
+    """Start the servers side by side (in threads, off the loop); stop them all at the end.
+    Fails the test at once when GStreamer's RTSP server is not installed."""
     try:
         check_gstreamer()
     except RtspServerUnavailable as err:
         pytest.fail(str(err), pytrace=False)
+    try:
+        await asyncio.gather(*(asyncio.to_thread(server.start) for server in servers))
+        yield
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.stop)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def site() -> AsyncIterator[Site]:
+    """The service with its sixteen cameras, all online."""
     shared = RtspTestServer({camera_id: CAMERA_SPEC for camera_id in RTSP_CAMERAS})
     victim = RtspTestServer({VICTIM: CAMERA_SPEC})
-    try:
-        await asyncio.gather(asyncio.to_thread(shared.start), asyncio.to_thread(victim.start))
+    async with rtsp_servers(shared, victim):
         servers = {camera_id: shared for camera_id in RTSP_CAMERAS} | {VICTIM: victim}
         urls = {camera_id: server.url(camera_id) for camera_id, server in servers.items()}
         async with serve_app(site_yaml(urls)) as app:
             running = Site(app, servers)
             await running.wait_online(ALL_CAMERA_IDS)
             yield running
-    finally:
-        await asyncio.to_thread(shared.stop)
-        await asyncio.to_thread(victim.stop)
 
 
 # -- helpers -----------------------------------------------------------------------
+
+
+def note(report: str, what: str, text: str) -> None:
+    """Print a measurement and append it to ``test-output/<report>``."""
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}: {text}"
+    print(line)
+    with (OUTPUT_DIR / report).open("a", encoding="utf-8") as out:
+        out.write(line + "\n")
 
 
 async def open_dashboard(page: Page, site: Site) -> None:

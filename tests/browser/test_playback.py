@@ -28,6 +28,7 @@ from tests.browser.conftest import (
     tiles,
     wait_until,
 )
+from tests.browser.conftest import note as write_note
 from tests.clock_barcode import READ_CLOCK_JS
 from tests.rtsp_fixtures import RtspServerUnavailable, RtspTestServer, check_gstreamer
 
@@ -176,11 +177,7 @@ GAP_MONITOR = """(selector) => {
 
 def note(what: str, text: str) -> None:
     """Print a measurement and append it to ``test-output/playback-report.txt``."""
-    OUTPUT_DIR.mkdir(exist_ok=True)
-    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}: {text}"
-    print(line)
-    with (OUTPUT_DIR / "playback-report.txt").open("a", encoding="utf-8") as report:
-        report.write(line + "\n")
+    write_note("playback-report.txt", what, text)
 
 
 async def open_wall(page: Page, playback: Playback, username: str) -> None:
