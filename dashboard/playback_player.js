@@ -7,7 +7,8 @@
 // generation's first keyframe. {"type":"map", generation, media, wall} says which wall clock
 // the picture shows from media time `media` on (again after every squeezed gap); binary
 // messages are moof+mdat fragments; {"type":"end", wall} says nothing more is recorded after
-// `wall`; {"type":"error"} comes before the server closes. The client reports its currentTime
+// `wall` yet (the server goes on in the same generation as more is recorded, so a player at the
+// recording's edge keeps playing); {"type":"error"} comes before the server closes. The client reports its currentTime
 // every 250 ms ({"type":"position"}): the server sends only a few seconds ahead of it, so a
 // paused player stops the flow by itself. It asks for a moment with {"type":"seek"} and for
 // a playback rate with {"type":"speed"}.
@@ -23,7 +24,6 @@ const KEEP_BEHIND_S = 20;
 const TRIM_EVERY_MS = 5000;
 const RETRY_S = [1, 2, 4, 8];
 const AT_END_S = 0.3;
-const FOLLOW_AFTER_MS = 3000;
 
 const iso = (ms) => new Date(ms).toISOString();
 
@@ -202,7 +202,10 @@ export class PlaybackStream {
   message(data) {
     if (typeof data !== "string") {
       if (this.pendingInit) this.newGeneration(this.pendingInit, data);
-      else if (this.buffer && !this.awaitingInit) this.buffer.media(data);
+      else if (this.buffer && !this.awaitingInit) {
+        this.endWall = null; // the server follows the recording: more came after an `end`
+        this.buffer.media(data);
+      }
       return;
     }
     let msg;
@@ -324,10 +327,6 @@ export class PlaybackStream {
     const atEnd = this.video.currentTime >= b.end(b.length - 1) - AT_END_S;
     if (this.status === "playing" && atEnd && this.endWall !== null) this.setStatus("ended");
     else if (this.status === "ended" && !atEnd) this.setStatus("playing");
-    else if (this.status === "ended" && !this.paused && Date.now() - this.endWall > FOLLOW_AFTER_MS) {
-      this.seekWall(this.endWall); // more has been recorded since: go on with it
-      return;
-    }
     const now = performance.now();
     if (now - this.lastTrim > TRIM_EVERY_MS && this.buffer.settled()) {
       this.lastTrim = now;

@@ -36,6 +36,7 @@ from streams.recording.playback import (
     PlaybackJump,
     PlaybackMedia,
     PlaybackStop,
+    PlaybackWait,
     SourceSegment,
     play,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "PlaybackJump",
     "PlaybackMedia",
     "PlaybackStop",
+    "PlaybackWait",
     "RecordingFailed",
     "RecordingResumed",
     "RecordingSpec",

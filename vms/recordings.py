@@ -168,6 +168,7 @@ class RecordingIndex:
         """Segments deleted before their retention to make room, by camera."""
         self._space_alarmed: dict[str, float] = {}
         self._pending: deque[SegmentInfo] = deque(maxlen=MAX_PENDING)
+        self._guarding = asyncio.Lock()
         self._open: dict[tuple[str, str], SegmentOpened] = {}
         """The segment each recorder writes now, by camera and stream."""
         self._open_ends: dict[Path, tuple[int, int]] = {}
@@ -357,6 +358,18 @@ class RecordingIndex:
             found.setdefault(opened.path.resolve(), to_ms(opened.start))
         return sorted((SourceSegment(path, at) for path, at in found.items()), key=lambda s: s.start_ms)
 
+    async def next_start(self, camera_id: str, stream: str, after: datetime) -> datetime | None:
+        """Where the first indexed segment of a camera stream starting at or after ``after`` starts."""
+        async with self.db.session() as s:
+            first = await s.scalar(
+                select(func.min(RecordingSegment.start_ms)).where(
+                    RecordingSegment.camera_id == camera_id,
+                    RecordingSegment.stream == stream,
+                    RecordingSegment.start_ms >= to_ms(after),
+                )
+            )
+        return None if first is None else from_ms(first)
+
     async def segments(
         self, camera_id: str, stream: str, start: datetime, end: datetime
     ) -> list[IndexedSegment]:
@@ -440,7 +453,12 @@ class RecordingIndex:
 
     async def guard_disk(self) -> int:
         """Delete the oldest segments, whatever their camera, while the recordings take more
-        than ``max_bytes`` or leave less than ``min_free_bytes``; how many."""
+        than ``max_bytes`` or leave less than ``min_free_bytes``; how many. One run at a time:
+        two that overlapped would each free the space that was missing."""
+        async with self._guarding:
+            return await self._guard_disk()
+
+    async def _guard_disk(self) -> int:
         limits = self.config.recording
         removed = 0
         take_counts: dict[str, int] = {}

@@ -14,7 +14,13 @@ from there on. Sound fragments from before the first picture are left out.
 The stream ends (:class:`PlaybackStop`) after the first video fragment at or
 beyond the asked end, at a file whose init segment differs from the first's
 (codec parameters or sound changed: a player needs a new init segment, so the
-caller starts a new stream there), or where the recording ends.
+caller starts a new stream there), or where the recording ends. With
+``follow=True`` it does not end where the recording ends now: it says so with a
+:class:`PlaybackWait` about every :data:`FOLLOW_POLL` seconds and goes on as the
+file being written grows and as new segments come (the caller's ``segments``
+then never end; they yield None while they wait for the next file), so a player
+at the recording's edge keeps playing what is recorded next, without a new init
+segment.
 
 Files are read in worker threads (``asyncio.to_thread``), about
 :data:`BATCH_BYTES` per hop and never a whole file at once.
@@ -43,6 +49,7 @@ __all__ = [
     "PlaybackJump",
     "PlaybackMedia",
     "PlaybackStop",
+    "PlaybackWait",
     "SourceSegment",
     "play",
 ]
@@ -51,6 +58,8 @@ BATCH_BYTES = 1024 * 1024
 """About this many bytes of fragments are read per hop to a worker thread."""
 BATCH_SECONDS = 0.5
 """... or this much media, whichever comes first, so a paced reader is not held up."""
+FOLLOW_POLL = 0.5
+"""Seconds between two looks at a segment being written, when following the recording."""
 JUMP_TOLERANCE_MS = 100
 """A file that starts this much earlier or later than the previous one ended is a jump."""
 
@@ -107,7 +116,14 @@ class PlaybackStop:
     wall_ms: int
 
 
-PlaybackItem = PlaybackInit | PlaybackMedia | PlaybackJump | PlaybackStop
+@dataclass(frozen=True, slots=True)
+class PlaybackWait:
+    """Following the recording: nothing is recorded after ``wall_ms`` yet; more may come."""
+
+    wall_ms: int
+
+
+PlaybackItem = PlaybackInit | PlaybackMedia | PlaybackJump | PlaybackStop | PlaybackWait
 
 
 @dataclass(slots=True)
@@ -129,13 +145,23 @@ class _Timeline:
 
 
 async def play(
-    segments: AsyncIterable[SourceSegment], start_ms: int, end_ms: int | None = None
+    segments: AsyncIterable[SourceSegment | None],
+    start_ms: int,
+    end_ms: int | None = None,
+    *,
+    follow: bool = False,
 ) -> AsyncGenerator[PlaybackItem, None]:
     """The stream of ``segments`` (in order) from the keyframe at or before ``start_ms`` (the
     first keyframe after it when it falls in a gap), until ``end_ms`` if given; see the module
-    docstring. Yields nothing but a :class:`PlaybackStop` when no keyframe is found."""
+    docstring. Yields nothing but a :class:`PlaybackStop` when no keyframe is found (also when
+    following: the recording is followed only once it has been found)."""
     timeline: _Timeline | None = None
     async for source in segments:
+        if source is None:  # the segments wait for the next file
+            if timeline is None:
+                break
+            yield PlaybackWait(timeline.end_wall_ms)
+            continue
         try:
             segment = await asyncio.to_thread(SegmentFile, source.path)
         except (UnreadableSegment, OSError):
@@ -153,7 +179,7 @@ async def play(
                 jump = _follow(timeline, segment)
                 if jump is not None:
                     yield jump
-            async for item in _file(segment, timeline, end_ms):
+            async for item in _file(segment, timeline, end_ms, follow=follow):
                 yield item
                 if isinstance(item, PlaybackStop):
                     return
@@ -195,7 +221,9 @@ def _follow(timeline: _Timeline, segment: SegmentFile) -> PlaybackJump | None:
     return PlaybackJump(timeline.end_ticks / CLOCK_RATE, segment.start_ms)
 
 
-async def _file(segment: SegmentFile, timeline: _Timeline, end_ms: int | None) -> AsyncIterator[PlaybackItem]:
+async def _file(
+    segment: SegmentFile, timeline: _Timeline, end_ms: int | None, *, follow: bool
+) -> AsyncIterator[PlaybackItem]:
     while True:
         batch, reached, exhausted = await asyncio.to_thread(_batch, segment, timeline, end_ms)
         if batch:
@@ -203,8 +231,11 @@ async def _file(segment: SegmentFile, timeline: _Timeline, end_ms: int | None) -
         if reached:
             yield PlaybackStop("range", timeline.end_wall_ms)
             return
-        if exhausted:
-            return
+        if exhausted and not batch:
+            if not (follow and await asyncio.to_thread(segment.growing)):
+                return
+            yield PlaybackWait(timeline.end_wall_ms)
+            await asyncio.sleep(FOLLOW_POLL)
 
 
 def _batch(segment: SegmentFile, timeline: _Timeline, end_ms: int | None) -> tuple[bytes, bool, bool]:

@@ -147,6 +147,17 @@ class SegmentFile:
         self.position = best
         return True
 
+    def growing(self) -> bool:
+        """Whether the file is still being written: opened as ``.part``, and that name still
+        names it (the writer renames it when it closes the segment)."""
+        name = str(self.file.name)
+        if not name.endswith(PART_SUFFIX):
+            return False
+        try:
+            return os.stat(name).st_ino == os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def audio_rate(self) -> int | None:
         track = self.tracks.get(AUDIO_TRACK_ID)
         return None if track is None else track.timescale

@@ -210,6 +210,12 @@ async def test_ws_playback_seeks_paces_and_is_audited(recording: RunningApp, tmp
         end = await player.until("end")
         assert end["generation"] == 2
         assert datetime.now(UTC) - datetime.fromisoformat(end["wall"]) < timedelta(seconds=3)
+        # The generation follows the recording: what is recorded next comes in it, no new init.
+        at_end = player.media_seconds(tmp_path / "g2-end.mp4")[-1]
+        assert await player.quiet(2.5) > 0
+        followed = player.media_seconds(tmp_path / "g2-followed.mp4")
+        assert followed[-1] >= at_end + 1.5 and followed == sorted(followed)
+        assert [t["type"] for t in player.texts if t["type"] == "init"] == ["init", "init"]
         # Seeking where nothing is recorded ends the new generation at once.
         await ws.send(json.dumps({"type": "seek", "to": iso(datetime.now(UTC) + timedelta(hours=1))}))
         nothing = await player.until("end")

@@ -144,6 +144,8 @@ async def test_closed_segments_are_indexed_and_listed_as_spans(database: Databas
     )
     assert [s.start_ms for s in within] == [to_ms(T0 + timedelta(minutes=n)) for n in (1, 2, 10)]
     assert within[0].path == index.root / within[0].relative and within[0].sha256 != ""
+    assert await index.next_start("tax-1", "main", T0 + timedelta(minutes=3)) == T0 + timedelta(minutes=10)
+    assert await index.next_start("tax-1", "main", T0 + timedelta(minutes=11)) is None
 
 
 async def test_retention_deletes_files_and_rows_past_each_cameras_days(

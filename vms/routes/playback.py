@@ -16,6 +16,7 @@ Event loop only; the files are read in worker threads by the media plane.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,8 @@ router = APIRouter(tags=["recordings"])
 MAX_DURATION = 3600.0
 PAGE = timedelta(hours=1)
 """Segments are asked of the index this much time at a time."""
+FOLLOW_POLL = 1.0
+"""Seconds between two looks for a new segment, when following the recording."""
 NOTHING_RECORDED = "nothing recorded"
 
 
@@ -59,22 +62,36 @@ def playback_recorder(state: object) -> tuple[RecordingIndex, ViewingRecorder]:
 
 
 async def segment_sources(
-    index: RecordingIndex, camera_id: str, stream: str, start: datetime, end: datetime | None
-) -> AsyncIterator[SourceSegment]:
+    index: RecordingIndex,
+    camera_id: str,
+    stream: str,
+    start: datetime,
+    end: datetime | None,
+    *,
+    follow: bool = False,
+) -> AsyncIterator[SourceSegment | None]:
     """The segments from ``start`` on, until ``end`` or what is recorded now, asked of the
-    index :data:`PAGE` at a time."""
+    index :data:`PAGE` at a time (an empty page skips to the next recorded segment). With
+    ``follow`` (and no ``end``), they never end: having reached what is recorded now, a None
+    each :data:`FOLLOW_POLL` seconds until the next segment comes."""
     at = start
     seen: set[Path] = set()
     while end is None or at < end:
+        now = datetime.now(UTC)
         until = at + PAGE if end is None else min(end, at + PAGE)
         page = await index.playable(camera_id, stream, at, until)
         for source in page:
             if source.path not in seen:
                 yield source
-        seen = {source.path for source in page}  # a segment may overlap the next page
-        if until >= datetime.now(UTC):
+        if page:
+            seen = {source.path for source in page}  # a segment may overlap the next page
+        if until < now:
+            at = until if page else max(until, await index.next_start(camera_id, stream, until) or now)
+        elif follow and end is None:
+            yield None
+            await asyncio.sleep(FOLLOW_POLL)
+        else:
             return
-        at = until
 
 
 @router.get(

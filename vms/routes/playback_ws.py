@@ -12,7 +12,8 @@ status``), with the ``playback`` permission. The server sends, as text JSON:
   after each gap squeezed out of the media timeline;
 * binary messages of ``moof`` + ``mdat`` fragments of the current generation;
 * ``{"type": "end", "generation", "wall"}``: nothing is recorded after ``wall``
-  yet; the socket stays open for a seek;
+  yet. The generation follows the recording: what is recorded next is sent in it
+  as it comes (another ``end`` when it catches up again), and a seek is heard;
 * ``{"type": "error", "detail"}``, then the socket closes.
 
 The client sends ``{"type": "seek", "to"}``, ``{"type": "position",
@@ -39,7 +40,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from streams import PlaybackInit, PlaybackJump, PlaybackMedia, PlaybackStop, StreamName, play
+from streams import PlaybackInit, PlaybackJump, PlaybackMedia, PlaybackStop, PlaybackWait, StreamName, play
 from vms.audit import as_utc
 from vms.config import Config
 from vms.deps import visible_camera
@@ -204,9 +205,9 @@ class _Player:
         a change of parameters, or the end of what is recorded."""
         session = self.session
         start = at if isinstance(at, datetime) else datetime.fromtimestamp(at / 1000, UTC)
-        sources = segment_sources(self.index, self.camera_id, session.stream, start, None)
-        items = play(sources, to_ms(start))
-        started = False
+        sources = segment_sources(self.index, self.camera_id, session.stream, start, None, follow=True)
+        items = play(sources, to_ms(start), follow=True)
+        started = waiting = False
         try:
             async for item in items:
                 if session.seek is not None:
@@ -227,7 +228,14 @@ class _Player:
                         type="map", generation=session.generation, media=item.media, wall=iso(item.wall_ms)
                     )
                     session.range_from(item.wall_ms)
+                elif isinstance(item, PlaybackWait):
+                    if not waiting:
+                        await self.send_json(
+                            type="end", generation=session.generation, wall=iso(item.wall_ms)
+                        )
+                    waiting = True
                 elif isinstance(item, PlaybackMedia):
+                    waiting = False
                     if not await self.paced():
                         return "seek", session.seek
                     await self.send(item.data)
