@@ -1,10 +1,14 @@
-"""Recording writers: a writer thread per camera against aiofiles, on the same synthetic load.
+"""Recording benchmarks: the writers, the index, and what recording costs a running service.
 
 Run from the checkout with the project's virtualenv::
 
     .venv/bin/python bench/record.py --writers              # 16 cameras, 4 Mbit/s, 10 s per writer
     .venv/bin/python bench/record.py --writers --cameras 4 --seconds 5
     .venv/bin/python bench/record.py --index                # listing spans out of 16 x 30 days
+    .venv/bin/python bench/record.py --overhead             # 16 file cameras, recording on vs off: 4 min
+
+``--overhead`` is described in :mod:`bench._record_overhead`, ``--index`` in
+:mod:`bench._record_index`; what follows is ``--writers``.
 
 Every camera publishes, on the event loop at 25 fps, one fragment per access unit
 of synthetic data (a keyframe of 8 frames' worth every 2 s), 4 Mbit/s in all,
@@ -167,6 +171,19 @@ def main() -> None:
         "--index", action="store_true", help="time listing a camera's spans out of a month-full index"
     )
     parser.add_argument("--days", type=int, default=30, help="--index: days of segments per camera")
+    parser.add_argument(
+        "--overhead", action="store_true", help="a service of file cameras with recording on, one with it off"
+    )
+    parser.add_argument("--size", default="1920x1080", help="--overhead: the clip's picture size")
+    parser.add_argument("--warmup", type=float, default=30.0, help="--overhead: seconds before sampling")
+    parser.add_argument("--window", type=float, default=15.0, help="--overhead: seconds per window")
+    parser.add_argument("--windows", type=int, default=12, help="--overhead: windows sampled")
+    parser.add_argument(
+        "--segment-seconds", type=float, default=300.0, help="--overhead: the recorder's segment length"
+    )
+    parser.add_argument(
+        "--control", action="store_true", help="--overhead: recording off in both services (noise floor)"
+    )
     parser.add_argument("--cameras", type=int, default=16)
     parser.add_argument("--kbps", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -175,8 +192,14 @@ def main() -> None:
         "--directory", type=Path, help="where to write (on the disk to judge; default: TMPDIR)"
     )
     args = parser.parse_args()
-    if not (args.writers or args.index):
-        parser.error("say --writers and/or --index")
+    if not (args.writers or args.index or args.overhead):
+        parser.error("say --writers, --index and/or --overhead")
+    if args.overhead:
+        from bench._fixtures import interrupt_on_sigterm
+        from bench._record_overhead import run_overhead
+
+        interrupt_on_sigterm()
+        print(run_overhead(args, _say), flush=True)
     if args.index:
         from bench._record_index import index_listing
 
@@ -195,6 +218,13 @@ def main() -> None:
                 f"{kind:<10} {cpu * 100:>10.2f}% {quantiles[49] * 1000:>7.2f}ms "
                 f"{quantiles[98] * 1000:>7.2f}ms {max(lags) * 1000:>7.2f}ms  (run {run + 1})"
             )
+
+
+_START = time.monotonic()
+
+
+def _say(text: str) -> None:
+    print(f"[{time.monotonic() - _START:6.1f} s] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
