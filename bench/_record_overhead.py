@@ -126,7 +126,8 @@ def run_overhead(args: Any, say: Any) -> str:
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-overhead-")))
         sides = []
-        for label, record in (("on", not args.control), ("off", False)):
+        pair = (("off-a", False), ("off-b", False)) if args.control else (("on", True), ("off", False))
+        for label, record in pair:
             service = Service(
                 workdir,
                 free_port(),
@@ -181,9 +182,8 @@ def _report(
         f"{'files MB/s':>10} {'disk MB/s':>9}",
     ]
     for side in sides:
-        name = "on" if side.record else "off"
         lines.append(
-            f"{name + ('' if side.label == name else ' (' + side.label + ')'):<10} "
+            f"{side.label:<10} "
             f"{100 * median(side.cpu):5.1f}% "
             f"{f'{100 * min(side.cpu):.1f}-{100 * max(side.cpu):.1f}%':>13} "
             f"{median(side.rss_mb):7.1f} {side.rss_mb[0]:7.1f} {side.rss_mb[-1]:7.1f} "
@@ -191,13 +191,15 @@ def _report(
         )
     paired = [a - b for a, b in zip(on.cpu, off.cpu, strict=True)]
     rss = median(on.rss_mb) - median(off.rss_mb)
+    versus = f"{on.label} - {off.label}"
     lines += [
-        f"CPU on - off: median of the per-window differences {100 * median(paired):+.2f} % of one core "
+        f"CPU {versus}: median of the per-window differences {100 * median(paired):+.2f} % of one core "
         f"(range {100 * min(paired):+.1f} to {100 * max(paired):+.1f}); difference of the medians "
         f"{100 * (median(on.cpu) - median(off.cpu)):+.2f} %  (target: at most +5 % for {n} cameras)",
-        f"RSS on - off: {rss:+.1f} MB, {rss / n:+.2f} MB per recorded camera  (target: under 5 MB)",
-        f"RSS first -> last window: on {on.rss_mb[-1] - on.rss_mb[0]:+.1f} MB, "
-        f"off {off.rss_mb[-1] - off.rss_mb[0]:+.1f} MB over {(len(on.rss_mb) - 1) * args.window:.0f} s",
+        f"RSS {versus}: {rss:+.1f} MB, {rss / n:+.2f} MB per recorded camera  (target: under 5 MB)",
+        f"RSS first -> last window: {on.label} {on.rss_mb[-1] - on.rss_mb[0]:+.1f} MB, "
+        f"{off.label} {off.rss_mb[-1] - off.rss_mb[0]:+.1f} MB "
+        f"over {(len(on.rss_mb) - 1) * args.window:.0f} s",
     ]
     if on.record:
         expected = n * mbps * 1e6 / 8
