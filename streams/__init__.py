@@ -24,8 +24,19 @@ from streams.recording import (
     RecordingResumed,
     SegmentClosed,
     SegmentInfo,
+    SegmentOpened,
     recover,
 )
+from streams.recording.playback import (
+    PlaybackInit,
+    PlaybackItem,
+    PlaybackJump,
+    PlaybackMedia,
+    PlaybackStop,
+    SourceSegment,
+    play,
+)
+from streams.recording.segment_file import recorded_end
 from streams.redact import redact_url
 from streams.sources import SourceOptions, supported_schemes
 from streams.sources import check_url as check_source_url
@@ -55,16 +66,23 @@ __all__ = [
     "NegotiationError",
     "NoPicture",
     "OwnerCapacityError",
+    "PlaybackInit",
+    "PlaybackItem",
+    "PlaybackJump",
+    "PlaybackMedia",
+    "PlaybackStop",
     "RecordingFailed",
     "RecordingResumed",
     "RecordingSpec",
     "RelaySettings",
     "SegmentClosed",
     "SegmentInfo",
+    "SegmentOpened",
     "SourceAuthError",
     "SourceError",
     "SourceOptions",
     "SourceProtocolError",
+    "SourceSegment",
     "SourceUnreachable",
     "StreamError",
     "StreamManager",
@@ -77,6 +95,8 @@ __all__ = [
     "WrongOutput",
     "check_source_url",
     "mjpeg_part",
+    "play",
+    "recorded_end",
     "recover",
     "redact_url",
     "supported_schemes",

@@ -25,7 +25,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 """viewer watches live; operator also takes snapshots, lists and plays recordings,
 acknowledges alarms and reads the audit trail; admin may do everything, including
-managing users and cameras."""
+managing users and cameras. A site may grant viewers snapshots and playback too
+(``auth.viewer_permissions``)."""
 
 
 def is_role(value: str) -> bool:
@@ -43,10 +44,12 @@ class Principal:
     via: Literal["session", "token"]
     csrf_token: str | None
     """The session's CSRF token; ``None`` for API tokens (they are not sent by browsers)."""
+    granted: frozenset[Permission] = frozenset()
+    """Granted by the site's configuration on top of the role's."""
 
     def can(self, permission: Permission) -> bool:
-        """Whether this principal's role grants ``permission``."""
-        return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+        """Whether this principal's role, or the site's grant, gives ``permission``."""
+        return permission in ROLE_PERMISSIONS.get(self.role, frozenset()) or permission in self.granted
 
     def permissions(self) -> list[Permission]:
         """The granted permissions, in the order of :data:`PERMISSIONS`."""

@@ -39,6 +39,8 @@ from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, health, live_ws, media, probes, users
 from vms.routes import metrics as metrics_route
+from vms.routes import playback as playback_route
+from vms.routes import playback_ws as playback_ws_route
 from vms.routes import recordings as recordings_route
 from vms.storage.faults import GONE, describe
 from vms.storage.health import DatabaseHealth
@@ -128,6 +130,8 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(live_ws.router, prefix=API_PREFIX)
     app.include_router(alarms.router, prefix=API_PREFIX)
     app.include_router(recordings_route.router, prefix=API_PREFIX)
+    app.include_router(playback_route.router, prefix=API_PREFIX)
+    app.include_router(playback_ws_route.router, prefix=API_PREFIX)
     static = dashboard_dir()
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")

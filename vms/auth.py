@@ -184,7 +184,9 @@ class AuthService:
                 last_seen_at=now,
             )
         )
-        return LoginResult(principal_of(user, "session", csrf), token, expires)
+        return LoginResult(
+            principal_of(user, "session", csrf, self.settings.viewer_permissions), token, expires
+        )
 
     async def logout(self, principal: Principal, session_token: str, source_addr: str | None) -> None:
         """End the session whose cookie holds ``session_token``."""
@@ -269,7 +271,7 @@ class AuthService:
                 return None
             if now - last_seen >= self._touch:
                 await s.execute(update(WebSession).where(WebSession.id == sid).values(last_seen_at=now))
-            return principal_of(user, "session", ws.csrf_token)
+            return principal_of(user, "session", ws.csrf_token, self.settings.viewer_permissions)
 
     async def authenticate_token(self, token: str) -> Principal | None:
         """The principal of a valid API token, or ``None`` (unknown, expired, revoked, disabled user)."""
@@ -291,7 +293,7 @@ class AuthService:
                 return None
             if tok.last_used_at is None or now - aware(tok.last_used_at) >= timedelta(seconds=TOUCH_INTERVAL):
                 await s.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
-            return principal_of(user, "token", None)
+            return principal_of(user, "token", None, self.settings.viewer_permissions)
 
     # -- API tokens -------------------------------------------------------------
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from vms.access import Principal, Role
+from vms.access import Permission, Principal, Role
 from vms.storage.tables import User
 
 
@@ -77,7 +78,10 @@ def aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def principal_of(user: User, via: str, csrf_token: str | None) -> Principal:
+def principal_of(
+    user: User, via: str, csrf_token: str | None, granted: Iterable[Permission] = ()
+) -> Principal:
+    """The principal of ``user``; ``granted``: what the site's configuration adds to a viewer's role."""
     return Principal(
         user_id=user.id,
         username=user.username,
@@ -85,6 +89,7 @@ def principal_of(user: User, via: str, csrf_token: str | None) -> Principal:
         role=cast(Role, user.role),
         via="session" if via == "session" else "token",
         csrf_token=csrf_token,
+        granted=frozenset(granted) if user.role == "viewer" else frozenset(),
     )
 
 

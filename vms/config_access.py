@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
 
@@ -64,6 +65,10 @@ class AuthSettings(_Model):
         "targeted account at once, then as one row with their count per this many seconds.",
     )
     token_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API token.")
+    viewer_permissions: tuple[Literal["snapshot", "playback"], ...] = Field(
+        default=(),
+        description="What viewers may do besides watching live: take snapshots, play recordings.",
+    )
     bootstrap_secrets_file: Path | None = Field(
         default=None,
         description="YAML file mapping centre id to the first admin's password; otherwise "

@@ -5,7 +5,10 @@
 ``recording_segments`` (camera, stream, relative path, start and end to the
 millisecond, bytes, codecs, SHA-256), a recording failure becomes an alarm and
 its end clears it. Listing a camera's recorded spans reads the index, never the
-directories, so thirty days answer as fast as one.
+directories, so thirty days answer as fast as one. The segment each recorder is
+writing now is remembered from its opening until it closes: spans and playback
+include it up to its last complete fragment (read from the ``.part`` file,
+continuing where the previous look stopped).
 
 At start-up, before the cameras start, :meth:`RecordingIndex.recover` closes the
 segments a crash left open (the media plane cuts each back to its last complete
@@ -43,7 +46,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
-from streams import RecordingFailed, RecordingResumed, SegmentClosed, SegmentInfo, recover
+from streams import (
+    RecordingFailed,
+    RecordingResumed,
+    SegmentClosed,
+    SegmentInfo,
+    SegmentOpened,
+    SourceSegment,
+    recorded_end,
+    recover,
+)
 from vms.alarms import AlarmCentre
 from vms.config import Config
 from vms.storage import Database
@@ -156,6 +168,10 @@ class RecordingIndex:
         """Segments deleted before their retention to make room, by camera."""
         self._space_alarmed: dict[str, float] = {}
         self._pending: deque[SegmentInfo] = deque(maxlen=MAX_PENDING)
+        self._open: dict[tuple[str, str], SegmentOpened] = {}
+        """The segment each recorder writes now, by camera and stream."""
+        self._open_ends: dict[Path, tuple[int, int]] = {}
+        """Of each open segment: where its video ends (ms) and how far its file was read."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -163,8 +179,15 @@ class RecordingIndex:
 
     def on_output_event(self, camera_id: str, event: object) -> None:
         """``StreamManager.add_output_listener``: index closed segments, alarm on failures."""
-        if isinstance(event, SegmentClosed):
-            self._pending.append(event.info)
+        if isinstance(event, SegmentOpened):
+            self._open[(event.camera_id, event.stream)] = event
+        elif isinstance(event, SegmentClosed):
+            info = event.info
+            opened = self._open.get((info.camera_id, info.stream))
+            if opened is not None and opened.path == info.path:
+                del self._open[(info.camera_id, info.stream)]
+            self._open_ends.pop(info.path, None)
+            self._pending.append(info)
             self._wake.set()
         elif isinstance(event, RecordingFailed):
             if self.alarms is not None:
@@ -294,9 +317,45 @@ class RecordingIndex:
                 )
             ).all()
         first, last = to_ms(start), to_ms(end)
-        spans = spans_of(((a, b) for a, b, _ in rows), first, last)
+        found = [(a, b, size) for a, b, size in rows]
+        found += [(to_ms(i.start), to_ms(i.end), i.bytes) for i in self._unindexed(camera_id, stream)]
+        recording = await self._open_span(camera_id, stream)
+        if recording is not None:
+            found.append((*recording, 0))
+        found.sort()
+        spans = spans_of(((a, b) for a, b, _ in found), first, last)
         gaps = gaps_between(spans, first, last)
-        return Spans(_as_spans(spans), _as_spans(gaps), len(rows), sum(size for _, _, size in rows))
+        return Spans(_as_spans(spans), _as_spans(gaps), len(found), sum(size for _, _, size in found))
+
+    def _unindexed(self, camera_id: str, stream: str) -> list[SegmentInfo]:
+        """Closed segments still waiting for the database."""
+        return [i for i in self._pending if i.camera_id == camera_id and i.stream == stream]
+
+    async def _open_span(self, camera_id: str, stream: str) -> Millis | None:
+        """The span of the segment being written now, up to its last complete fragment."""
+        opened = self._open.get((camera_id, stream))
+        if opened is None:
+            return None
+        end = await asyncio.to_thread(recorded_end, opened.path, self._open_ends.get(opened.path))
+        if end is None or self._open.get((camera_id, stream)) is not opened:
+            return None
+        self._open_ends[opened.path] = end
+        return to_ms(opened.start), end[0]
+
+    async def playable(
+        self, camera_id: str, stream: str, start: datetime, end: datetime
+    ) -> list[SourceSegment]:
+        """The segment files of one camera stream that overlap ``[start, end)``, oldest first:
+        indexed, closed but not indexed yet, and the one being written."""
+        first, last = to_ms(start), to_ms(end)
+        found = {s.path: s.start_ms for s in await self.segments(camera_id, stream, start, end)}
+        for info in self._unindexed(camera_id, stream):
+            if to_ms(info.start) < last and to_ms(info.end) > first:
+                found.setdefault(info.path.resolve(), to_ms(info.start))
+        opened = self._open.get((camera_id, stream))
+        if opened is not None and to_ms(opened.start) < last:
+            found.setdefault(opened.path.resolve(), to_ms(opened.start))
+        return sorted((SourceSegment(path, at) for path, at in found.items()), key=lambda s: s.start_ms)
 
     async def segments(
         self, camera_id: str, stream: str, start: datetime, end: datetime

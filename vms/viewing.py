@@ -3,8 +3,9 @@
 Each WebRTC session is remembered from its offer (who, which camera, from
 where, when) until the media plane reports its end, when one ``view`` record
 with start, end, duration and bytes is written. MJPEG viewers are recorded by
-their route the same way. Sessions torn down by a vanished browser end in the
-media plane like any other, so they are recorded too.
+their route the same way, and so is each playback of recordings (``playback``).
+Sessions torn down by a vanished browser end in the media plane like any other,
+so they are recorded too.
 
 Media-plane callbacks are synchronous, so records go through a bounded queue
 drained by one writer task that this object owns; ``stop()`` drains it. A snapshot
@@ -117,9 +118,12 @@ class ViewingRecorder:
 
     # -- any protocol ------------------------------------------------------------
 
-    def viewing_ended(self, viewer: Viewer, sent_bytes: int, detail: dict[str, str] | None = None) -> None:
+    def viewing_ended(
+        self, viewer: Viewer, sent_bytes: int, detail: dict[str, Any] | None = None, *, action: str = "view"
+    ) -> None:
+        """Record a viewing (``view``) or a playback (``playback``) that has ended."""
         self.record_soon(
-            "view",
+            action,
             principal=viewer.principal,
             camera_id=viewer.camera_id,
             protocol=viewer.protocol,

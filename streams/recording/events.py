@@ -1,4 +1,4 @@
-"""What the recorder tells the control plane: a segment closed, recording failed, recording resumed.
+"""What the recorder tells the control plane: a segment opened or closed, recording failed or resumed.
 
 These are emitted through :attr:`~streams.outputs.base.StreamContext.emit` and so reach the
 manager's output listeners on the event loop. Plain frozen data, safe from any thread.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streams.specs import StreamName
 
-__all__ = ["RecordingFailed", "RecordingResumed", "SegmentClosed", "SegmentInfo"]
+__all__ = ["RecordingFailed", "RecordingResumed", "SegmentClosed", "SegmentInfo", "SegmentOpened"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,20 @@ class SegmentInfo:
     @property
     def duration(self) -> float:
         return (self.end - self.start).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOpened:
+    """A segment file was started: it is ``path`` plus ``.part`` until its :class:`SegmentClosed`,
+    and can be played up to its last complete fragment meanwhile."""
+
+    camera_id: str
+    stream: StreamName
+    path: Path
+    """The final name."""
+    start: datetime
+    codec: str
+    audio: str | None
 
 
 @dataclass(frozen=True, slots=True)

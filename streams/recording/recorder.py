@@ -34,12 +34,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 from streams.hub import HubClosed, Subscription
 from streams.outputs.base import OUTPUTS, Statistic, StreamContext
 from streams.packets import MediaPacket
-from streams.recording.events import RecordingFailed, RecordingResumed, SegmentClosed, SegmentInfo
-from streams.recording.layout import failure_reason
+from streams.recording.events import (
+    RecordingFailed,
+    RecordingResumed,
+    SegmentClosed,
+    SegmentInfo,
+    SegmentOpened,
+)
+from streams.recording.layout import SegmentMetadata, failure_reason
 from streams.recording.segmenter import Data, Segmenter, Step
 from streams.recording.writer import DEFAULT_MAX_PENDING, SegmentWriter
 from streams.specs import RecordingSpec
@@ -176,7 +183,9 @@ class Recorder:
 
     # -- reports from the writer thread ---------------------------------------------
 
-    def _on_opened(self) -> None:
+    def _on_opened(self, path: Path, meta: SegmentMetadata) -> None:
+        spec, stream = self.context.spec, self.context.stream
+        self.context.emit(SegmentOpened(spec.id, stream, path, meta.start, meta.codec, meta.audio))
         if self._failed:
             self._failed = False
             log.warning("%s: recording again", self.name)

@@ -20,7 +20,7 @@ the recorder opens a new segment. When even that cleanup fails, the ``.part``
 file is left for crash recovery.
 
 Results go to the event loop, one way, through ``call_soon_threadsafe``:
-``on_opened()``, ``on_closed(info)`` and ``on_failed(error)``.
+``on_opened(path, meta)`` (the final name), ``on_closed(info)`` and ``on_failed(error)``.
 
 Threads: ``put`` and ``stop`` on the event loop; everything else on the writer thread.
 """
@@ -93,7 +93,7 @@ class SegmentWriter:
         stream: StreamName,
         *,
         sync_interval: float,
-        on_opened: Callable[[], None],
+        on_opened: Callable[[Path, SegmentMetadata], None],
         on_closed: Callable[[SegmentInfo], None],
         on_failed: Callable[[OSError], None],
         max_pending: int = DEFAULT_MAX_PENDING,
@@ -201,7 +201,7 @@ class SegmentWriter:
         fsync_directory(part.parent)
         self._last_sync = time.monotonic()
         file.complete = file.size
-        self._report(self._on_opened)
+        self._report(self._on_opened, step.path, step.meta)
 
     def _append(self, file: _File, data: bytes) -> None:
         view = memoryview(data)

@@ -54,7 +54,7 @@ from starlette.datastructures import Headers
 from starlette.websockets import WebSocketDisconnect
 
 from streams import MseInit, MseSession, StreamError, StreamManager, StreamName
-from vms.access import Principal
+from vms.access import Permission, Principal
 from vms.config import Config
 from vms.deps import optional_user, visible_camera
 from vms.problems import Problem
@@ -155,15 +155,15 @@ async def _serve(
         await websocket.close(code=4403)  # before accepting: the handshake is refused with 403
         return
     try:
-        principal, manager, viewing = await _viewer(websocket, camera_id)
+        principal, manager, viewing = await admit(websocket, camera_id)
         feed = await open_feed(manager)
     except Problem as problem:
         await websocket.accept()
-        await _close(websocket, 4000 + problem.status, problem.detail)
+        await close_socket(websocket, 4000 + problem.status, problem.detail)
         return
     except StreamError as err:
         await websocket.accept()
-        await _close(websocket, 4503, str(err) or "the stream is not available")
+        await close_socket(websocket, 4503, str(err) or "the stream is not available")
         return
     client = websocket.client.host if websocket.client else None
     viewer = Viewer(principal, camera_id, protocol, client, datetime.now(UTC))
@@ -202,13 +202,19 @@ async def _serve(
     await _after_pump(websocket, pumping, waiting, f"{protocol} viewer of {camera_id}")
 
 
-async def _viewer(websocket: WebSocket, camera_id: str) -> tuple[Principal, StreamManager, ViewingRecorder]:
-    """Who may watch ``camera_id`` here; :class:`Problem` with the status otherwise."""
+_MAY_NOT: dict[Permission, str] = {"watch": "watch video", "playback": "play recordings"}
+
+
+async def admit(
+    websocket: WebSocket, camera_id: str, permission: Permission = "watch"
+) -> tuple[Principal, StreamManager, ViewingRecorder]:
+    """Who may watch ``camera_id`` (or do what ``permission`` allows) here; :class:`Problem`
+    with the status otherwise."""
     principal = await optional_user(websocket)
     if principal is None:
         raise Problem(401, "log in, or send 'Authorization: Bearer <API token>'")
-    if not principal.can("watch"):
-        raise Problem(403, f"the role {principal.role} may not watch video")
+    if not principal.can(permission):
+        raise Problem(403, f"the role {principal.role} may not {_MAY_NOT.get(permission, permission)}")
     state = websocket.app.state
     config: Config = state.config
     visible_camera(config, principal, camera_id)
@@ -229,7 +235,7 @@ async def _aclose(feed: Feed) -> None:
         await aclose()
 
 
-async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
+async def close_socket(websocket: WebSocket, code: int, reason: str = "") -> None:
     reason = reason.encode("utf-8")[:_CLOSE_REASON_BYTES].decode("utf-8", errors="ignore")
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -251,7 +257,7 @@ async def _after_pump(
     if waiting.done() and not waiting.cancelled():
         return  # the client left (or broke the connection)
     if error is None:
-        await _close(websocket, 1001, "the stream ended")
+        await close_socket(websocket, 1001, "the stream ended")
     elif isinstance(error, TimeoutError):
         log.info("WebSocket %s too slow: disconnected", who)
-        await _close(websocket, 1008, "the client does not read its frames")
+        await close_socket(websocket, 1008, "the client does not read its frames")
