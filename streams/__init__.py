@@ -20,11 +20,14 @@ from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
 from streams.recording import (
+    ExportError,
+    ExportResult,
     RecordingFailed,
     RecordingResumed,
     SegmentClosed,
     SegmentInfo,
     SegmentOpened,
+    export_range,
     recover,
 )
 from streams.recording.playback import (
@@ -57,6 +60,8 @@ __all__ = [
     "CameraSpec",
     "CameraStats",
     "CapacityError",
+    "ExportError",
+    "ExportResult",
     "IceServer",
     "IngestPolicy",
     "IngestState",
@@ -94,6 +99,7 @@ __all__ = [
     "WhepSession",
     "WrongOutput",
     "check_source_url",
+    "export_range",
     "mjpeg_part",
     "play",
     "recorded_end",

@@ -6,8 +6,8 @@ start-up order, the store (the database, migrated on start, its identity and its
 write health check: a store that cannot take writes stops the start-up), the audit
 log, the access service (and the first administrators), the viewing recorder with
 its local journal (replayed after each good health check), the alarm centre (a
-listener of the stream manager) and the stream manager; shutdown stops them in
-reverse order, so the last viewing sessions still reach the audit trail.
+listener of the stream manager), the recordings' index, the exports and the stream
+manager; shutdown stops them in reverse order, so the last viewing sessions still reach the audit trail.
 
 A write refused by the database (locked, disk full, read-only, not answering)
 answers 503 with the reason, never 500.
@@ -35,9 +35,10 @@ from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.config import Config
+from vms.exports import ExportService
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
-from vms.routes import alarms, audit, auth, cameras, dashboard, health, live_ws, media, probes, users
+from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
 from vms.routes import metrics as metrics_route
 from vms.routes import playback as playback_route
 from vms.routes import playback_ws as playback_ws_route
@@ -94,6 +95,9 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             relay.add_output_listener(recordings.on_output_event)
             recordings.start()
             stack.push_async_callback(recordings.stop)  # after the recorders closed their segments
+            exporter = ExportService(db, config, recordings, audit_log)
+            await exporter.start()
+            stack.push_async_callback(exporter.stop)
             await relay.start()
             stack.push_async_callback(relay.stop)
             stack.push_async_callback(alarm_centre.stop)
@@ -102,6 +106,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             app.state.viewing, app.state.manager = viewing, relay
             app.state.alarms = alarm_centre
             app.state.recordings = recordings
+            app.state.exports = exporter
             log.info("relaying %d cameras", len(relay.camera_ids()))
             try:
                 yield
@@ -132,6 +137,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(recordings_route.router, prefix=API_PREFIX)
     app.include_router(playback_route.router, prefix=API_PREFIX)
     app.include_router(playback_ws_route.router, prefix=API_PREFIX)
+    app.include_router(exports.router, prefix=API_PREFIX)
     static = dashboard_dir()
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")

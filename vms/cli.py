@@ -1,4 +1,4 @@
-"""The ``hallwatch`` command: ``serve``, ``check-config`` and ``recordings``.
+"""The ``hallwatch`` command: ``serve``, ``check-config``, ``recordings`` and ``verify-export``.
 
 ``python -m vms`` runs the same command.
 """
@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     recordings.add_argument(
         "--verify", action="store_true", help="re-hash every indexed file; report missing, altered, unknown"
     )
+    verify = sub.add_parser(
+        "verify-export", help="check an export file against its signed manifest; exit 1 if anything fails"
+    )
+    verify.add_argument("file", type=Path, help="the exported MP4 file")
+    verify.add_argument("manifest", type=Path, help="its manifest (JSON)")
+    verify.add_argument(
+        "--key", type=Path, help="the trusted public key (PEM); default: this instance's signing key"
+    )
+    verify.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("HALLWATCH_CONFIG") or None,
+        help="YAML configuration file whose data_dir holds this instance's key (default: $HALLWATCH_CONFIG)",
+    )
     return parser
 
 
@@ -59,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.file)
     if command == "recordings":
         return _recordings(args.config, args.camera, args.verify)
+    if command == "verify-export":
+        from vms.export_verify import verify_command
+
+        return verify_command(args.file, args.manifest, args.key, args.config)
     return _serve(getattr(args, "config", None), getattr(args, "host", None), getattr(args, "port", None))
 
 

@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
 from vms.config_checks import check_source_url, inconsistencies, invalid
 from vms.config_media import (
+    ExportSettings,
     IngestOverrides,
     IngestSettings,
     PictureSettings,
@@ -267,6 +268,7 @@ class Config(_Model):
     pictures: PictureSettings = Field(default_factory=PictureSettings)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    exports: ExportSettings = Field(default_factory=ExportSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -332,6 +334,10 @@ class Config(_Model):
     def recordings_dir(self) -> Path:
         """The recordings' root: ``recording.directory`` or ``data_dir/recordings``."""
         return self.recording.directory or self.server.data_dir / "recordings"
+
+    def exports_dir(self) -> Path:
+        """Where exports go: ``exports.directory`` or ``data_dir/exports``."""
+        return self.exports.directory or self.server.data_dir / "exports"
 
     def retention_for(self, camera: Camera) -> float:
         """Days this camera's recordings are kept."""

@@ -1,5 +1,5 @@
 """Configuration sections of the media plane: WebRTC viewers, ingest, pictures, transcoding,
-recording.
+recording, exports.
 
 Kept apart from :mod:`vms.config` (the site: server, centres, halls, cameras) and
 :mod:`vms.config_access` (storage, access, audit) so each module stays one concern.
@@ -265,4 +265,23 @@ class RecordingSettings(_Model):
         ge=0,
         description="Free space to keep on the recordings' file system; below it, the oldest "
         "segments go first, whatever their camera.",
+    )
+
+
+class ExportSettings(_Model):
+    """Exports: a recorded range copied into one signed MP4 file for handing over."""
+
+    directory: Path | None = Field(
+        default=None,
+        description="Where export files and their manifests go; empty: exports/ in server.data_dir.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        allow_inf_nan=False,
+        description="Exports older than this many days are deleted, file, manifest and entry.",
+    )
+    max_concurrent: int = Field(
+        default=2, ge=1, le=16, description="Exports made at once; more wait their turn."
     )

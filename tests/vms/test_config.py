@@ -248,8 +248,8 @@ def test_base_text_is_valid(site: Path) -> None:
             "halls:\n",
             "stall_timeout: 3\nhalls:\n",
             "site.yaml:1:1: unknown key 'stall_timeout' here; it belongs under ingest: "
-            "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, database, auth, audit, "
-            "metrics, centres, halls, cameras)",
+            "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, exports, database, auth, "
+            "audit, metrics, centres, halls, cameras)",
             id="setting-outside-its-section",
         ),
         pytest.param(
@@ -295,6 +295,19 @@ def test_base_text_is_valid(site: Path) -> None:
             "nothing; "
             "remove the empty line or indent its keys under it",
             id="empty-section",
+        ),
+        pytest.param(
+            "halls:\n",
+            "exports:\n  max_concurrent: 0\nhalls:\n",
+            "site.yaml:2:3: exports.max_concurrent: must be at least 1, found 0",
+            id="exports-concurrency",
+        ),
+        pytest.param(
+            "halls:\n",
+            "exports:\n  retention: 30\nhalls:\n",
+            "site.yaml:2:3: exports: unknown key 'retention'; did you mean 'retention_days'? "
+            "allowed keys: directory, retention_days, max_concurrent",
+            id="exports-unknown-key",
         ),
     ],
 )

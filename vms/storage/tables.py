@@ -1,5 +1,5 @@
 """The database schema: users, login sessions, API tokens, the audit trail, saved layouts,
-the store's own identity and heartbeat, and the index of recorded segments.
+the store's own identity and heartbeat, the index of recorded segments, and exports.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -171,3 +171,34 @@ class RecordingSegment(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     recovered: Mapped[bool] = mapped_column(Boolean, default=False)
     """Closed by start-up recovery after a crash, not by the recorder."""
+
+
+class Export(Base):
+    """One export: a recorded range of a camera copied into an MP4 file with a signed manifest.
+    Made off the event loop; ``status`` goes ``pending``, ``running``, then ``ready`` or
+    ``failed`` (with ``error``). Deleted, with its files, after the exports' retention."""
+
+    __tablename__ = "exports"
+    __table_args__ = (Index("ix_exports_centre_created", "centre_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """Random: an id says nothing of how many exports other centres made."""
+    camera_id: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(8))
+    centre_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    requested_start_ms: Mapped[int] = mapped_column(BigInteger)
+    requested_end_ms: Mapped[int] = mapped_column(BigInteger)
+    start_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Wall clock of the file's first frame, once made."""
+    end_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    file_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """The MP4's name in the exports directory; the manifest is beside it."""
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
