@@ -55,6 +55,9 @@ class Window:
     healthz: list[float] = field(default_factory=list)
     cpu: float = 0.0
     frames: int = 0
+    """Access units the viewers received, all together."""
+    lost: int = 0
+    """RTP packets the viewers missed, all together."""
     exports: list[tuple[int, float]] = field(default_factory=list)
     """(bytes, seconds from POST to ready) of each export made in the window."""
 
@@ -144,6 +147,7 @@ def _window(
         for got in sample["viewers"].values():
             window.viewers += got["latencies"]
             window.frames += got["frames"]
+            window.lost += got["lost"]
         if sample["direct"] is not None:
             window.direct += sample["direct"]["latencies"]
     window.healthz = probe.between(start, start + window.seconds)
@@ -225,6 +229,7 @@ def _q(values: list[float], percent: int) -> float:
 def _report(args: Any, mbps: float, windows: list[Window], count: int, seen: list[str]) -> str:
     exports = [e for w in windows for e in w.exports]
     rates = [size / took / 1e6 for size, took in exports]
+    viewers = args.live * args.per_camera
     lines = [
         "",
         f"Export: {args.export_minutes:g} minutes of a {mbps:.2f} Mbit/s camera ({args.size}), files evicted "
@@ -238,20 +243,26 @@ def _report(args: Any, mbps: float, windows: list[Window], count: int, seen: lis
         )
     lines.append(
         f"{'windows':<8} {'s':>5} {'view p50':>8} {'p90':>6} {'direct p50':>10} {'p90':>6} "
-        f"{'added p50':>9} {'p90':>6} {'healthz p50':>11} {'p90':>6} {'max':>6} {'CPU':>5}"
+        f"{'added p50':>9} {'p90':>6} {'healthz p50':>11} {'p90':>6} {'max':>6} {'CPU':>5} "
+        f"{'fps':>5} {'lost':>5}"
     )
     for kind in ("idle", "export"):
         ws = [w for w in windows if w.kind == kind]
         view = [v for w in ws for v in w.viewers]
         direct = [v for w in ws for v in w.direct]
         health = [v * 1000 for w in ws for v in w.healthz]
+        fps = sum(w.frames for w in ws) / sum(w.seconds for w in ws) / viewers
         lines.append(
             f"{kind:<8} {sum(w.seconds for w in ws):5.0f} {_q(view, 50):8.0f} {_q(view, 90):6.0f} "
             f"{_q(direct, 50):10.0f} {_q(direct, 90):6.0f} {_q(view, 50) - _q(direct, 50):9.0f} "
             f"{_q(view, 90) - _q(direct, 90):6.0f} {_q(health, 50):11.1f} {_q(health, 90):6.1f} "
-            f"{max(health, default=float('nan')):6.1f} {100 * median(w.cpu for w in ws):4.0f}%"
+            f"{max(health, default=float('nan')):6.1f} {100 * median(w.cpu for w in ws):4.0f}% "
+            f"{fps:5.1f} {sum(w.lost for w in ws):5d}"
         )
-    lines.append("   (latency in ms, camera clock to arrival; healthz in ms; CPU: the service, one core)")
+    lines.append(
+        "   (latency in ms, camera clock to arrival; healthz in ms; CPU: the service, one core; "
+        "fps per viewer; RTP packets lost)"
+    )
     if count:
         lines.append(f"the service logged {count} warnings/errors, e.g. {seen[0]}")
     return "\n".join(lines)

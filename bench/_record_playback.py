@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from statistics import median, quantiles
+from statistics import linear_regression, median, quantiles
 from typing import Any, cast
 
 import httpx
@@ -184,6 +184,12 @@ def _report(
                 f"{kind:<6} decoded, moment in the first half of its segment: median "
                 f"{median(early) * 1000:.0f} ms ({len(early)}); second half {median(late) * 1000:.0f} ms "
                 f"({len(late)})"
+            )
+        if len(rows) > 2:
+            fit = linear_regression([r["offset"] for r in rows], [r["decoded"] * 1000 for r in rows])
+            lines.append(
+                f"{kind:<6} decoded = {fit.intercept:.0f} ms + {fit.slope:.2f} ms per second of the "
+                "moment into its segment (least squares)"
             )
     before = [r["before"] for r in results["cold"]]
     lines.append(

@@ -174,7 +174,9 @@ def main() -> None:
     parser.add_argument(
         "--index", action="store_true", help="time listing a camera's spans out of a month-full index"
     )
-    parser.add_argument("--days", type=int, default=30, help="--index: days of segments per camera")
+    parser.add_argument(
+        "--days", type=int, default=30, help="--index, --playback: days of segments per camera"
+    )
     parser.add_argument(
         "--overhead", action="store_true", help="a service of file cameras with recording on, one with it off"
     )
