@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +42,13 @@ CENTRE = "bench"
 def make_au_file(path: Path, width: int, height: int, kbps: int, frames: int) -> float:
     """Encode ``frames`` of moving, noisy 1080p-ish video; returns the real bitrate in Mbit/s."""
     import av
-    import numpy as np
 
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
     ctx.time_base = fractions.Fraction(1, FPS)
     ctx.framerate = fractions.Fraction(FPS, 1)
     ctx.bit_rate = kbps * 1000
-    ctx.options = {
-        "preset": "veryfast",
-        "tune": "zerolatency",
-        "profile": "high",
-        "g": str(GOP),
-        "keyint_min": str(GOP),
-        "sc_threshold": "0",
-        "bf": "0",
-        "maxrate": f"{kbps}k",
-        "bufsize": f"{kbps}k",
-    }
-    rng = np.random.default_rng(7)
-    noise = rng.integers(0, 256, (height + 64, 2 * width), dtype=np.uint8).astype(np.uint16)
-    blurred = noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))
-    texture = (blurred // 4).astype(np.uint8)
-    cb = np.full((height // 4, width), 128, np.uint8)
-    block_w, block_h = width // 6, height // 6
+    ctx.options = x264_options(kbps, GOP)
     total = 0
     with path.open("wb") as out:
 
@@ -75,20 +59,67 @@ def make_au_file(path: Path, width: int, height: int, kbps: int, frames: int) ->
                 out.write(struct.pack(">I", len(data)) + data)
                 total += len(data)
 
-        for i in range(frames):
-            x, y = (i * 7) % width, int(32 + 30 * np.sin(i / 15))
-            luma = texture[y : y + height, x : x + width].copy()
-            bx = (i * 23) % (width - block_w)
-            luma[height // 3 : height // 3 + block_h, bx : bx + block_w] = rng.integers(
-                0, 256, (block_h, block_w), dtype=np.uint8
-            )
-            cr = ((np.arange(width // 2)[None, :] + i * 3) % 256).astype(np.uint8).repeat(height // 2, 0)
-            picture = np.concatenate([luma, cb, cr.reshape(height // 4, width)])
-            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
-            frame.pts = i
+        for frame in pictures(width, height, frames):
             write(list(ctx.encode(frame)))
         write(list(ctx.encode(None)))
     return total * 8 / (frames / FPS) / 1e6
+
+
+def make_mp4_file(path: Path, width: int, height: int, kbps: int, frames: int, gop: int) -> float:
+    """The same video in an MP4 file, for file cameras; returns the real bitrate in Mbit/s."""
+    import av
+
+    total = 0
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = kbps * 1000
+        stream.options = x264_options(kbps, gop)
+        for frame in [*pictures(width, height, frames), None]:
+            for packet in stream.encode(frame):
+                total += packet.size
+                container.mux(packet)
+    return total * 8 / (frames / FPS) / 1e6
+
+
+def x264_options(kbps: int, gop: int) -> dict[str, str]:
+    """High profile, no B-frames, a keyframe every ``gop`` frames and no other, capped bitrate."""
+    return {
+        "preset": "veryfast",
+        "tune": "zerolatency",
+        "profile": "high",
+        "g": str(gop),
+        "keyint_min": str(gop),
+        "sc_threshold": "0",
+        "bf": "0",
+        "maxrate": f"{kbps}k",
+        "bufsize": f"{kbps}k",
+    }
+
+
+def pictures(width: int, height: int, frames: int) -> Iterator[Any]:
+    """A scrolling noise texture with a moving block of fresh noise: a real bitrate's worth."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    noise = rng.integers(0, 256, (height + 64, 2 * width), dtype=np.uint8).astype(np.uint16)
+    blurred = noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))
+    texture = (blurred // 4).astype(np.uint8)
+    cb = np.full((height // 4, width), 128, np.uint8)
+    block_w, block_h = width // 6, height // 6
+    for i in range(frames):
+        x, y = (i * 7) % width, int(32 + 30 * np.sin(i / 15))
+        luma = texture[y : y + height, x : x + width].copy()
+        bx = (i * 23) % (width - block_w)
+        luma[height // 3 : height // 3 + block_h, bx : bx + block_w] = rng.integers(
+            0, 256, (block_h, block_w), dtype=np.uint8
+        )
+        cr = ((np.arange(width // 2)[None, :] + i * 3) % 256).astype(np.uint8).repeat(height // 2, 0)
+        picture = np.concatenate([luma, cb, cr.reshape(height // 4, width)])
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame.pts = i
+        yield frame
 
 
 def interrupt_on_sigterm() -> None:
@@ -110,18 +141,34 @@ def free_port() -> int:
 class Service:
     """``python -m vms serve`` in its own process group, on a generated config."""
 
-    def __init__(self, workdir: Path, port: int, rtsp_port: int, cameras: int, max_viewers: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        rtsp_port: int,
+        cameras: int,
+        max_viewers: int,
+        *,
+        urls: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+        label: str | None = None,
+    ) -> None:
+        """``urls``: one per camera (default: the RTSP test server's paths); ``extra``: more
+        config sections; ``label`` names the files and data directory (default: the camera count)."""
         import yaml
 
         self.port = port
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.cameras = [f"cam{i:02d}" for i in range(cameras)]
+        urls = urls or [f"rtsp://127.0.0.1:{rtsp_port}/{cam}" for cam in self.cameras]
+        label = label or str(cameras)
+        self.data_dir = workdir / f"data-{label}"
         config = {
             "server": {
                 "host": "127.0.0.1",
                 "port": self.port,
                 # One per service: each starts with an empty user store and its own admin password.
-                "data_dir": str(workdir / f"data-{cameras}"),
+                "data_dir": str(self.data_dir),
             },
             "webrtc": {
                 "ice_host_addresses": ["127.0.0.1"],
@@ -137,13 +184,14 @@ class Service:
             "centres": [{"id": CENTRE, "name": "Bench centre", "halls": "all"}],
             "halls": [{"id": "bench-hall", "name": "Bench hall"}],
             "cameras": [
-                {"id": cam, "name": cam, "hall": "bench-hall", "url": f"rtsp://127.0.0.1:{rtsp_port}/{cam}"}
-                for cam in self.cameras
+                {"id": cam, "name": cam, "hall": "bench-hall", "url": url}
+                for cam, url in zip(self.cameras, urls, strict=True)
             ],
+            **(extra or {}),
         }
-        self.config_path = workdir / f"service-{cameras}.yaml"
+        self.config_path = workdir / f"service-{label}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-        self.log_path = workdir / f"service-{cameras}.log"
+        self.log_path = workdir / f"service-{label}.log"
         self.command = [sys.executable, "-m", "vms", "serve", "--config", str(self.config_path)]
         self._password = secrets.token_urlsafe(18)
         self.headers: dict[str, str] = {}

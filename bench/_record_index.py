@@ -40,7 +40,32 @@ cameras:
 """
 
 
-def _rows(camera: str, days: int, segment_seconds: int, now: datetime) -> list[dict[str, object]]:
+def segment_row(
+    camera: str,
+    path: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    size: int = 150_000_000,
+    codec: str = "avc1.640028",
+    sha256: str = "0" * 64,
+) -> dict[str, object]:
+    """One row of ``recording_segments`` (the main stream, no sound)."""
+    return {
+        "camera_id": camera,
+        "stream": "main",
+        "path": path,
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "bytes": size,
+        "codec": codec,
+        "audio": None,
+        "sha256": sha256,
+        "recovered": False,
+    }
+
+
+def synthetic_rows(camera: str, days: int, segment_seconds: int, now: datetime) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     at = now - timedelta(days=days)
     step = timedelta(seconds=segment_seconds)
@@ -50,18 +75,7 @@ def _rows(camera: str, days: int, segment_seconds: int, now: datetime) -> list[d
             at += timedelta(minutes=rng.randint(1, 30))
             continue
         rows.append(
-            {
-                "camera_id": camera,
-                "stream": "main",
-                "path": f"{camera}/{at:%Y-%m-%d/%H-%M-%S-%f}.mp4",
-                "start_ms": to_ms(at),
-                "end_ms": to_ms(at + step),
-                "bytes": 150_000_000,
-                "codec": "avc1.640028",
-                "audio": None,
-                "sha256": "0" * 64,
-                "recovered": False,
-            }
+            segment_row(camera, f"{camera}/{at:%Y-%m-%d/%H-%M-%S-%f}.mp4", to_ms(at), to_ms(at + step))
         )
         at += step
     return rows
@@ -81,7 +95,7 @@ async def index_listing(cameras: int, days: int, segment_seconds: int, repeats: 
             began = time.perf_counter()
             total = 0
             for camera in ids:
-                rows = _rows(camera, days, segment_seconds, now)
+                rows = synthetic_rows(camera, days, segment_seconds, now)
                 async with db.session() as s, s.begin():
                     await s.execute(insert(RecordingSegment), rows)
                 total += len(rows)

@@ -1,10 +1,17 @@
-"""Recording writers: a writer thread per camera against aiofiles, on the same synthetic load.
+"""Recording benchmarks: the writers, the index, and what recording costs a running service.
 
 Run from the checkout with the project's virtualenv::
 
     .venv/bin/python bench/record.py --writers              # 16 cameras, 4 Mbit/s, 10 s per writer
     .venv/bin/python bench/record.py --writers --cameras 4 --seconds 5
     .venv/bin/python bench/record.py --index                # listing spans out of 16 x 30 days
+    .venv/bin/python bench/record.py --overhead             # 16 file cameras, recording on vs off: 4 min
+    .venv/bin/python bench/record.py --playback             # first picture of 30 recorded moments: 2 min
+    .venv/bin/python bench/record.py --export               # export MB/s, live latency meanwhile: 3 min
+
+``--overhead``, ``--playback``, ``--export`` and ``--index`` are described in
+:mod:`bench._record_overhead`, :mod:`bench._record_playback`, :mod:`bench._record_export`
+and :mod:`bench._record_index`; what follows is ``--writers``.
 
 Every camera publishes, on the event loop at 25 fps, one fragment per access unit
 of synthetic data (a keyframe of 8 frames' worth every 2 s), 4 Mbit/s in all,
@@ -44,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 import aiofiles  # noqa: E402
 
+from bench._fixtures import interrupt_on_sigterm  # noqa: E402
 from streams.recording.layout import SegmentMetadata  # noqa: E402
 from streams.recording.segmenter import Data, Open  # noqa: E402
 from streams.recording.writer import SegmentWriter  # noqa: E402
@@ -86,7 +94,7 @@ async def thread_writers(directory: Path, cameras: int, kbps: int, until: float)
     for index in range(cameras):
         writer = SegmentWriter(
             f"cam{index}", f"cam{index}", "main", sync_interval=1.0,
-            on_opened=lambda: None, on_closed=lambda info: None, on_failed=lambda err: None,
+            on_opened=lambda path, meta: None, on_closed=lambda info: None, on_failed=lambda err: None,
         )  # fmt: skip
         writer.start()
         meta = SegmentMetadata(datetime.now(UTC), 0, "avc1.64001f", None)
@@ -166,7 +174,36 @@ def main() -> None:
     parser.add_argument(
         "--index", action="store_true", help="time listing a camera's spans out of a month-full index"
     )
-    parser.add_argument("--days", type=int, default=30, help="--index: days of segments per camera")
+    parser.add_argument(
+        "--days", type=int, default=30, help="--index, --playback: days of segments per camera"
+    )
+    parser.add_argument(
+        "--overhead", action="store_true", help="a service of file cameras with recording on, one with it off"
+    )
+    parser.add_argument(
+        "--playback", action="store_true", help="time to the first picture of recorded moments"
+    )
+    parser.add_argument("--moments", type=int, default=30, help="--playback: moments asked for")
+    parser.add_argument("--seed", type=int, default=1, help="--playback: which moments")
+    parser.add_argument(
+        "--export", action="store_true", help="export speed, and live viewers' latency with and without"
+    )
+    parser.add_argument("--export-minutes", type=float, default=10.0, help="--export: minutes per export")
+    parser.add_argument("--live", type=int, default=4, help="--export: live RTSP cameras")
+    parser.add_argument("--per-camera", type=int, default=2, help="--export: WebRTC viewers per live camera")
+    parser.add_argument("--rounds", type=int, default=3, help="--export: idle + export windows")
+    parser.add_argument("--size", default="1920x1080", help="the clip's picture size")
+    parser.add_argument(
+        "--warmup", type=float, default=30.0, help="--overhead, --export: seconds before sampling"
+    )
+    parser.add_argument("--window", type=float, default=15.0, help="--overhead, --export: seconds per window")
+    parser.add_argument("--windows", type=int, default=12, help="--overhead: windows sampled")
+    parser.add_argument(
+        "--segment-seconds", type=float, default=300.0, help="--overhead: the recorder's segment length"
+    )
+    parser.add_argument(
+        "--control", action="store_true", help="--overhead: recording off in both services (noise floor)"
+    )
     parser.add_argument("--cameras", type=int, default=16)
     parser.add_argument("--kbps", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -175,8 +212,21 @@ def main() -> None:
         "--directory", type=Path, help="where to write (on the disk to judge; default: TMPDIR)"
     )
     args = parser.parse_args()
-    if not (args.writers or args.index):
-        parser.error("say --writers and/or --index")
+    if not (args.writers or args.index or args.overhead or args.playback or args.export):
+        parser.error("say --writers, --index, --overhead, --playback and/or --export")
+    interrupt_on_sigterm()
+    if args.overhead:
+        from bench._record_overhead import run_overhead
+
+        print(run_overhead(args, _say), flush=True)
+    if args.playback:
+        from bench._record_playback import run_playback
+
+        print(run_playback(args, _say), flush=True)
+    if args.export:
+        from bench._record_export import run_export
+
+        print(run_export(args, _say), flush=True)
     if args.index:
         from bench._record_index import index_listing
 
@@ -195,6 +245,13 @@ def main() -> None:
                 f"{kind:<10} {cpu * 100:>10.2f}% {quantiles[49] * 1000:>7.2f}ms "
                 f"{quantiles[98] * 1000:>7.2f}ms {max(lags) * 1000:>7.2f}ms  (run {run + 1})"
             )
+
+
+_START = time.monotonic()
+
+
+def _say(text: str) -> None:
+    print(f"[{time.monotonic() - _START:6.1f} s] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
