@@ -95,7 +95,9 @@ def _looped(units: list[Any], length: int, until: int, arrival: float) -> Iterat
 async def _put_all(writer: SegmentWriter, steps: list[Step]) -> None:
     for step in steps:
         while not writer.put(step):  # faster than real time: wait for the writer, never drop
+            writer.flush()
             await asyncio.sleep(0.005)
+    writer.flush()
 
 
 def info_row(info: SegmentInfo, root: Path) -> dict[str, object]:

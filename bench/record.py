@@ -104,6 +104,7 @@ async def thread_writers(directory: Path, cameras: int, kbps: int, until: float)
     def sink_of(writer: SegmentWriter) -> Sink:
         def put(data: bytes, keyframe: bool) -> None:
             writer.put(Data(data, None, keyframe))  # a full queue drops it, as the recorder does
+            writer.flush()  # one hand-off per fragment, as aiofiles below (the recorder batches)
 
         return put
 

@@ -208,6 +208,9 @@ class Fragment:
     keyframe: bool
     pts: int
     init: InitSegment
+    end: int = 0
+    """Where the sample ends on the file's timeline: its decode time (with
+    :data:`TIME_OFFSET`) plus its duration, in 90 kHz ticks."""
 
 
 def _describe(codec: Codec, params: Sequence[bytes], audio: AudioInfo | None = None) -> InitSegment | None:
@@ -270,9 +273,10 @@ class Fmp4Writer:
     def _frame_ticks(self) -> int:
         return frame_period(self._recent, self._step)
 
-    def write(self, packet: MediaPacket) -> Fragment | None:
-        """The fragment of ``packet``, or None while no init segment is known (no keyframe
-        with parameter sets yet, or ones that cannot be parsed)."""
+    def write(self, packet: MediaPacket, shift: int = 0) -> Fragment | None:
+        """The fragment of ``packet`` with ``shift`` ticks added to its timestamps, or None
+        while no init segment is known (no keyframe with parameter sets yet, or ones that
+        cannot be parsed)."""
         sample, params = split_access_unit(packet.data, packet.codec)
         init = self.init
         if params and (init is None or params != list(init.parameter_sets)):
@@ -283,21 +287,24 @@ class Fmp4Writer:
             self.init = init
         if init is None or not sample or init.codec[:3] != _FAMILY[packet.codec]:
             return None
-        decode = packet.decode_ts
+        decode = packet.decode_ts + shift
+        pts = packet.pts + shift
         last = self._last_decode
         if last is not None and 0 < decode - last < CLOCK_RATE:
             self._step = decode - last
         if last is None or decode > last:
             self._last_decode = decode
-        self._recent.append(packet.pts)
+        self._recent.append(pts)
         self._sequence += 1
         self.written += 1
+        decode_time = max(0, decode + TIME_OFFSET)
+        duration = self._step if packet.dts is None else self._frame_ticks()
         data = fragment(
             self._sequence,
-            decode_time=max(0, decode + TIME_OFFSET),
-            composition_offset=packet.pts - decode,
-            duration=self._step if packet.dts is None else self._frame_ticks(),
+            decode_time=decode_time,
+            composition_offset=pts - decode,
+            duration=duration,
             keyframe=packet.keyframe,
             nals=sample,
         )
-        return Fragment(data, packet.keyframe, packet.pts, init)
+        return Fragment(data, packet.keyframe, pts, init, decode_time + duration)

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, InitSegment, with_audio
-from streams.formats.fmp4_audio import AUDIO_TRACK_ID, FRAME_SAMPLES, AacWriter
+from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, Fragment, InitSegment, with_audio
+from streams.formats.fmp4_audio import AacWriter
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
-from streams.recording.boxes import fragment_timing
 from streams.recording.layout import SegmentMetadata, metadata_box, segment_path
 
 __all__ = ["CHAIN_TOLERANCE", "GAP_SECONDS", "Close", "Data", "Open", "Segmenter", "Step"]
@@ -131,9 +130,9 @@ class Segmenter:
             if packet.keyframe:
                 steps += self._begin(packet, audio)
             return steps
-        fragment = seg.video.write(packet.shifted(seg.shift))
+        fragment = seg.video.write(packet, seg.shift)
         if fragment is not None:
-            steps.append(self._data(seg, packet, fragment.data))
+            steps.append(self._data(seg, packet, fragment))
         return steps
 
     def audio(self, packet: MediaPacket) -> Data | None:
@@ -156,7 +155,7 @@ class Segmenter:
     def _begin(self, packet: MediaPacket, audio: AudioInfo | None) -> list[Step]:
         shift = -packet.decode_ts
         video = Fmp4Writer()
-        fragment = video.write(packet.shifted(shift))
+        fragment = video.write(packet, shift)
         if fragment is None:  # no parameter sets yet: wait for a keyframe that has them
             return []
         sound = audio if audio is not None and audio.codec == "aac" else None
@@ -180,16 +179,14 @@ class Segmenter:
         head = init.data + metadata_box(meta)
         return [
             Open(segment_path(self.directory, meta.start), head, meta),
-            self._data(seg, packet, fragment.data),
+            self._data(seg, packet, fragment),
         ]
 
-    def _data(self, seg: _Segment, packet: MediaPacket, data: bytes) -> Data:
-        moof_size = int.from_bytes(data[:4], "big")
-        for run in fragment_timing(data[:moof_size], {AUDIO_TRACK_ID: FRAME_SAMPLES}):
-            seg.end_ticks = max(seg.end_ticks, run.end)
+    def _data(self, seg: _Segment, packet: MediaPacket, fragment: Fragment) -> Data:
+        seg.end_ticks = max(seg.end_ticks, fragment.end)
         seg.last_decode = packet.decode_ts
         seg.last_received = packet.received
-        return Data(data, seg.end_ticks, packet.keyframe)
+        return Data(fragment.data, seg.end_ticks, packet.keyframe)
 
     def _close(self, *, chain: bool) -> list[Step]:
         seg, self._segment = self._segment, None

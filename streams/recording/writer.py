@@ -1,11 +1,16 @@
 """The writer thread of one recorder: files, ``fdatasync``, hashing, and the final rename.
 
 The recorder (event loop) hands :mod:`~streams.recording.segmenter` steps to
-:meth:`SegmentWriter.put`; one thread per recorder takes them in order and
-writes with plain ``os.write`` on an unbuffered file descriptor, so every
-fragment reaches the kernel at once, and calls ``fdatasync`` at least every
-``sync_interval`` seconds while data is unsynced (also when no more comes).
-The file's SHA-256 is updated with each write that succeeded.
+:meth:`SegmentWriter.put` and, after each batch, calls :meth:`SegmentWriter.flush`;
+one thread per recorder then takes everything queued, in order (at once also for
+opening and closing a segment, when :data:`FLUSH_BYTES` are queued, or when
+unsynced data is due), and writes the fragments with one plain ``os.write`` on an
+unbuffered file descriptor, so they reach the kernel at each flush. It calls
+``fdatasync`` at least every ``sync_interval`` seconds while data is unsynced
+(also when no more comes). The file's SHA-256 is updated with each write that
+succeeded. Waking the thread a few times a second rather than for every fragment
+is what makes the writer cheap: handing 25 to 50 fragments a second per camera to
+a thread one at a time cost more than writing them (``bench/record.py --overhead``).
 
 The queue is bounded in bytes: :meth:`SegmentWriter.put` refuses a fragment
 that would take it over ``max_pending`` (the recorder then drops to the next
@@ -43,15 +48,17 @@ from pathlib import Path
 from streams.packets import CLOCK_RATE
 from streams.recording.events import SegmentInfo
 from streams.recording.layout import PART_SUFFIX, SegmentMetadata, to_millis
-from streams.recording.segmenter import Close, Data, Open, Step
+from streams.recording.segmenter import Data, Open, Step
 from streams.specs import StreamName
 
-__all__ = ["DEFAULT_MAX_PENDING", "SegmentWriter", "fsync_directory"]
+__all__ = ["DEFAULT_MAX_PENDING", "FLUSH_BYTES", "SegmentWriter", "fsync_directory"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PENDING = 8 * 1024 * 1024
 """Bytes of fragments queued for the writer thread at most (16 s of a 4 Mbit/s camera)."""
+FLUSH_BYTES = 1024 * 1024
+"""Queued fragment bytes that wake the thread before a flush."""
 _STOP_TIMEOUT = 10.0
 
 
@@ -103,6 +110,8 @@ class SegmentWriter:
         self._sync_interval = sync_interval
         self._on_opened, self._on_closed, self._on_failed = on_opened, on_closed, on_failed
         self._max_pending = max_pending
+        self._urgent = False
+        """Take what is queued now: flushed, a segment opens or closes, or FLUSH_BYTES are queued."""
         self._steps: collections.deque[Step | None] = collections.deque()
         self._pending = 0
         self._cond = threading.Condition()
@@ -133,8 +142,17 @@ class SegmentWriter:
                 return False
             self._pending += size
             self._steps.append(step)
-            self._cond.notify()
+            if not size or self._pending >= FLUSH_BYTES:
+                self._urgent = True
+                self._cond.notify()
         return True
+
+    def flush(self) -> None:
+        """Have the thread write what is queued now."""
+        with self._cond:
+            if self._steps:
+                self._urgent = True
+                self._cond.notify()
 
     async def stop(self) -> None:
         """Write what is queued, close the open segment, end the thread. Idempotent."""
@@ -156,34 +174,51 @@ class SegmentWriter:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
                 loop.call_soon_threadsafe(callback, *args)
 
-    def _next(self) -> Step | None:
+    def _next(self) -> list[Step | None]:
+        """The steps queued, once it is time to take them (see the module docstring); an empty
+        ``Data`` when nothing came before unsynced data was due: a chance to sync."""
         with self._cond:
-            while not self._steps:
+            while True:
                 file = self._file
-                if file is not None and not file.synced:
-                    wait = self._last_sync + self._sync_interval - time.monotonic()
-                    if wait <= 0 or not self._cond.wait(wait):
-                        return Data(b"", None, False)  # nothing came: a chance to sync
+                unsynced = file is not None and not file.synced
+                due = self._last_sync + self._sync_interval - time.monotonic()
+                if self._steps and (self._urgent or (unsynced and due <= 0)):
+                    break
+                if unsynced and due <= 0:
+                    return [Data(b"", None, False)]
+                if unsynced or self._steps:  # queued but not flushed: written when due at the latest
+                    self._cond.wait(max(due, 0.0) if unsynced else self._sync_interval)
+                    if not unsynced and self._steps and not self._urgent:
+                        break
                 else:
                     self._cond.wait()
-            step = self._steps.popleft()
-            if isinstance(step, Data):
-                self._pending -= len(step.data)
-            return step
+            steps = list(self._steps)
+            self._steps.clear()
+            self._pending = 0
+            self._urgent = False
+            return steps
 
     def _run(self) -> None:
         while True:
-            step = self._next()
-            if step is None:
-                self._guarded(self._close)
-                return
-            if isinstance(step, Open):
-                self._guarded(self._close)
-                self._guarded(self._open, step)
-            elif isinstance(step, Close):
-                self._guarded(self._close)
-            else:
-                self._guarded(self._write, step)
+            steps = self._next()
+            fragments: list[Data] = []
+            for step in steps:
+                if isinstance(step, Data):
+                    fragments.append(step)
+                    continue
+                if fragments:
+                    self._guarded(self._write, fragments)
+                    fragments = []
+                if step is None:
+                    self._guarded(self._close)
+                    return
+                if isinstance(step, Open):
+                    self._guarded(self._close)
+                    self._guarded(self._open, step)
+                else:
+                    self._guarded(self._close)
+            if fragments:
+                self._guarded(self._write, fragments)
 
     def _guarded(self, action: Callable[..., None], *args: object) -> None:
         try:
@@ -213,18 +248,20 @@ class SegmentWriter:
         file.hash.update(data)
         file.synced = False
 
-    def _write(self, step: Data) -> None:
+    def _write(self, steps: list[Data]) -> None:
+        """Append fragments (one ``os.write`` for all), then sync if it is time."""
         file = self._file
+        data = [step.data for step in steps if step.data]
         if file is None:
-            if step.data:
-                self.discarded += 1
+            self.discarded += len(data)
             return
-        if step.data:
-            self._append(file, step.data)
+        if data:
+            self._append(file, data[0] if len(data) == 1 else b"".join(data))
             file.complete = file.size
-            file.fragments += 1
-            if step.end is not None:
-                file.end = step.end
+            file.fragments += len(data)
+            ends = [step.end for step in steps if step.end is not None]
+            if ends:
+                file.end = ends[-1]
         if not file.synced and time.monotonic() - self._last_sync >= self._sync_interval:
             os.fdatasync(file.fd)
             file.synced = True

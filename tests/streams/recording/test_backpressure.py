@@ -4,6 +4,7 @@ next keyframe and counts what it dropped; every file written still decodes from 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from streams import CameraSpec, RecordingSpec, RelaySettings, SourceOptions
@@ -36,11 +37,16 @@ async def test_a_writer_that_falls_behind_drops_to_the_next_keyframe(tmp_path: P
     assert spec.recording is not None
     recorder = Recorder(context, spec.recording, max_pending=3 * largest)
     await recorder.start()
+    switch = sys.getswitchinterval()
+    # The writer thread may not run while the recorder cuts the batch into steps: it falls
+    # behind as it would behind a slow disk, whatever this machine's pace.
+    sys.setswitchinterval(5.0)
     try:
         for packet in packets:  # all at once: faster than any disk
             hub.publish(packet)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.8)  # the recorder takes what is queued every 0.5 s
     finally:
+        sys.setswitchinterval(switch)
         await recorder.stop()
     assert recorder.dropped > 0
     assert recorder.statistics()["dropped"] == recorder.dropped
