@@ -5,6 +5,7 @@ gaps, up to a change of parameters and into the segment still being written."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -16,7 +17,7 @@ import av
 import pytest
 
 from streams import StreamManager
-from streams.recording import SegmentInfo
+from streams.recording import SegmentInfo, segment_file
 from streams.recording.layout import PART_SUFFIX
 from streams.recording.playback import (
     PlaybackInit,
@@ -27,7 +28,7 @@ from streams.recording.playback import (
     SourceSegment,
     play,
 )
-from streams.recording.segment_file import recorded_end
+from streams.recording.segment_file import SegmentFile, recorded_end
 from tests.clock_barcode import read_clock
 from tests.rtsp_fixtures import RtspTestServer, check_gstreamer
 from tests.streams.recording.segment_checks import Events, ffprobe_errors, recording_camera
@@ -226,3 +227,28 @@ async def test_the_open_segment_plays_up_to_its_last_complete_fragment(
     items = await collect([open_segment], ms(info))
     last = items[-1]
     assert isinstance(last, PlaybackStop) and abs(last.wall_ms - ms(info, "end")) <= 2
+
+
+@pytest.mark.parametrize("search_back", [0.3, 1.5])
+def test_bisecting_a_segment_finds_the_keyframe_reading_from_the_start_finds(
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch, search_back: float
+) -> None:
+    # Real segments are small here (100 kB): bisect them all, in small probes. Looking back less than the keyframe interval
+    # (1 s) makes some moments fall back to reading from the start; longer, none do.
+    monkeypatch.setattr(segment_file, "_BISECT_ABOVE", 0)
+    monkeypatch.setattr(segment_file, "_PROBE", 2048)
+    monkeypatch.setattr(segment_file, "SEARCH_BACK", search_back)
+    bisected = 0
+    for info in recorded.main:
+        start_ms = round(info.start.timestamp() * 1000)
+        end_ms = round(info.end.timestamp() * 1000)
+        for moment in range(start_ms - 200, end_ms + 200, 90):
+            with (
+                contextlib.closing(SegmentFile(info.path)) as fast,
+                contextlib.closing(SegmentFile(info.path)) as slow,
+            ):
+                bisected += fast._bisect(moment - round(search_back * 1000)) is not None
+                fast.position = slow.position
+                assert fast.seek_keyframe(moment) == slow._scan_keyframe(moment), moment
+                assert fast.position == slow.position, moment
+    assert bisected > 20
