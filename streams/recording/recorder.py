@@ -25,7 +25,7 @@ the next keyframe; the packets in between are counted in ``dropped``.
 Failures: a write that fails (disk full, read-only) closes the segment at its
 last complete fragment and emits :class:`~streams.recording.events.RecordingFailed`
 once; the recorder then tries a new segment at most every ``retry_interval``
-seconds and, once writing has worked again for ``sync_interval`` seconds (not
+seconds and, once writing has worked again for :data:`RESUME_AFTER` seconds (not
 merely opening a file: on a disk just full, the few bytes a failed write gave
 back take a new head), emits :class:`~streams.recording.events.RecordingResumed`. The service never stops
 for it.
@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_INTERVAL = 3.0
 DEFAULT_IDLE_TIMEOUT = 2.0
 DEFAULT_POLL_INTERVAL = 0.5
+RESUME_AFTER = 1.0
+"""Seconds a new segment must take data, after a failure, before recording counts as resumed."""
 
 
 class Recorder:
@@ -215,10 +217,10 @@ class Recorder:
             self._trial = (time.monotonic(), self._writer.bytes_written)
 
     def _check_resumed(self, now: float) -> None:
-        """After a failure: resumed once a new segment took data for ``sync_interval`` seconds."""
+        """After a failure: resumed once a new segment took data for :data:`RESUME_AFTER` seconds."""
         assert self._trial is not None
         opened, written = self._trial
-        if now - opened >= self.spec.sync_interval and self._writer.bytes_written > written:
+        if now - opened >= RESUME_AFTER and self._writer.bytes_written > written:
             self._trial = None
             self._failed = False
             log.warning("%s: recording again", self.name)

@@ -10,7 +10,7 @@ A ``.part`` with no complete fragment, or that is not one of ours, is removed
 and logged.
 
 What survives a power cut is what reached the disk: the writer forces data out
-at least every ``sync_interval`` (one second by default).
+at least every ``sync_interval`` (half a second by default).
 
 A plain blocking function: call it from a thread (``asyncio.to_thread``) on a
 running service.

@@ -233,8 +233,9 @@ async def test_the_open_segment_plays_up_to_its_last_complete_fragment(
 def test_bisecting_a_segment_finds_the_keyframe_reading_from_the_start_finds(
     recorded: Recorded, monkeypatch: pytest.MonkeyPatch, search_back: float
 ) -> None:
-    # Real segments are small here (100 kB): bisect them all, in small probes. Looking back less than the keyframe interval
-    # (1 s) makes some moments fall back to reading from the start; longer, none do.
+    # Real segments are small here (100 kB): bisect them all, in small probes. Looking back
+    # less than the keyframe interval (1 s) makes some moments fall back to reading from the
+    # start; longer, none do.
     monkeypatch.setattr(segment_file, "_BISECT_ABOVE", 0)
     monkeypatch.setattr(segment_file, "_PROBE", 2048)
     monkeypatch.setattr(segment_file, "SEARCH_BACK", search_back)
