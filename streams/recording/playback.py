@@ -163,7 +163,7 @@ async def play(
             yield PlaybackWait(timeline.end_wall_ms)
             continue
         try:
-            segment = await asyncio.to_thread(SegmentFile, source.path)
+            segment = await _open(source.path)
         except (UnreadableSegment, OSError):
             continue  # deleted by retention meanwhile, or not ours: the next one follows
         try:
@@ -184,8 +184,32 @@ async def play(
                 if isinstance(item, PlaybackStop):
                     return
         finally:
-            await asyncio.to_thread(segment.close)
+            await _close(segment)
     yield PlaybackStop("recorded", start_ms if timeline is None else timeline.end_wall_ms)
+
+
+async def _open(path: Path) -> SegmentFile:
+    """The segment opened in a worker thread; closed there too if the caller is cancelled meanwhile."""
+    opening = asyncio.get_running_loop().run_in_executor(None, SegmentFile, path)
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_unwanted)
+        raise
+
+
+def _close_unwanted(opening: asyncio.Future[SegmentFile]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+async def _close(segment: SegmentFile) -> None:
+    """Close in a worker thread (a read may still hold the file); at once if cancelled meanwhile."""
+    try:
+        await asyncio.to_thread(segment.close)
+    except asyncio.CancelledError:
+        segment.close()
+        raise
 
 
 def _init_of(segment: SegmentFile, timeline: _Timeline) -> PlaybackInit:
