@@ -16,7 +16,8 @@ Event loop only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -74,6 +75,9 @@ class StreamContext:
     emit: Callable[[object], None] = lambda event: None
     """Tells the manager's output listeners (:meth:`~streams.manager.StreamManager.add_output_listener`)
     of an event of this output, such as a recorded segment closed; on the event loop."""
+    outputs: Mapping[str, StreamOutput] = dataclasses.field(default_factory=dict)
+    """The outputs of this stream built before this one, by kind: an output that builds
+    on another (pictures on the stream's frame source) finds it here."""
 
 
 OutputFactory = Callable[[StreamContext], StreamOutput | None]
@@ -110,15 +114,20 @@ class OutputRegistry:
 
     def build(self, context: StreamContext) -> dict[str, StreamOutput]:
         """Every registered output that applies to ``context``'s stream, by kind."""
-        built = ((kind, factory(context)) for kind, factory in self._factories.items())
-        return {kind: output for kind, output in built if output is not None}
+        built: dict[str, StreamOutput] = {}
+        context = dataclasses.replace(context, outputs=built)
+        for kind, factory in self._factories.items():
+            output = factory(context)
+            if output is not None:
+                built[kind] = output
+        return built
 
 
 OUTPUTS = OutputRegistry()
 """The outputs every camera stream gets; modules defining outputs register here."""
 
 
-def output_of(outputs: dict[str, StreamOutput], kind: str, cls: type[T]) -> T | None:
+def output_of(outputs: Mapping[str, StreamOutput], kind: str, cls: type[T]) -> T | None:
     """The output of ``kind`` if the stream has one, checked to be a ``cls``."""
     output = outputs.get(kind)
     if output is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import av
 import av.error
@@ -41,6 +41,8 @@ class DecodeResult:
 
     frame: Frame | None
     """The newest decoded frame of the batch, if any."""
+    keyframe: Frame | None
+    """The newest decoded keyframe of the batch, if any."""
     frames: int
     """Frames decoded."""
     errors: int
@@ -65,6 +67,7 @@ class PacketDecoder:
 
     def decode(self, packets: Iterable[MediaPacket]) -> DecodeResult:
         newest: Frame | None = None
+        newest_key: Frame | None = None
         frames = errors = skipped = 0
         for packet in packets:
             if self._need_keyframe and not packet.keyframe:
@@ -74,7 +77,7 @@ class PacketDecoder:
                 self._ctx = _open(packet.codec)
                 self._codec = packet.codec
             try:
-                decoded = self._ctx.decode(av.Packet(packet.data))
+                decoded = self._ctx.decode(_av_packet(packet))
             except av.error.FFmpegError as err:
                 log.debug(
                     "%s: undecodable packet (pts %d), waiting for a keyframe: %s", self._name, packet.pts, err
@@ -87,7 +90,16 @@ class PacketDecoder:
             if decoded:
                 newest = decoded[-1]
                 frames += len(decoded)
-        return DecodeResult(newest, frames, errors, skipped)
+                newest_key = next((f for f in reversed(decoded) if f.key_frame), newest_key)
+        return DecodeResult(newest, newest_key, frames, errors, skipped)
+
+
+def _av_packet(packet: MediaPacket) -> av.Packet[Any]:
+    """The access unit for PyAV, with its timestamps, so that frames carry ``pts`` (90 kHz)."""
+    av_packet = av.Packet(packet.data)
+    av_packet.pts = packet.pts
+    av_packet.dts = packet.decode_ts
+    return av_packet
 
 
 def _open(codec: Codec) -> av.VideoCodecContext:
@@ -102,7 +114,7 @@ def decode_keyframe(packet: MediaPacket) -> Frame:
     """The picture of one keyframe, decoded by a fresh decoder. Raises :class:`NoPicture`."""
     ctx = _open(packet.codec)
     try:
-        frames = ctx.decode(av.Packet(packet.data))
+        frames = ctx.decode(_av_packet(packet))
         frames += ctx.decode(None)
     except av.error.FFmpegError as err:
         raise NoPicture("the latest keyframe could not be decoded") from err

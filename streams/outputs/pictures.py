@@ -1,36 +1,35 @@
 """Pictures of one camera: JPEG snapshots and MJPEG streams.
 
-A :class:`PictureOutput` sits on a camera's :class:`~streams.hub.Hub`.
+A :class:`PictureOutput` sits on a camera's :class:`~streams.hub.Hub` and takes its
+pictures from the stream's :class:`~streams.outputs.frames.FrameSource`, the one
+decoder of the camera that every consumer of pixels shares.
 
-- Snapshots decode the hub's latest keyframe only when asked, and reuse the JPEG
-  until the hub has a newer keyframe.
-- MJPEG decodes the camera once, however many viewers: the first viewer starts
-  one decoder task that subscribes to the hub and decodes every packet; the
-  newest frame is encoded as JPEG at most ``max_fps`` times a second, only while
-  some viewer is waiting for a new one, and that one JPEG is shared by all
-  viewers. Each viewer takes the latest JPEG (a slow viewer skips frames and
-  never holds the others back). When the last viewer leaves, the decoder stops
-  and leaves the hub. If decoding falls behind, the hub skips the decoder's
-  subscription forward to the next keyframe.
+- Snapshots encode the frame source's latest frame while it runs; otherwise the
+  hub's latest keyframe, decoded (by the frame source, one decode at a time) only
+  when asked. A JPEG is reused until there is a newer picture.
+- MJPEG: the first viewer subscribes to the frame source for every frame at
+  ``max_fps``; the newest frame is encoded as JPEG only while some viewer is
+  waiting for a new one, and that one JPEG is shared by all viewers. Each viewer
+  takes the latest JPEG (a slow viewer skips frames and never holds the others
+  back). When the last viewer leaves, the subscription is closed, and the frame
+  source stops if nobody else needs it.
 
-Event loop only. Decoding, scaling and JPEG encoding run in worker threads
-(:mod:`streams.outputs.decoder`); snapshot work and MJPEG encoding are bounded by a
-semaphore shared across cameras, so a burst of requests cannot start unbounded
-threads. Each camera's packet decoding runs in at most one thread at a time.
+Event loop only. Scaling and JPEG encoding run in worker threads
+(:mod:`streams.outputs.decoder`), bounded by a semaphore shared across cameras, so
+a burst of requests cannot start unbounded threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import weakref
-from collections.abc import AsyncGenerator, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import AsyncGenerator
 
-from streams.hub import Hub, HubClosed, Subscription
-from streams.outputs.base import OUTPUTS, StreamContext
-from streams.outputs.decoder import Frame, NoPicture, PacketDecoder, frame_to_jpeg, keyframe_to_jpeg
+from streams.hub import Hub, HubClosed
+from streams.outputs.base import OUTPUTS, StreamContext, output_of
+from streams.outputs.decoder import Frame, NoPicture, frame_to_jpeg
+from streams.outputs.frames import FrameSource, FrameSubscription, TimedFrame, in_thread
 from streams.packets import MediaPacket
 
 __all__ = [
@@ -52,12 +51,6 @@ MJPEG_CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
 
 DEFAULT_EXECUTOR_SLOTS = 2
 """Picture jobs (snapshot, MJPEG encode) running at once across all cameras, by default."""
-
-_MAX_BATCH = 64
-"""Packets handed to the decoder thread in one call when it has fallen behind."""
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 _default_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
@@ -83,32 +76,11 @@ def mjpeg_part(jpeg: bytes, boundary: str = MJPEG_BOUNDARY) -> bytes:
     return b"".join((head.encode("ascii"), jpeg, b"\r\n"))
 
 
-async def _in_thread(func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Run blocking ``func`` in the default executor.
+class _Publisher:
+    """One life of a camera's MJPEG publishing, from first viewer to last."""
 
-    A thread cannot be interrupted: if the caller is cancelled, this waits for the
-    thread to finish before re-raising, so that a semaphore slot or a codec the
-    caller holds is really free once the caller has unwound.
-    """
-    future = asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        if not future.cancelled():
-            future.exception()  # retrieved: the caller no longer wants it
-        raise
-
-
-class _DecoderRun:
-    """One life of a camera's shared MJPEG decoder, from first viewer to last."""
-
-    def __init__(self, sub: Subscription, name: str) -> None:
-        self.sub = sub
-        self.decoder = PacketDecoder(name)
-        self.latest: Frame | None = None
-        self.fresh = asyncio.Event()
-        """Set when ``latest`` holds a frame that has not been published yet."""
+    def __init__(self, frames: FrameSubscription) -> None:
+        self.frames = frames
         self.ended = False
         self.task: asyncio.Task[None] | None = None
 
@@ -116,15 +88,18 @@ class _DecoderRun:
 class PictureOutput:
     """Snapshots and MJPEG of one camera. See the module docstring.
 
-    ``jpeg_quality`` is OpenCV's 1–100 scale; ``max_width`` scales pictures down
-    (keeping the aspect ratio) when the camera is wider; ``executor_slots`` bounds
-    the picture jobs running at once and should be shared by all cameras.
+    ``frames`` is the stream's shared frame source; without one, the output makes
+    (and stops) its own. ``jpeg_quality`` is OpenCV's 1–100 scale; ``max_width``
+    scales pictures down (keeping the aspect ratio) when the camera is wider;
+    ``executor_slots`` bounds the picture jobs running at once and should be shared
+    by all cameras.
     """
 
     def __init__(
         self,
         hub: Hub,
         *,
+        frames: FrameSource | None = None,
         jpeg_quality: int = 80,
         max_fps: float = 5.0,
         max_width: int | None = None,
@@ -137,25 +112,24 @@ class PictureOutput:
         if max_width is not None and max_width < 2:
             raise ValueError(f"max_width must be at least 2, not {max_width}")
         self._hub = hub
+        self._frames = FrameSource(hub) if frames is None else frames
+        self._owns_frames = frames is None
         self._quality = jpeg_quality
-        self._interval = 1.0 / max_fps
+        self._max_fps = max_fps
         self._max_width = max_width
         self._slots = executor_slots
         self._stopped = False
-        # Snapshots.
+        # Snapshots: the JPEG of a keyframe packet or of a frame of the running source.
         self._snapshot_lock = asyncio.Lock()
-        self._snapshot: tuple[MediaPacket, bytes] | None = None
-        # MJPEG: the decoder, the published JPEG and the viewers waiting for the next one.
-        self._run: _DecoderRun | None = None
+        self._snapshot: tuple[MediaPacket | TimedFrame, bytes] | None = None
+        # MJPEG: the publisher, the published JPEG and the viewers waiting for the next one.
+        self._run: _Publisher | None = None
         self._jpeg: bytes | None = None
         self._seq = 0
         self._changed = asyncio.Event()
         self._wanted = asyncio.Event()
         self._waiting = 0
         self._viewers = 0
-        # Counters, for stats and tests.
-        self.frames_decoded = 0
-        self.decode_errors = 0
         self.jpegs_encoded = 0
 
     @property
@@ -163,9 +137,21 @@ class PictureOutput:
         return self._hub.name
 
     @property
+    def frames(self) -> FrameSource:
+        """The frame source the pictures come from."""
+        return self._frames
+
+    @property
     def decoder_running(self) -> bool:
-        run = self._run
-        return run is not None and run.task is not None and not run.task.done()
+        return self._frames.running
+
+    @property
+    def frames_decoded(self) -> int:
+        return self._frames.frames_decoded
+
+    @property
+    def decode_errors(self) -> int:
+        return self._frames.decode_errors
 
     @property
     def viewer_count(self) -> int:
@@ -175,26 +161,30 @@ class PictureOutput:
     # Snapshots -------------------------------------------------------------
 
     async def snapshot(self, timeout: float = 5.0) -> bytes:  # noqa: ASYNC109 - bounds the keyframe wait only
-        """A JPEG of the latest keyframe. Raises :class:`NoPicture`.
+        """A JPEG of the frame source's latest frame, or else of the latest keyframe.
+        Raises :class:`NoPicture`.
 
         If the camera has sent no keyframe yet, waits up to ``timeout`` seconds for one.
         """
         if self._stopped:
             raise NoPicture(f"{self.name}: picture output stopped")
-        keyframe = self._hub.last_keyframe or await self._next_keyframe(timeout)
+        picture = self._frames.latest or self._hub.last_keyframe or await self._next_keyframe(timeout)
         async with self._snapshot_lock:
+            picture = self._frames.latest or picture  # the source may have a newer frame by now
             cached = self._snapshot
-            if cached is not None and cached[0] is keyframe:
+            if cached is not None and cached[0] is picture:
                 return cached[1]
             async with self._executor_slots():
                 try:
-                    jpeg = await _in_thread(
-                        keyframe_to_jpeg, keyframe, quality=self._quality, max_width=self._max_width
+                    frame = (
+                        picture.frame
+                        if isinstance(picture, TimedFrame)
+                        else await self._frames.keyframe_picture(picture)
                     )
+                    jpeg = await self._encode(frame)
                 except NoPicture as err:
                     raise NoPicture(f"{self.name}: {err}") from err
-            self.jpegs_encoded += 1
-            self._snapshot = (keyframe, jpeg)
+            self._snapshot = (picture, jpeg)
             return jpeg
 
     async def _next_keyframe(self, seconds: float) -> MediaPacket:
@@ -217,6 +207,12 @@ class PictureOutput:
             self._slots = default_executor_slots()
         return self._slots
 
+    async def _encode(self, frame: Frame) -> bytes:
+        """JPEG of ``frame``, encoded in a thread; the caller holds an executor slot."""
+        jpeg = await in_thread(frame_to_jpeg, frame, quality=self._quality, max_width=self._max_width)
+        self.jpegs_encoded += 1
+        return jpeg
+
     # MJPEG -----------------------------------------------------------------
 
     async def mjpeg(self) -> AsyncGenerator[bytes, None]:
@@ -229,7 +225,7 @@ class PictureOutput:
         if self._stopped:
             return
         try:
-            run = self._ensure_decoder()
+            run = self._ensure_publisher()
         except HubClosed:
             return
         self._viewers += 1
@@ -253,20 +249,19 @@ class PictureOutput:
         finally:
             self._viewers -= 1
             if not self._viewers and self._run is run:
-                await self._stop_decoder()
+                await self._stop_publisher()
 
-    def _ensure_decoder(self) -> _DecoderRun:
+    def _ensure_publisher(self) -> _Publisher:
         run = self._run
         if run is not None and not run.ended:
             return run
-        run = _DecoderRun(self._hub.subscribe(), self.name)
-        run.task = asyncio.create_task(self._drive(run), name=f"pictures {self.name}")
+        run = _Publisher(self._frames.subscribe(max_fps=self._max_fps))
+        run.task = asyncio.create_task(self._publish(run), name=f"mjpeg {self.name}")
         self._run = run
         self._jpeg = None
-        log.info("%s: picture decoder started", self.name)
         return run
 
-    async def _stop_decoder(self) -> None:
+    async def _stop_publisher(self) -> None:
         run, self._run = self._run, None
         if run is None:
             return
@@ -274,67 +269,31 @@ class PictureOutput:
         if run.task is not None:
             run.task.cancel()
             await asyncio.wait([run.task])
-        log.info("%s: picture decoder stopped", self.name)
+        await run.frames.close()
 
-    async def _drive(self, run: _DecoderRun) -> None:
+    async def _publish(self, run: _Publisher) -> None:
+        """Encode the newest frame while viewers wait, at most ``max_fps`` a second."""
         try:
-            async with asyncio.TaskGroup() as group:
-                publisher = group.create_task(self._publish(run))
-                await self._decode(run)
-                publisher.cancel()
+            while True:
+                await self._wanted.wait()
+                timed = await run.frames.next()
+                async with self._executor_slots():
+                    try:
+                        jpeg = await self._encode(timed.frame)
+                    except NoPicture as err:
+                        log.debug("%s: %s", self.name, err)
+                        continue
+                if self._run is not run:
+                    return  # stopped while encoding: a newer run owns the published picture
+                self._jpeg = jpeg
+                self._seq += 1
+                self._wake_viewers()
+        except HubClosed:
+            pass
         except Exception:
-            log.exception("%s: picture decoder failed", self.name)
+            log.exception("%s: MJPEG publisher failed", self.name)
         finally:
             run.ended = True
-            run.sub.close()
-            self._wake_viewers()
-
-    async def _decode(self, run: _DecoderRun) -> None:
-        """Feed every packet to the decoder; return when the hub closes."""
-        sub = run.sub
-        while True:
-            try:
-                batch = [await sub.get()]
-                while len(batch) < _MAX_BATCH and (packet := sub.get_nowait()) is not None:
-                    batch.append(packet)
-            except HubClosed:
-                return
-            result = await _in_thread(run.decoder.decode, batch)
-            self.frames_decoded += result.frames
-            self.decode_errors += result.errors
-            if result.frame is not None:
-                run.latest = result.frame
-                run.fresh.set()
-
-    async def _publish(self, run: _DecoderRun) -> None:
-        """Encode the newest frame while viewers wait, at most once per interval."""
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            await self._wanted.wait()
-            await run.fresh.wait()
-            delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            frame = run.latest
-            if not self._wanted.is_set() or frame is None:
-                continue
-            run.fresh.clear()
-            next_at = loop.time() + self._interval
-            async with self._executor_slots():
-                try:
-                    jpeg = await _in_thread(
-                        frame_to_jpeg, frame, quality=self._quality, max_width=self._max_width
-                    )
-                except NoPicture as err:
-                    log.debug("%s: %s", self.name, err)
-                    continue
-            self.jpegs_encoded += 1
-            if self._run is not run:
-                return  # stopped while encoding: a newer run owns the published picture
-            self._jpeg = jpeg
-            self._seq += 1
             self._wake_viewers()
 
     def _wake_viewers(self) -> None:
@@ -342,7 +301,7 @@ class PictureOutput:
         changed.set()
 
     async def start(self) -> None:
-        """Nothing to do: the decoder starts with the first snapshot or MJPEG viewer."""
+        """Nothing to do: decoding starts with the first MJPEG viewer."""
 
     def statistics(self) -> dict[str, int | float | bool | str | None]:
         return {
@@ -354,13 +313,20 @@ class PictureOutput:
         }
 
     async def stop(self) -> None:
-        """Stop the decoder and end every MJPEG iterator. Idempotent."""
+        """End every MJPEG iterator, and stop the frame source if it is this output's own. Idempotent."""
         self._stopped = True
-        await self._stop_decoder()
+        await self._stop_publisher()
+        if self._owns_frames:
+            await self._frames.stop()
         self._wake_viewers()
 
 
 @OUTPUTS.register("pictures")
 def _pictures(context: StreamContext) -> PictureOutput:
     settings = context.settings
-    return PictureOutput(context.hub, jpeg_quality=settings.jpeg_quality, max_fps=settings.mjpeg_max_fps)
+    return PictureOutput(
+        context.hub,
+        frames=output_of(context.outputs, "frames", FrameSource),
+        jpeg_quality=settings.jpeg_quality,
+        max_fps=settings.mjpeg_max_fps,
+    )
