@@ -1,8 +1,9 @@
 """What a camera stream feeds besides its viewer sessions, and how such outputs are added.
 
 A :class:`StreamOutput` consumes one pulled stream (its video hub, and its audio
-hub if the camera relays sound): the picture decoder for snapshots and MJPEG, the
-H.264 and Opus transcoders, the recorder. Each camera stream of the
+hub if the camera relays sound): the frame source that decodes pictures for
+everyone who needs pixels, the picture output (snapshots and MJPEG), the H.264 and
+Opus transcoders, the recorder. Each camera stream of the
 :class:`~streams.manager.StreamManager` holds a list of them, built from
 :data:`OUTPUTS`, and starts, stops and reports them all alike. A new kind of
 output registers a factory here and is added to every stream it applies to; the

@@ -89,7 +89,7 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
                 break
             await asyncio.sleep(0.05)
         stats = manager.output_statistics("counted")
-        assert sorted(stats["main"]) == ["counter", "h264", "pictures"]  # no sound: no Opus
+        assert sorted(stats["main"]) == ["counter", "frames", "h264", "pictures"]  # no sound: no Opus
         assert stats["main"]["counter"]["packets"] == counter.packets > 10
         assert stats["main"]["h264"]["running"] is False  # nobody watches: no transcode
         assert "counter" not in manager.output_statistics("not-counted")["main"]
@@ -101,8 +101,8 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
     assert events == [("counted", ("counted", counter.packets))]
 
 
-def test_the_default_outputs_are_the_picture_decoder_the_transcoders_and_the_recorder() -> None:
-    assert sorted(OUTPUTS) == ["h264", "opus", "pictures", "recorder"]
+def test_the_default_outputs_are_the_frame_source_pictures_the_transcoders_and_the_recorder() -> None:
+    assert sorted(OUTPUTS) == ["frames", "h264", "opus", "pictures", "recorder"]
 
 
 def test_a_kind_is_registered_once() -> None:

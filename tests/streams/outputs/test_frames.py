@@ -145,3 +145,16 @@ async def test_the_last_consumer_leaving_stops_the_source_and_leaves_the_hub() -
             await frames_of(again, 1)
             assert source.starts == 2 and hub.subscriber_count == 1
         assert not source.running and hub.subscriber_count == 0
+
+
+async def test_a_slow_consumer_gets_the_latest_frame_not_a_queue() -> None:
+    async with camera() as (_, source):
+        fast, slow = source.subscribe(), source.subscribe()
+        first = await asyncio.wait_for(slow.next(), 5.0)
+        await frames_of(fast, 8)  # the slow consumer reads nothing meanwhile; the fast one saw it first
+        latest = await asyncio.wait_for(slow.next(), 5.0)
+        assert latest is source.latest and latest.seq >= first.seq + 7  # six or more skipped
+        assert latest.pts is not None and first.pts is not None and latest.pts > first.pts
+        await fast.close()
+        await slow.close()
+        assert not source.running
