@@ -103,11 +103,9 @@ def main() -> None:
         "repeated frame": hall_clip(args.fault_frames + 15, seed=1, frozen=True)[15:],
     }
     clips.update({name: hall_clip(args.fault_frames, seed=1, fault=name) for name in FAULTS})
-    print(f"\n{'clip':22s}" + "".join(f"{name:>36s}" for name in SCORES[:4]))
     rows = {name: clip_scores(copy.deepcopy(diagnosis), clip) for name, clip in clips.items()}
-    for start in (0, 4):
-        if start:
-            print(f"\n{'clip':22s}" + "".join(f"{name:>36s}" for name in SCORES[4:]))
+    for start in range(0, len(SCORES), 4):
+        print(f"\n{'clip':22s}" + "".join(f"{name:>36s}" for name in SCORES[start : start + 4]))
         for name, values in rows.items():
             cells = []
             for score in SCORES[start : start + 4]:

@@ -52,9 +52,11 @@ class Diagnosis:
         if self._previous is not None:
             self._motion.append(checks.motion(p, self._previous))
         ready = b.ready
+        brightness = checks.brightness(p)
         motion = statistics.median(self._motion) if self._motion and ready else b.noise_floor
         return Scores(
-            brightness=checks.brightness(p),
+            brightness=brightness,
+            brightness_ratio=brightness / b.brightness if ready else 1.0,
             clipped=checks.clipped(p),
             covered=checks.covered(p, b.cells) if ready else 0.0,
             sharpness_ratio=checks.sharpness(p) / b.sharpness if ready else 1.0,

@@ -182,8 +182,10 @@ FAULTS: dict[str, Fault] = {
     "purple": _cast((1.3, 0.6, 1.3)),
     "grey_screen": _grey_screen,
     "snow": _snow,
+    "lights_dimmed": _cast((0.6, 0.6, 0.6)),
 }
-"""Faults applied to the raw pictures, by name (640x360: blur sigmas in pixels at that size)."""
+"""Faults applied to the raw pictures, by name (640x360: blur sigmas in pixels at that size);
+``lights_dimmed`` is no fault: half the hall's lamps switched off."""
 
 
 def hall_clip(
