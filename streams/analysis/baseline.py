@@ -60,7 +60,7 @@ class Baseline:
 
     @property
     def sharpness(self) -> float:
-        """Median variance of the Laplacian of the healthy pictures."""
+        """Median sharpness (see :func:`~streams.analysis.checks.sharpness`) of the healthy pictures."""
         return float(np.median(self._sharpness)) if self._sharpness else 0.0
 
     @property
