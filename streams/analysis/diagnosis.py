@@ -1,0 +1,80 @@
+"""One camera's picture diagnosis: scores each analysed picture against what the camera
+learned of itself, and keeps the verdict.
+
+:meth:`Diagnosis.observe` takes a decoded BGR picture and its timestamp, computes every
+check's :class:`~streams.analysis.verdict.Scores`, lets the :class:`~streams.analysis.verdict.Verdict`
+decide what is raised, and teaches the baseline only pictures without any condition
+present. The first healthy picture becomes the reference view; the blur, freeze and
+cover checks wait until the baseline is ready.
+
+The frozen score is the median of the last :data:`MOTION_WINDOW` frame differences,
+because an encoder's keyframe redraws a frozen picture with fresh coding noise: a
+single difference after it is no sign of life. In a still, empty hall an H.264 encoder
+also stops coding sensor noise and the picture can stay bit-exact for a second or so
+(measured with libx264 at crf 28: up to about 10 pictures at 25 fps), which
+:data:`~streams.analysis.verdict.RAISE_AFTER` outlasts; a hall perfectly still for longer,
+under perfectly steady light, cannot be told from a frozen camera by its pictures.
+
+Owned by one camera's analysis worker; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.analysis import checks
+from streams.analysis.baseline import Baseline
+from streams.analysis.verdict import Condition, Scores, Verdict, judge
+
+MOTION_WINDOW = 5
+"""Frame differences whose median is the frozen score."""
+
+
+class Diagnosis:
+    """The diagnosis of one camera's pictures."""
+
+    def __init__(self, verdict: Verdict | None = None) -> None:
+        self.baseline = Baseline()
+        self.verdict = verdict or Verdict()
+        self.reference: checks.Reference | None = None
+        self._previous: checks.Picture | None = None
+        self._motion: deque[float] = deque(maxlen=MOTION_WINDOW)
+        self.last_scores: Scores | None = None
+        """The scores of the last observed picture."""
+
+    def _scores(self, p: checks.Picture) -> Scores:
+        """``p``'s scores against the baseline and reference (neutral where not learned yet)."""
+        b = self.baseline
+        if self._previous is not None:
+            self._motion.append(checks.motion(p, self._previous))
+        ready = b.ready
+        brightness = checks.brightness(p)
+        motion = statistics.median(self._motion) if self._motion and ready else b.noise_floor
+        return Scores(
+            brightness=brightness,
+            brightness_ratio=brightness / b.brightness if ready else 1.0,
+            clipped=checks.clipped(p),
+            covered=checks.covered(p, b.cells) if ready else 0.0,
+            sharpness_ratio=checks.sharpness(p) / b.sharpness if ready else 1.0,
+            motion_ratio=motion / b.noise_floor,
+            in_place=checks.in_place(p, self.reference) if self.reference else 1.0,
+            colour_cast=checks.colour_cast(p),
+            noise=checks.noise(p),
+        )
+
+    def observe(self, bgr: npt.NDArray[np.uint8], now: float) -> frozenset[Condition]:
+        """Analyse the decoded picture ``bgr`` taken at ``now`` (seconds); return the raised
+        conditions."""
+        p = checks.prepare(bgr)
+        self.last_scores = self._scores(p)
+        present = judge(self.last_scores)
+        if not present:
+            self.baseline.learn(p, self._previous)
+            if self.reference is None:
+                self.reference = checks.reference(p)
+        self._previous = p
+        return self.verdict.update(now, present)
