@@ -22,7 +22,8 @@ then never end; they yield None while they wait for the next file), so a player
 at the recording's edge keeps playing what is recorded next, without a new init
 segment.
 
-Files are read in worker threads (``asyncio.to_thread``), about
+Files are read in worker threads (:func:`~streams.outputs.frames.in_thread`: a
+cancelled reader waits for its read, so a file is never closed under one), about
 :data:`BATCH_BYTES` per hop and never a whole file at once.
 """
 
@@ -37,6 +38,7 @@ from typing import Literal
 
 from streams.formats.fmp4 import TRACK_ID
 from streams.formats.fmp4_audio import AUDIO_TRACK_ID
+from streams.outputs.frames import in_thread
 from streams.packets import CLOCK_RATE
 from streams.recording.boxes import sequence_field
 from streams.recording.segment_file import RawFragment, SegmentFile, UnreadableSegment
@@ -168,7 +170,7 @@ async def play(
             continue  # deleted by retention meanwhile, or not ours: the next one follows
         try:
             if timeline is None:
-                if not await asyncio.to_thread(segment.seek_keyframe, start_ms):
+                if not await in_thread(segment.seek_keyframe, start_ms):
                     continue
                 timeline = _Timeline(segment.init, segment.audio_rate())
                 yield _init_of(segment, timeline)
@@ -184,12 +186,12 @@ async def play(
                 if isinstance(item, PlaybackStop):
                     return
         finally:
-            await _close(segment)
+            segment.close()  # no read is running: each was awaited to its end
     yield PlaybackStop("recorded", start_ms if timeline is None else timeline.end_wall_ms)
 
 
 async def _open(path: Path) -> SegmentFile:
-    """The segment opened in a worker thread; closed there too if the caller is cancelled meanwhile."""
+    """The segment opened in a worker thread; closed once open if the caller was cancelled meanwhile."""
     opening = asyncio.get_running_loop().run_in_executor(None, SegmentFile, path)
     try:
         return await asyncio.shield(opening)
@@ -201,15 +203,6 @@ async def _open(path: Path) -> SegmentFile:
 def _close_unwanted(opening: asyncio.Future[SegmentFile]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         opening.result().close()
-
-
-async def _close(segment: SegmentFile) -> None:
-    """Close in a worker thread (a read may still hold the file); at once if cancelled meanwhile."""
-    try:
-        await asyncio.to_thread(segment.close)
-    except asyncio.CancelledError:
-        segment.close()
-        raise
 
 
 def _init_of(segment: SegmentFile, timeline: _Timeline) -> PlaybackInit:
@@ -249,14 +242,14 @@ async def _file(
     segment: SegmentFile, timeline: _Timeline, end_ms: int | None, *, follow: bool
 ) -> AsyncIterator[PlaybackItem]:
     while True:
-        batch, reached, exhausted = await asyncio.to_thread(_batch, segment, timeline, end_ms)
+        batch, reached, exhausted = await in_thread(_batch, segment, timeline, end_ms)
         if batch:
             yield PlaybackMedia(batch, timeline.end_ticks / CLOCK_RATE, timeline.end_wall_ms)
         if reached:
             yield PlaybackStop("range", timeline.end_wall_ms)
             return
         if exhausted and not batch:
-            if not (follow and await asyncio.to_thread(segment.growing)):
+            if not (follow and await in_thread(segment.growing)):
                 return
             yield PlaybackWait(timeline.end_wall_ms)
             await asyncio.sleep(FOLLOW_POLL)
