@@ -45,6 +45,7 @@ from streams.redact import redact_url
 from streams.sources import SourceOptions, supported_schemes
 from streams.sources import check_url as check_source_url
 from streams.specs import (
+    AnalysisSpec,
     CameraSpec,
     CameraStats,
     IceServer,
@@ -58,6 +59,7 @@ from streams.webrtc.output import WhepSession
 
 __all__ = [
     "MJPEG_BOUNDARY",
+    "AnalysisSpec",
     "CameraSpec",
     "CameraStats",
     "CapacityError",

@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from aiortc import RTCIceServer
 
+from streams.analysis.output import AnalysisOutput as AnalysisOutput  # registers the "analysis" output
 from streams.errors import StreamError
 from streams.hub import Hub
 from streams.ingest import Ingest, IngestState, StateListener
@@ -375,6 +376,14 @@ class StreamManager:
             for stream in cam.streams
             if (output := stream.outputs.get(kind)) is not None
         }
+
+    def output(self, camera_id: str, kind: str, cls: type[T]) -> T | None:
+        """The camera's output of ``kind``, on whichever of its streams has one, or None."""
+        for stream in self._camera(camera_id).streams:
+            found = output_of(stream.outputs, kind, cls)
+            if found is not None:
+                return found
+        return None
 
     def all_stats(self) -> list[CameraStats]:
         return [self.stats(cid) for cid in self._cameras]

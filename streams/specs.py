@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from streams.analysis.verdict import CLEAR_AFTER, DEFAULT_THRESHOLDS, RAISE_AFTER, Thresholds
 from streams.ingest import IngestPolicy, IngestState
 from streams.sources import SourceOptions
 
@@ -34,6 +35,21 @@ class RecordingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisSpec:
+    """Picture-quality diagnosis of a camera (:mod:`streams.analysis`)."""
+
+    interval: float = 2.0
+    """Seconds between analysed pictures at least: the stream's keyframes, never more often
+    than this (a camera whose keyframes are further apart is analysed at each keyframe)."""
+    raise_after: float = RAISE_AFTER
+    clear_after: float = CLEAR_AFTER
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    jpeg_quality: int = 80
+    picture_width: int = 640
+    """Width of the JPEG kept with an alarm and of the reference picture."""
+
+
+@dataclass(frozen=True, slots=True)
 class CameraSpec:
     """One camera as the media plane needs to know it."""
 
@@ -45,6 +61,8 @@ class CameraSpec:
     """A second, smaller stream of the same camera, for wall tiles; pulled once like the main one."""
     recording: RecordingSpec | None = None
     """Record this camera continuously; None: never."""
+    analysis: AnalysisSpec | None = None
+    """Diagnose this camera's pictures (its sub-stream when it has one); None: never."""
 
 
 @dataclass(frozen=True, slots=True)

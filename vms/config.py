@@ -39,6 +39,8 @@ from pydantic_core import PydanticCustomError
 from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
 from vms.config_checks import check_source_url, inconsistencies, invalid
 from vms.config_media import (
+    AnalysisOverrides,
+    AnalysisSettings,
     ExportSettings,
     IngestOverrides,
     IngestSettings,
@@ -213,6 +215,9 @@ class Camera(_Model):
         description="Keep this camera's recordings this many days; "
         "empty: the site's recording.retention_days.",
     )
+    analysis: AnalysisOverrides | None = Field(
+        default=None, description="Replaces some of the site's picture-diagnosis settings."
+    )
 
     @field_validator("url", "sub_url")
     @classmethod
@@ -269,6 +274,7 @@ class Config(_Model):
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     exports: ExportSettings = Field(default_factory=ExportSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -330,6 +336,11 @@ class Config(_Model):
         sub-stream records its main one."""
         stream = camera.record_stream or self.recording.stream
         return stream if camera.sub_url is not None else "main"
+
+    def analyses(self, camera: Camera) -> bool:
+        """Whether the camera's pictures are diagnosed: its own ``analysis.enabled``, else the site's."""
+        own = camera.analysis.enabled if camera.analysis is not None else None
+        return self.analysis.enabled if own is None else own
 
     def recordings_dir(self) -> Path:
         """The recordings' root: ``recording.directory`` or ``data_dir/recordings``."""

@@ -285,3 +285,65 @@ class ExportSettings(_Model):
     max_concurrent: int = Field(
         default=2, ge=1, le=16, description="Exports made at once; more wait their turn."
     )
+
+
+class AnalysisThresholds(_Model):
+    """Thresholds of the picture checks; unset keys keep the built-in values, which come
+    from measurements (see ``streams/analysis/verdict.py``)."""
+
+    dark_brightness: float | None = Field(
+        default=None, ge=0, le=255, description="Mean luma (0-255) below which the picture is dark."
+    )
+    dark_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Mean luma against the camera's usual, below which it is dark."
+    )
+    overexposed_clipped: float | None = Field(
+        default=None, gt=0, le=1, description="Share of blown-out pixels above which it is overexposed."
+    )
+    covered_share: float | None = Field(
+        default=None, gt=0, le=1, description="Share of the picture that lost its texture: covered lens."
+    )
+    blurred_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Sharpness against the usual, below which it is blurred.",
+    )
+    frozen_ratio: float | None = Field(
+        default=None, gt=0, le=1, description="Change between pictures against the noise, below which frozen."
+    )
+    moved_in_place: float | None = Field(
+        default=None, gt=0, le=1, description="Share of reference features in place, below which it moved."
+    )
+    colour_cast: float | None = Field(
+        default=None, gt=0, le=100, description="Cast factor above which the picture is tinted."
+    )
+    noisy_sigma: float | None = Field(
+        default=None, gt=0, le=255, description="Noise in levels above which the picture is noisy or snowy."
+    )
+
+
+class AnalysisSettings(_Model):
+    """Picture-quality diagnosis: alarms when a picture goes dark, covered, blurred, frozen,
+    moved, tinted or snowy while the camera still sends."""
+
+    enabled: bool = Field(default=True, description="Diagnose every camera that does not say otherwise.")
+    interval: Seconds = Field(
+        default=2.0, ge=0.2, le=60, description="Seconds between analysed pictures (the camera's keyframes)."
+    )
+    raise_after: Seconds = Field(
+        default=5.0, le=3600, description="Seconds a condition must last before its alarm."
+    )
+    clear_after: Seconds = Field(
+        default=10.0, le=3600, description="Seconds a condition must be gone before it clears."
+    )
+    thresholds: AnalysisThresholds = Field(default_factory=AnalysisThresholds)
+
+
+class AnalysisOverrides(_Model):
+    """A camera's own diagnosis settings; unset keys keep the site's ``analysis:``."""
+
+    enabled: bool | None = Field(default=None, description="Diagnose this camera; empty: the site's.")
+    thresholds: AnalysisThresholds | None = Field(
+        default=None, description="Thresholds for this camera; unset keys keep the site's."
+    )

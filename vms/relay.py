@@ -7,6 +7,7 @@ The only place where configuration models meet ``streams``: secrets leave their
 from __future__ import annotations
 
 from streams import (
+    AnalysisSpec,
     CameraSpec,
     IceServer,
     IngestPolicy,
@@ -16,7 +17,25 @@ from streams import (
     StreamManager,
     TranscodeSettings,
 )
+from streams.analysis import Thresholds
 from vms.config import Camera, Config
+
+
+def analysis_spec(config: Config, camera: Camera) -> AnalysisSpec | None:
+    """The camera's diagnosis settings (site's, then the camera's own thresholds), or None."""
+    if not config.analyses(camera):
+        return None
+    site = config.analysis
+    thresholds = site.thresholds.model_dump(exclude_none=True)
+    if camera.analysis is not None and camera.analysis.thresholds is not None:
+        thresholds |= camera.analysis.thresholds.model_dump(exclude_none=True)
+    return AnalysisSpec(
+        interval=site.interval,
+        raise_after=site.raise_after,
+        clear_after=site.clear_after,
+        thresholds=Thresholds(**thresholds),
+        jpeg_quality=config.pictures.jpeg_quality,
+    )
 
 
 def camera_spec(config: Config, camera: Camera) -> CameraSpec:
@@ -62,6 +81,7 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
             if config.records(camera)
             else None
         ),
+        analysis=analysis_spec(config, camera),
     )
 
 

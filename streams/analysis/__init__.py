@@ -4,7 +4,7 @@ verdicts with hysteresis. Pure computation; no I/O, no threads of its own."""
 from streams.analysis.baseline import Baseline
 from streams.analysis.checks import Picture, Reference, prepare
 from streams.analysis.diagnosis import Diagnosis
-from streams.analysis.verdict import Condition, Scores, Verdict, judge
+from streams.analysis.verdict import Condition, Scores, Thresholds, Verdict, judge
 
 __all__ = [
     "Baseline",
@@ -13,6 +13,7 @@ __all__ = [
     "Picture",
     "Reference",
     "Scores",
+    "Thresholds",
     "Verdict",
     "judge",
     "prepare",

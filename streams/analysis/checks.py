@@ -162,8 +162,9 @@ def in_place(p: Picture, ref: Reference) -> float:
     """Share of the matches with the reference's features that are where they were, 0-1 (out
     of :data:`_MIN_MATCHES` at least): low is a moved camera or a changed scene. ORB's binary
     tests compare pixels with one another, so lighting changes leave them; people walking
-    through hide only a few of them."""
-    if ref.descriptors is None or len(ref.points) == 0:
+    through hide only a few of them. A reference with fewer than :data:`_MIN_MATCHES` features
+    (a plain wall, a caption card) cannot tell a move from chance: it scores 1."""
+    if ref.descriptors is None or len(ref.points) < _MIN_MATCHES:
         return 1.0
     keypoints, descriptors = _ORB.detectAndCompute(p.luma, None)
     if descriptors is None:

@@ -4,7 +4,8 @@ learned of itself, and keeps the verdict.
 :meth:`Diagnosis.observe` takes a decoded BGR picture and its timestamp, computes every
 check's :class:`~streams.analysis.verdict.Scores`, lets the :class:`~streams.analysis.verdict.Verdict`
 decide what is raised, and teaches the baseline only pictures without any condition
-present. The first healthy picture becomes the reference view; the blur, freeze and
+present. The first healthy picture becomes the reference view until an operator sets one
+(:meth:`Diagnosis.set_reference`); the blur, freeze and
 cover checks wait until the baseline is ready.
 
 The frozen score is the median of the last :data:`MOTION_WINDOW` frame differences,
@@ -28,7 +29,7 @@ import numpy.typing as npt
 
 from streams.analysis import checks
 from streams.analysis.baseline import Baseline
-from streams.analysis.verdict import Condition, Scores, Verdict, judge
+from streams.analysis.verdict import DEFAULT_THRESHOLDS, Condition, Scores, Thresholds, Verdict, judge
 
 MOTION_WINDOW = 5
 """Frame differences whose median is the frozen score."""
@@ -37,10 +38,13 @@ MOTION_WINDOW = 5
 class Diagnosis:
     """The diagnosis of one camera's pictures."""
 
-    def __init__(self, verdict: Verdict | None = None) -> None:
+    def __init__(self, verdict: Verdict | None = None, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.baseline = Baseline()
         self.verdict = verdict or Verdict()
+        self.thresholds = thresholds
         self.reference: checks.Reference | None = None
+        """The view the camera should have: an operator's reference picture, else the first
+        healthy picture."""
         self._previous: checks.Picture | None = None
         self._motion: deque[float] = deque(maxlen=MOTION_WINDOW)
         self.last_scores: Scores | None = None
@@ -71,10 +75,14 @@ class Diagnosis:
         conditions."""
         p = checks.prepare(bgr)
         self.last_scores = self._scores(p)
-        present = judge(self.last_scores)
+        present = judge(self.last_scores, self.thresholds)
         if not present:
             self.baseline.learn(p, self._previous)
             if self.reference is None:
                 self.reference = checks.reference(p)
         self._previous = p
         return self.verdict.update(now, present)
+
+    def set_reference(self, bgr: npt.NDArray[np.uint8]) -> None:
+        """Take the decoded BGR picture ``bgr`` as the view the camera should have."""
+        self.reference = checks.reference(checks.prepare(bgr))

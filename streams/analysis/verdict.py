@@ -122,24 +122,43 @@ class Scores:
     noise: float
 
 
-def judge(s: Scores) -> frozenset[Condition]:
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The thresholds of :func:`judge`; a camera may override any of them (the defaults and
+    their reasons are the module constants of the same names)."""
+
+    dark_brightness: float = DARK_BRIGHTNESS
+    dark_ratio: float = DARK_RATIO
+    overexposed_clipped: float = OVEREXPOSED_CLIPPED
+    covered_share: float = COVERED_SHARE
+    blurred_ratio: float = BLURRED_RATIO
+    frozen_ratio: float = FROZEN_RATIO
+    moved_in_place: float = MOVED_IN_PLACE
+    colour_cast: float = COLOUR_CAST
+    noisy_sigma: float = NOISY_SIGMA
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def judge(s: Scores, t: Thresholds = DEFAULT_THRESHOLDS) -> frozenset[Condition]:
     """The conditions present in a picture with scores ``s``."""
     exposure = {
-        Condition.DARK: s.brightness < DARK_BRIGHTNESS or s.brightness_ratio < DARK_RATIO,
-        Condition.OVEREXPOSED: s.clipped > OVEREXPOSED_CLIPPED,
+        Condition.DARK: s.brightness < t.dark_brightness or s.brightness_ratio < t.dark_ratio,
+        Condition.OVEREXPOSED: s.clipped > t.overexposed_clipped,
     }
     present = {c for c, on in exposure.items() if on}
-    if not present and s.covered > COVERED_SHARE:
+    if not present and s.covered > t.covered_share:
         present.add(Condition.COVERED)
     if present:
         return frozenset(present)
-    blurred = s.sharpness_ratio < BLURRED_RATIO
+    blurred = s.sharpness_ratio < t.blurred_ratio
     seen = {
         Condition.BLURRED: blurred,
-        Condition.FROZEN: s.motion_ratio < FROZEN_RATIO,
-        Condition.MOVED: not blurred and s.in_place < MOVED_IN_PLACE,
-        Condition.COLOUR_CAST: s.colour_cast > COLOUR_CAST,
-        Condition.NOISY: s.noise > NOISY_SIGMA,
+        Condition.FROZEN: s.motion_ratio < t.frozen_ratio,
+        Condition.MOVED: not blurred and s.in_place < t.moved_in_place,
+        Condition.COLOUR_CAST: s.colour_cast > t.colour_cast,
+        Condition.NOISY: s.noise > t.noisy_sigma,
     }
     return frozenset(c for c, on in seen.items() if on)
 
@@ -169,3 +188,9 @@ class Verdict:
                 if now - since >= self.clear_after:
                     self.raised.discard(c)
         return frozenset(self.raised)
+
+    def interrupt(self) -> None:
+        """Forget how long conditions have been present or absent (the pictures stopped for a
+        while): what was raised stays raised until pictures show otherwise again."""
+        self._present_since.clear()
+        self._absent_since.clear()

@@ -7,11 +7,11 @@ in a worker thread; after its last consumer leaves it stops and leaves the hub.
 Each consumer says what it needs when it subscribes:
 
 - every frame, at most ``max_fps`` a second (MJPEG);
-- keyframes only (analysis every few seconds).
+- keyframes only, at most ``max_fps`` a second (analysis every few seconds).
 
 The source decodes only what its consumers need: while every consumer wants
-keyframes only, it decodes each keyframe by itself and never feeds the packets
-between them to a decoder; as soon as one consumer wants every frame, it
+keyframes only, it decodes by itself each keyframe that some consumer is ready
+to take and never feeds the packets between them to a decoder; as soon as one consumer wants every frame, it
 resubscribes from the hub's GOP cache and decodes every packet. A consumer gets
 the latest frame, never a queue of stale ones (a slow consumer skips frames and
 holds no one back): :meth:`FrameSubscription.next` waits for a frame newer than
@@ -118,6 +118,12 @@ class FrameSubscription:
                 await asyncio.sleep(delay)
             else:
                 await self._run.changed.wait()
+
+    def due_soon(self, now: float) -> bool:
+        """Whether a frame arriving at loop time ``now`` would be taken: it is at most a quarter
+        of the ``max_fps`` interval early (keyframes a camera sends at that interval arrive a
+        little early or late)."""
+        return self._next_at - now <= self._interval / 4
 
     async def close(self) -> None:
         """Leave the source (which stops after its last consumer). Idempotent."""
@@ -274,8 +280,9 @@ class FrameSource:
             if self.keyframes_only:
                 decoder = None
                 keyframes = [packet for packet in batch if packet.keyframe]
-                self.packets_skipped += len(batch) - min(len(keyframes), 1)
-                if keyframes:
+                wanted = keyframes and self._keyframe_due()
+                self.packets_skipped += len(batch) - (1 if wanted else 0)
+                if wanted:
                     await self._decode_one_keyframe(run, keyframes[-1])
                 continue
             if decoder is None:
@@ -295,6 +302,10 @@ class FrameSource:
                 self._publish(run, result.keyframe, keyframe=True)
             if result.frame is not None:
                 self._publish(run, result.frame, keyframe=bool(result.frame.key_frame))
+
+    def _keyframe_due(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(consumer.due_soon(now) for consumer in self._consumers)
 
     async def _decode_one_keyframe(self, run: _Run, keyframe: MediaPacket) -> None:
         try:

@@ -111,9 +111,10 @@ def test_a_break_restarts_the_delays() -> None:
 @pytest.mark.rtsp
 def test_gstreamer_test_pattern_through_rtsp(rtsp_server: RtspServerFactory) -> None:
     """GStreamer's ``videotestsrc pattern=ball`` (x264enc) decoded from a real RTSP server: a flat
-    green band over black with a small ball moving. Its only features are on the ball, so the
-    scene check rightly calls the view changed as the ball leaves its first place; the still
-    background coded bit-exact leaves every frame difference above the lowest noise floor."""
+    green band over black with a small ball moving. Its only features are on the ball, too few
+    for the scene check to judge a move (it declines rather than calls every wandering ball a
+    moved camera); the still background coded bit-exact leaves every frame difference above
+    the lowest noise floor."""
     server = rtsp_server({"cam1": "640x360@25,800k,gop=25"})
     options = {"rtsp_transport": "tcp"}
     with av.open(server.url(), options=options, timeout=5.0) as container:
@@ -121,6 +122,7 @@ def test_gstreamer_test_pattern_through_rtsp(rtsp_server: RtspServerFactory) -> 
         clip = [next(frames).to_ndarray(format="bgr24") for _ in range(60)]
     diagnosis = Diagnosis(Verdict(raise_after=1.0, clear_after=1.0))
     raised = feed(diagnosis, clip, 0.0)
-    assert raised[-1] == {Condition.MOVED}
+    assert diagnosis.last_scores is not None and diagnosis.last_scores.in_place == 1.0
+    assert not any(Condition.MOVED in r for r in raised)
     pictures = [prepare(pic) for pic in clip]
     assert min(motion(p, q) for q, p in itertools.pairwise(pictures)) > MIN_NOISE_FLOOR
