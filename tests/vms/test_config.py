@@ -241,14 +241,14 @@ def test_base_text_is_valid(site: Path) -> None:
             "    hall: tax\n    username: viewer\n",
             "site.yaml:14:5: cameras[0]: unknown key 'username' here; it belongs under credentials: "
             "(allowed keys: id, name, hall, url, sub_url, transport, enabled, audio, credentials, ingest, "
-            "record, record_stream, retention_days)",
+            "record, record_stream, retention_days, analysis)",
             id="key-in-wrong-section",
         ),
         pytest.param(
             "halls:\n",
             "stall_timeout: 3\nhalls:\n",
             "site.yaml:1:1: unknown key 'stall_timeout' here; it belongs under ingest: "
-            "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, exports, database, auth, "
+            "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, exports, analysis, database, auth, "
             "audit, metrics, centres, halls, cameras)",
             id="setting-outside-its-section",
         ),
@@ -333,7 +333,7 @@ def test_unknown_key_is_reported_with_the_missing_key_it_hides(site: Path) -> No
         "site.yaml:11:5: cameras[0]: missing required key 'url' (rtsp://, rtsps://, file:///path or "
         "demo://name; no credentials in it); add a 'url:' line to this entry",
         "site.yaml:14:5: cameras[0]: unknown key 'urll'; did you mean 'url'? allowed keys: id, name, hall, "
-        "url, sub_url, transport, enabled, audio, credentials, ingest, record, record_stream, retention_days",
+        "url, sub_url, transport, enabled, audio, credentials, ingest, record, record_stream, retention_days, analysis",
     ]
 
 
