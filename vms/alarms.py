@@ -21,6 +21,14 @@ event that resolves it (:meth:`AlarmCentre.recording_failed`, ``..._resumed``;
 :mod:`vms.recordings` relays the recorders' events). Segments deleted before their
 retention because the disk limit was reached raise ``recording_space``.
 
+The picture diagnosis (:mod:`vms.diagnosis`) raises one alarm per picture condition
+(``dark``, ``covered``, ``moved``...: :data:`~vms.alarm_texts.PICTURE_KINDS`) with the
+JPEG of the picture that raised it, kept in memory within :data:`PICTURE_BUDGET`
+bytes, and its clearing an informational ``picture_ok`` event that resolves it.
+
+Every alarm carries its text in Chinese and English (:mod:`vms.alarm_texts`);
+``message`` is the English one, for logs and older clients.
+
 Alarms are live state: the last :data:`KEEP_ALARMS` are kept in memory, and a
 restart forgets them. The audit trail (the database) is the durable record of
 who acknowledged which alarm.
@@ -49,9 +57,10 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from streams import IngestState
+from vms.alarm_texts import PICTURE_KINDS, describe
 from vms.config import Config
 
 log = logging.getLogger(__name__)
@@ -65,8 +74,26 @@ HEARTBEAT = 15.0
 MESSAGE_CHARS = 120
 
 AlarmKind = Literal[
-    "offline", "stalled", "online", "recording_failed", "recording_resumed", "recording_space"
+    "offline",
+    "stalled",
+    "online",
+    "recording_failed",
+    "recording_resumed",
+    "recording_space",
+    "dark",
+    "overexposed",
+    "covered",
+    "blurred",
+    "frozen",
+    "moved",
+    "colour_cast",
+    "noisy",
+    "picture_ok",
 ]
+INFORMATIONAL: frozenset[str] = frozenset(("online", "recording_resumed", "picture_ok"))
+"""Kinds that report the end of a trouble and need no acknowledgement."""
+PICTURE_BUDGET = 16 * 1024 * 1024
+"""Bytes of alarm pictures kept in memory; beyond, the oldest alarms lose theirs."""
 EventType = Literal["alarm", "ack"]
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*?(?=:\s|\s|$):?", re.IGNORECASE)
@@ -85,25 +112,23 @@ def _clock_start() -> int:
     return max(1, time.time_ns() // 1_000_000)
 
 
+def _short(text: str) -> str:
+    """One line, no URL, at most :data:`MESSAGE_CHARS` characters."""
+    cleaned = " ".join(_URL.sub("", text).split())
+    return cleaned if len(cleaned) <= MESSAGE_CHARS else cleaned[: MESSAGE_CHARS - 1] + "…"
+
+
 def alarm_message(kind: AlarmKind, error: str | None) -> str:
-    """Short text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters.
+    """Short English text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters.
 
     ``error`` is the media plane's own fixed text for the failure, never the camera's
     words (a camera can echo its login in a reason phrase); URLs are stripped all the same."""
-    text = "recording stopped" if kind == "recording_failed" else f"camera {kind}"
-    if error:
-        cleaned = " ".join(_URL.sub("", error).split())
-        if cleaned:
-            text = f"{text}: {cleaned}"
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+    return _short(describe(kind, error)["en"])
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def _texts(kind: AlarmKind, error: str | None) -> dict[str, str]:
+    """Both languages' texts of an alarm with a media-plane reason, each one short line."""
+    return {language: _short(text) for language, text in describe(kind, error).items()}
 
 
 @dataclass(slots=True)
@@ -117,14 +142,18 @@ class Alarm:
     at: datetime
     message: str
     resolves: tuple[int, ...] = ()
-    """For an ``online`` event: the alarms of the trouble that just ended."""
+    """For an informational event: the alarms of the trouble that just ended."""
+    texts: dict[str, str] = field(default_factory=dict)
+    """The message by language (``zh-CN``, ``en``): see :mod:`vms.alarm_texts`."""
+    picture: bool = False
+    """Whether a JPEG of the picture that raised it is kept (:meth:`AlarmCentre.picture`)."""
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
 
     @property
     def informational(self) -> bool:
-        """Whether the alarm needs no acknowledgement (``online`` and ``recording_resumed`` events)."""
-        return self.kind in ("online", "recording_resumed")
+        """Whether the alarm needs no acknowledgement (the end of a trouble: :data:`INFORMATIONAL`)."""
+        return self.kind in INFORMATIONAL
 
     @property
     def unacknowledged(self) -> bool:
@@ -139,6 +168,8 @@ class Alarm:
             "kind": self.kind,
             "at": self.at.isoformat(),
             "message": self.message,
+            "texts": self.texts,
+            "picture": f"/api/v1/alarms/{self.id}/picture" if self.picture else None,
             "informational": self.informational,
             "resolves": list(self.resolves),
             "acknowledged_by": self.acknowledged_by,
@@ -230,6 +261,7 @@ class AlarmCentre:
         keep: int = KEEP_ALARMS,
         backlog: int = BACKLOG,
         heartbeat: float = HEARTBEAT,
+        picture_budget: int = PICTURE_BUDGET,
     ) -> None:
         if keep < 1 or backlog < 1:
             raise ValueError("keep and backlog must be at least 1")
@@ -245,6 +277,14 @@ class AlarmCentre:
         self._trouble: dict[str, _Trouble] = {}
         self._recording_trouble: dict[str, tuple[float, int]] = {}
         """Cameras whose recording failed: since when (monotonic) and the alarm raised."""
+        self._picture_trouble: dict[tuple[str, str], tuple[float, int]] = {}
+        """Picture conditions raised, by camera and kind: since when and the alarm raised."""
+        self._pictures: dict[int, bytes] = {}
+        """JPEGs of alarms, oldest first, within :data:`PICTURE_BUDGET` bytes."""
+        self._picture_bytes = 0
+        self._picture_budget = picture_budget
+        self.raised_counts: dict[str, int] = {}
+        """Alarms raised since the start, by kind (for metrics)."""
         self._subscribers: set[Subscription] = set()
         self._next_id = _clock_start()
         self._next_seq = self._next_id
@@ -265,12 +305,12 @@ class AlarmCentre:
             elif not (kind == "offline" and trouble.kind == "stalled"):
                 return  # still down: one alarm per trouble (plus one escalation)
             trouble.kind = kind
-            alarm = self._raise(camera_id, hall_id, kind, alarm_message(kind, error))
+            alarm = self._raise(camera_id, hall_id, kind, _texts(kind, error))
             trouble.alarm_ids.append(alarm.id)
         elif new is IngestState.ONLINE and trouble is not None:
             del self._trouble[camera_id]
-            message = f"camera back online after {_duration(time.monotonic() - trouble.since)}"
-            self._raise(camera_id, hall_id, "online", message, resolves=tuple(trouble.alarm_ids))
+            texts = describe("online", seconds=time.monotonic() - trouble.since)
+            self._raise(camera_id, hall_id, "online", texts, resolves=tuple(trouble.alarm_ids))
         elif new is IngestState.DISABLED:
             self._trouble.pop(camera_id, None)
 
@@ -280,7 +320,7 @@ class AlarmCentre:
         hall_id = self._hall_of(camera_id)
         if hall_id is None or camera_id in self._recording_trouble:
             return
-        alarm = self._raise(camera_id, hall_id, "recording_failed", alarm_message("recording_failed", reason))
+        alarm = self._raise(camera_id, hall_id, "recording_failed", _texts("recording_failed", reason))
         self._recording_trouble[camera_id] = (time.monotonic(), alarm.id)
 
     def recording_resumed(self, camera_id: str) -> None:
@@ -290,15 +330,46 @@ class AlarmCentre:
         if hall_id is None or trouble is None:
             return
         since, alarm_id = trouble
-        message = f"recording again after {_duration(time.monotonic() - since)}"
-        self._raise(camera_id, hall_id, "recording_resumed", message, resolves=(alarm_id,))
+        texts = describe("recording_resumed", seconds=time.monotonic() - since)
+        self._raise(camera_id, hall_id, "recording_resumed", texts, resolves=(alarm_id,))
 
     def recording_space(self, camera_id: str, deleted: int) -> None:
         """Recordings of the camera were deleted before their retention to make room."""
         hall_id = self._hall_of(camera_id)
         if hall_id is not None:
-            message = f"disk limit reached: {deleted} oldest segments deleted before their retention"
-            self._raise(camera_id, hall_id, "recording_space", message)
+            self._raise(camera_id, hall_id, "recording_space", describe("recording_space", deleted=deleted))
+
+    def picture_raised(self, camera_id: str, kind: str, jpeg: bytes | None) -> Alarm | None:
+        """The picture diagnosis raised ``kind`` (one of :data:`~vms.alarm_texts.PICTURE_KINDS`)
+        for the camera: an alarm with ``jpeg``, the picture that raised it; one until it clears."""
+        hall_id = self._hall_of(camera_id)
+        if hall_id is None or kind not in PICTURE_KINDS or (camera_id, kind) in self._picture_trouble:
+            return None
+        alarm = self._raise(camera_id, hall_id, cast("AlarmKind", kind), describe(kind), picture=jpeg)
+        self._picture_trouble[camera_id, kind] = (time.monotonic(), alarm.id)
+        return alarm
+
+    def picture_cleared(self, camera_id: str, kind: str) -> None:
+        """The condition is gone: an informational ``picture_ok`` event resolving its alarm."""
+        hall_id = self._hall_of(camera_id)
+        trouble = self._picture_trouble.pop((camera_id, kind), None)
+        if hall_id is None or trouble is None:
+            return
+        since, alarm_id = trouble
+        texts = describe("picture_ok", seconds=time.monotonic() - since, cleared=kind)
+        self._raise(camera_id, hall_id, "picture_ok", texts, resolves=(alarm_id,))
+
+    def picture_trouble(self, camera_id: str) -> list[str]:
+        """The picture alarm kinds raised and not cleared for the camera."""
+        return sorted(kind for cam, kind in self._picture_trouble if cam == camera_id)
+
+    def picture(self, alarm_id: int, hall_ids: Collection[str]) -> bytes:
+        """The JPEG kept with the alarm; :class:`UnknownAlarm` if there is none (any more)."""
+        self.get(alarm_id, hall_ids)
+        jpeg = self._pictures.get(alarm_id)
+        if jpeg is None:
+            raise UnknownAlarm(alarm_id)
+        return jpeg
 
     def _hall_of(self, camera_id: str) -> str | None:
         try:
@@ -308,14 +379,34 @@ class AlarmCentre:
             return None
 
     def _raise(
-        self, camera_id: str, hall_id: str, kind: AlarmKind, message: str, resolves: tuple[int, ...] = ()
+        self,
+        camera_id: str,
+        hall_id: str,
+        kind: AlarmKind,
+        texts: dict[str, str],
+        resolves: tuple[int, ...] = (),
+        picture: bytes | None = None,
     ) -> Alarm:
-        alarm = Alarm(self._next_id, camera_id, hall_id, kind, datetime.now(UTC), message, resolves)
+        message = _short(texts["en"])
+        alarm = Alarm(
+            self._next_id,
+            camera_id,
+            hall_id,
+            kind,
+            datetime.now(UTC),
+            message,
+            resolves,
+            texts,
+            bool(picture),
+        )
         self._next_id += 1
+        self.raised_counts[kind] = self.raised_counts.get(kind, 0) + 1
         if len(self._alarms) >= self._keep:
-            del self._by_id[self._alarms.popleft().id]
+            self._forget(self._alarms.popleft())
         self._alarms.append(alarm)
         self._by_id[alarm.id] = alarm
+        if picture:
+            self._keep_picture(alarm, picture)
         log.log(
             logging.INFO if alarm.informational else logging.WARNING,
             "alarm %d: %s %s",
@@ -325,6 +416,21 @@ class AlarmCentre:
         )
         self._publish("alarm", alarm)
         return alarm
+
+    def _forget(self, alarm: Alarm) -> None:
+        del self._by_id[alarm.id]
+        jpeg = self._pictures.pop(alarm.id, None)
+        if jpeg is not None:
+            self._picture_bytes -= len(jpeg)
+
+    def _keep_picture(self, alarm: Alarm, jpeg: bytes) -> None:
+        self._pictures[alarm.id] = jpeg
+        self._picture_bytes += len(jpeg)
+        while self._picture_bytes > self._picture_budget and len(self._pictures) > 1:
+            oldest = next(iter(self._pictures))
+            self._picture_bytes -= len(self._pictures.pop(oldest))
+            if (dropped := self._by_id.get(oldest)) is not None:
+                dropped.picture = False
 
     def _publish(self, type_: EventType, alarm: Alarm) -> None:
         event = AlarmEvent(self._next_seq, type_, alarm.hall_id, alarm.as_json())

@@ -35,10 +35,12 @@ from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.config import Config
+from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
+from vms.routes import diagnosis as diagnosis_route
 from vms.routes import metrics as metrics_route
 from vms.routes import playback as playback_route
 from vms.routes import playback_ws as playback_ws_route
@@ -95,6 +97,9 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             relay.add_output_listener(recordings.on_output_event)
             recordings.start()
             stack.push_async_callback(recordings.stop)  # after the recorders closed their segments
+            diagnosis = DiagnosisService(db, relay, alarm_centre, audit_log)
+            relay.add_output_listener(diagnosis.on_output_event)
+            await diagnosis.load_references()
             exporter = ExportService(db, config, recordings, audit_log)
             await exporter.start()
             stack.push_async_callback(exporter.stop)
@@ -107,6 +112,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             app.state.alarms = alarm_centre
             app.state.recordings = recordings
             app.state.exports = exporter
+            app.state.diagnosis = diagnosis
             log.info("relaying %d cameras", len(relay.camera_ids()))
             try:
                 yield
@@ -134,6 +140,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(dashboard.router, prefix=API_PREFIX)
     app.include_router(live_ws.router, prefix=API_PREFIX)
     app.include_router(alarms.router, prefix=API_PREFIX)
+    app.include_router(diagnosis_route.router, prefix=API_PREFIX)
     app.include_router(recordings_route.router, prefix=API_PREFIX)
     app.include_router(exports.router, prefix=API_PREFIX)
     app.include_router(playback_route.router, prefix=API_PREFIX)

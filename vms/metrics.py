@@ -8,6 +8,8 @@
   be kept in step;
 * :class:`RecordingCollector`, the recorders' figures (bytes, segments, errors,
   whether each writes) and the segments deleted for space;
+* :class:`~vms.metrics_diagnosis.DiagnosisCollector`, the picture diagnosis's scores and
+  conditions per camera and the alarms raised by kind;
 * :class:`HttpMetrics`, the request counter and duration histogram that
   :mod:`vms.middleware` feeds;
 * :class:`RuntimeCollector`, the event loop's tasks and the process's threads,
@@ -45,6 +47,7 @@ from starlette.datastructures import State
 
 from streams import CameraStats, IngestState, StreamManager
 from vms.config import Config
+from vms.metrics_diagnosis import DiagnosisCollector
 
 __all__ = [
     "HTTP_METHODS",
@@ -271,6 +274,7 @@ def install(app: FastAPI) -> Metrics:
     registry.register(RelayCollector(app.state))
     registry.register(RuntimeCollector())
     registry.register(RecordingCollector(app.state))
+    registry.register(DiagnosisCollector(app.state))
     metrics = Metrics(registry, HttpMetrics(registry))
     app.state.metrics = metrics
     return metrics

@@ -248,8 +248,8 @@ def test_base_text_is_valid(site: Path) -> None:
             "halls:\n",
             "stall_timeout: 3\nhalls:\n",
             "site.yaml:1:1: unknown key 'stall_timeout' here; it belongs under ingest: "
-            "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, exports, analysis, database, auth, "
-            "audit, metrics, centres, halls, cameras)",
+            "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, exports, analysis, "
+            "database, auth, audit, metrics, centres, halls, cameras)",
             id="setting-outside-its-section",
         ),
         pytest.param(
@@ -333,7 +333,8 @@ def test_unknown_key_is_reported_with_the_missing_key_it_hides(site: Path) -> No
         "site.yaml:11:5: cameras[0]: missing required key 'url' (rtsp://, rtsps://, file:///path or "
         "demo://name; no credentials in it); add a 'url:' line to this entry",
         "site.yaml:14:5: cameras[0]: unknown key 'urll'; did you mean 'url'? allowed keys: id, name, hall, "
-        "url, sub_url, transport, enabled, audio, credentials, ingest, record, record_stream, retention_days, analysis",
+        "url, sub_url, transport, enabled, audio, credentials, ingest, record, record_stream, "
+        "retention_days, analysis",
     ]
 
 

@@ -25,9 +25,10 @@ from pydantic import BaseModel
 from vms.access import Principal
 from vms.alarms import AlarmCentre, AlarmEvent, NotAcknowledgeable, UnknownAlarm
 from vms.audit import AuditError, AuditLog
-from vms.deps import ConfigDep, CurrentUser, require
+from vms.deps import ConfigDep, CurrentUser, SnapshotUser, require
 from vms.problems import Problem
 from vms.schemas import DbId
+from vms.viewing import RecordRefused, ViewingRecorder
 
 router = APIRouter(tags=["alarms"])
 
@@ -46,8 +47,13 @@ class AlarmOut(BaseModel):
     kind: str
     at: datetime
     message: str
+    """In English; ``texts`` has it by language."""
+    texts: dict[str, str]
+    """The message by language: ``zh-CN`` and ``en``."""
+    picture: bool
+    """Whether ``GET /api/v1/alarms/{id}/picture`` has the picture that raised it."""
     informational: bool
-    """True for ``online`` events: nothing to acknowledge."""
+    """True for ``online``, ``recording_resumed`` and ``picture_ok`` events: nothing to acknowledge."""
     resolves: list[int]
     acknowledged_by: str | None
     acknowledged_at: datetime | None
@@ -121,6 +127,35 @@ async def acknowledge(alarm_id: DbId, request: Request, user: AckUser, config: C
             503, "the acknowledgement could not be recorded; try again", {"Retry-After": "5"}
         ) from err
     return AlarmOut.model_validate(alarm, from_attributes=True)
+
+
+@router.get("/alarms/{alarm_id}/picture", response_class=Response)
+async def alarm_picture(alarm_id: DbId, request: Request, user: SnapshotUser, config: ConfigDep) -> Response:
+    """The JPEG of the picture that raised a picture alarm (operators and admins), recorded in
+    the audit trail like a snapshot before it is served. The picture never changes: browsers
+    may keep it."""
+    centre = _centre(request)
+    try:
+        alarm = centre.get(alarm_id, user.visible_hall_ids(config))
+        jpeg = centre.picture(alarm_id, user.visible_hall_ids(config))
+    except UnknownAlarm:
+        raise Problem(404, f"no picture of alarm {alarm_id}") from None
+    viewing: ViewingRecorder | None = getattr(request.app.state, "viewing", None)
+    if viewing is None:
+        raise Problem(503, "the service is starting or stopping")
+    try:
+        await viewing.record_now(
+            "snapshot",
+            principal=user,
+            camera_id=alarm.camera_id,
+            protocol="alarm_picture",
+            source_addr=request.client.host if request.client else None,
+            bytes=len(jpeg),
+            detail={"alarm": alarm.id},
+        )
+    except RecordRefused as err:
+        raise Problem(503, str(err), {"Retry-After": "5"}) from err
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
 def sse_frame(event: AlarmEvent) -> bytes:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -202,3 +203,15 @@ class Export(Base):
     """The MP4's name in the exports directory; the manifest is beside it."""
     bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ReferencePicture(Base):
+    """The view a camera should have, set by an operator from its live picture: the picture
+    diagnosis tells a moved camera or changed scene against it."""
+
+    __tablename__ = "reference_pictures"
+
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
