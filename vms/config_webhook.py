@@ -67,9 +67,9 @@ class WebhookSettings(_Model):
         default=6, ge=1, le=20, description="Attempts per alarm before it counts as failed."
     )
     backoff_initial: Seconds = Field(
-        default=1.0, description="Wait before the second attempt; doubles after each failed one."
+        default=1.0, le=3600, description="Wait before the second attempt; doubles after each failed one."
     )
-    backoff_max: Seconds = Field(default=60.0, description="Longest wait between two attempts.")
+    backoff_max: Seconds = Field(default=60.0, le=3600, description="Longest wait between two attempts.")
     queue_size: int = Field(
         default=1000,
         ge=1,
