@@ -6,8 +6,9 @@ start-up order, the store (the database, migrated on start, its identity and its
 write health check: a store that cannot take writes stops the start-up), the audit
 log, the access service (and the first administrators), the viewing recorder with
 its local journal (replayed after each good health check), the alarm centre (a
-listener of the stream manager), the recordings' index, the exports and the stream
-manager; shutdown stops them in reverse order, so the last viewing sessions still reach the audit trail.
+listener of the stream manager) and the centres' alarm webhooks, the recordings'
+index, the exports and the stream manager; shutdown stops them in reverse order, so
+the last viewing sessions still reach the audit trail.
 
 A write refused by the database (locked, disk full, read-only, not answering)
 answers 503 with the reason, never 500.
@@ -45,12 +46,14 @@ from vms.routes import metrics as metrics_route
 from vms.routes import playback as playback_route
 from vms.routes import playback_ws as playback_ws_route
 from vms.routes import recordings as recordings_route
+from vms.routes import webhooks as webhooks_route
 from vms.storage.faults import GONE, describe
 from vms.storage.health import DatabaseHealth
 from vms.storage.identity import leave_tombstone
 from vms.storage.journal import Journal
 from vms.storage.opening import JOURNAL_DIR, close_store, open_store
 from vms.viewing import ViewingRecorder
+from vms.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,9 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             viewing.start()
             stack.push_async_callback(viewing.stop)
             alarm_centre = AlarmCentre(config)
+            webhooks = Webhooks(config, alarm_centre)
+            webhooks.start()  # before the cameras start, so their first alarms are posted too
+            stack.push_async_callback(webhooks.stop)
             relay = manager or build_manager(config)
             relay.add_session_listener(viewing.whep_ended)
             relay.add_listener(alarm_centre.on_state)
@@ -109,7 +115,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             app.state.db, app.state.audit, app.state.auth = db, audit_log, access
             app.state.db_health = health
             app.state.viewing, app.state.manager = viewing, relay
-            app.state.alarms = alarm_centre
+            app.state.alarms, app.state.webhooks = alarm_centre, webhooks
             app.state.recordings = recordings
             app.state.exports = exporter
             app.state.diagnosis = diagnosis
@@ -141,6 +147,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(live_ws.router, prefix=API_PREFIX)
     app.include_router(alarms.router, prefix=API_PREFIX)
     app.include_router(diagnosis_route.router, prefix=API_PREFIX)
+    app.include_router(webhooks_route.router, prefix=API_PREFIX)
     app.include_router(recordings_route.router, prefix=API_PREFIX)
     app.include_router(exports.router, prefix=API_PREFIX)
     app.include_router(playback_route.router, prefix=API_PREFIX)

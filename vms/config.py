@@ -50,6 +50,7 @@ from vms.config_media import (
     TranscodeSettings,
     WebRtcSettings,
 )
+from vms.config_webhook import WebhookSettings
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
@@ -140,6 +141,11 @@ class Centre(_Model):
         Annotated[list[Slug], Tag("list")] | Annotated[Literal["all"], Tag("all")],
         Discriminator(_centre_halls_shape),
     ] = Field(default="all", description="The word all, or a list of hall ids.")
+    webhook: WebhookSettings | None = Field(
+        default=None,
+        description="Also post the alarms of the centre's halls to this address (its duty phone "
+        "system or its own platform), whether or not a dashboard is open.",
+    )
 
     @field_validator("halls", mode="before")
     @classmethod

@@ -42,20 +42,26 @@ def invalid(kind: str, message: str) -> PydanticCustomError:
 _CREDENTIALS_FIX = "credentials: {username: ..., password: ...} under this camera"
 
 
-def check_source_url(url: str) -> None:
-    """Raise a ``PydanticCustomError`` naming what is wrong with a source URL. Never echoes the URL."""
+def split_url(url: str, kind: str) -> tuple[SplitResult, int | None]:
+    """The URL's parts and port; a ``PydanticCustomError`` of ``kind`` if it has spaces or cannot be
+    parsed. Never echoes the URL."""
     if any(ch.isspace() for ch in url):
-        raise invalid("source_url", "the URL contains spaces; percent-encode a space inside it as %20")
+        raise invalid(kind, "the URL contains spaces; percent-encode a space inside it as %20")
     try:
         parts = urlsplit(url)
-        port = parts.port
+        return parts, parts.port
     except ValueError:
         # The reason is not quoted: it can contain a password mistaken for a port.
         raise invalid(
-            "source_url",
+            kind,
             "the URL cannot be parsed: the port must be a number from 1 to 65535 and an IPv6 host "
             "goes in [brackets]",
         ) from None
+
+
+def check_source_url(url: str) -> None:
+    """Raise a ``PydanticCustomError`` naming what is wrong with a source URL. Never echoes the URL."""
+    parts, port = split_url(url, "source_url")
     scheme = parts.scheme.lower()
     if not scheme:
         raise invalid(

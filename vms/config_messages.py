@@ -25,7 +25,7 @@ Loc = tuple[str | int, ...]
 Position = tuple[int, int]
 """1-based line and column."""
 
-_SECRET_KEYS = frozenset({"url", "password", "credential", "credentials"})
+_SECRET_KEYS = frozenset({"url", "password", "credential", "credentials", "secret"})
 _BOUNDS = {
     "greater_than": "greater than",
     "greater_than_equal": "at least",

@@ -10,6 +10,8 @@
   whether each writes) and the segments deleted for space;
 * :class:`~vms.metrics_diagnosis.DiagnosisCollector`, the picture diagnosis's scores and
   conditions per camera and the alarms raised by kind;
+* :class:`WebhookCollector`, each centre's alarm webhook: deliveries by result,
+  events waiting, failed attempts in a row;
 * :class:`HttpMetrics`, the request counter and duration histogram that
   :mod:`vms.middleware` feeds;
 * :class:`RuntimeCollector`, the event loop's tasks and the process's threads,
@@ -17,7 +19,7 @@
   descriptors come with the process collector);
 * the process, platform and garbage-collector collectors of ``prometheus_client``.
 
-Labels are bounded and never user controlled: camera and hall ids from the
+Labels are bounded and never user controlled: camera, hall and centre ids from the
 configuration, the ingest states, route templates (never a raw path), a fixed set
 of HTTP methods and the status code. No URL, user name or credential is ever a label.
 
@@ -48,6 +50,7 @@ from starlette.datastructures import State
 from streams import CameraStats, IngestState, StreamManager
 from vms.config import Config
 from vms.metrics_diagnosis import DiagnosisCollector
+from vms.webhooks import Webhooks, WebhookSender
 
 __all__ = [
     "HTTP_METHODS",
@@ -55,6 +58,7 @@ __all__ = [
     "Metrics",
     "RelayCollector",
     "RuntimeCollector",
+    "WebhookCollector",
     "install",
     "metrics_of",
 ]
@@ -230,6 +234,46 @@ def _recording_families(
     return [active, *counters.values(), deleted]
 
 
+class WebhookCollector:
+    """Each centre's alarm webhook, from ``state.webhooks`` at scrape time."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def describe(self) -> Iterable[Metric]:
+        return _webhook_families([])
+
+    def collect(self) -> Iterable[Metric]:
+        webhooks: Webhooks | None = getattr(self._state, "webhooks", None)
+        return _webhook_families(list(webhooks.senders.values()) if webhooks is not None else [])
+
+
+def _webhook_families(senders: Sequence[WebhookSender]) -> list[Metric]:
+    deliveries = CounterMetricFamily(
+        "hallwatch_webhook_deliveries",
+        "Alarm events of the centre's webhook by result: delivered, failed (refused, or failing after "
+        "every attempt), dropped (pushed out of the full queue).",
+        labels=["centre", "result"],
+    )
+    queued = GaugeMetricFamily(
+        "hallwatch_webhook_queued", "Alarm events waiting for the centre's webhook.", labels=["centre"]
+    )
+    failing = GaugeMetricFamily(
+        "hallwatch_webhook_consecutive_failures",
+        "Failed attempts of the centre's webhook since its last delivery.",
+        labels=["centre"],
+    )
+    for sender in senders:
+        status = sender.status
+        centre = [status.centre_id]
+        deliveries.add_metric([*centre, "delivered"], float(status.delivered))
+        deliveries.add_metric([*centre, "failed"], float(status.failed))
+        deliveries.add_metric([*centre, "dropped"], float(status.dropped))
+        queued.add_metric(centre, float(sender.queued))
+        failing.add_metric(centre, float(status.consecutive_failures))
+    return [deliveries, queued, failing]
+
+
 class HttpMetrics:
     """The request counter and duration histogram, fed by :mod:`vms.middleware`."""
 
@@ -275,6 +319,7 @@ def install(app: FastAPI) -> Metrics:
     registry.register(RuntimeCollector())
     registry.register(RecordingCollector(app.state))
     registry.register(DiagnosisCollector(app.state))
+    registry.register(WebhookCollector(app.state))
     metrics = Metrics(registry, HttpMetrics(registry))
     app.state.metrics = metrics
     return metrics
