@@ -96,10 +96,11 @@ def prepared(config: Config | str, data_dir: Path) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(config: Config | str) -> AsyncIterator[RunningApp]:
-    """Start the app (a Config or YAML text) on a free port; stop it on exit."""
+async def serve_app(config: Config | str, data_dir: Path | None = None) -> AsyncIterator[RunningApp]:
+    """Start the app (a Config or YAML text) on a free port; stop it on exit. Its data goes to
+    ``data_dir`` when given (a restart keeps it), else to a fresh temporary directory."""
     with tempfile.TemporaryDirectory(prefix="hallwatch-") as tmp:
-        app = create_app(prepared(config, Path(tmp)))
+        app = create_app(prepared(config, data_dir or Path(tmp)))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -156,6 +156,30 @@ async def test_an_operator_sets_the_reference_picture(running: RunningApp) -> No
     assert health["raised"] == [] and health["scores"]["in_place"] > 0.3
 
 
+async def test_the_reference_picture_survives_a_restart(clips: tuple[Path, Path], tmp_path: Path) -> None:
+    """Set on one run, given back to the camera's analysis on the next: the health names who set
+    it, and the view matches it."""
+    async with serve_app(site(*clips), tmp_path) as first:
+        await first.wait_online("hall-1")
+        operator = await first.user("xingning", "operator")
+
+        async def reference_set() -> bool:
+            return (await operator.post("/api/v1/cameras/hall-1/reference")).status_code == 200
+
+        await until(reference_set, 10, "the reference is set once a picture was analysed")
+    async with serve_app(site(*clips), tmp_path) as second:
+        operator = await second.login("operator-xingning")
+        health = (await operator.get("/api/v1/cameras/hall-1/health")).json()
+        assert health["reference"]["set_by"] == "operator-xingning"
+
+        async def scored() -> dict[str, Any] | None:
+            scores = (await operator.get("/api/v1/cameras/hall-1/health")).json()["scores"]
+            return scores
+
+        scores = await until(scored, 10, "a picture is analysed after the restart")
+        assert 0.3 < scores["in_place"] < 1.0, "judged against the stored reference, not declined"
+
+
 async def test_unknown_and_invisible(running: RunningApp) -> None:
     operator = await running.user("xingning", "operator")
     for path in ("/api/v1/cameras/nope/health", "/api/v1/alarms/123/picture"):

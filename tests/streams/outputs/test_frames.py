@@ -120,6 +120,19 @@ async def test_keyframe_consumers_alone_decode_keyframes_only_until_one_wants_ev
         assert not source.running and source.consumer_count == 0
 
 
+async def test_keyframes_nobody_is_ready_for_are_not_decoded() -> None:
+    """A keyframe consumer at one picture a second on a camera with 2.5 keyframes a second:
+    about one keyframe in three or so is decoded, the others are skipped undecoded."""
+    async with camera() as (_, source), source.subscribe(keyframes_only=True, max_fps=1.0) as slow:
+        started = time.monotonic()
+        pictures = [await asyncio.wait_for(slow.next(), 5.0) for _ in range(3)]
+        elapsed = time.monotonic() - started
+        assert [p.keyframe for p in pictures] == [True] * 3
+        assert elapsed >= 1.5, "at most one picture a second (the first at once)"
+        keyframes_sent = source.packets_received / GOP
+        assert source.keyframes_decoded <= 4 < keyframes_sent, (source.keyframes_decoded, keyframes_sent)
+
+
 async def test_the_last_consumer_leaving_stops_the_source_and_leaves_the_hub() -> None:
     async with camera() as (manager, source):
         hub = manager.hub("tax-1")
