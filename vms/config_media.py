@@ -315,6 +315,12 @@ class AnalysisThresholds(_Model):
     moved_in_place: float | None = Field(
         default=None, gt=0, le=1, description="Share of reference features in place, below which it moved."
     )
+    moved_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Features in place against the camera's usual share, below which moved.",
+    )
     colour_cast: float | None = Field(
         default=None, gt=0, le=100, description="Cast factor above which the picture is tinted."
     )

@@ -131,6 +131,7 @@ class DiagnosisService:
             "stream": output.context.stream,
             "interval": output.spec.interval,
             "analysed": output.analysed,
+            "learned": output.learned,
             "last_analysed": _iso(output.last_analysed),
             "scores": None if scores is None else dataclasses.asdict(scores),
             "raised": raised,

@@ -1,6 +1,7 @@
 """What one camera's pictures usually look like: running statistics learned from its own
 healthy pictures, so that blur, freezing and covering are judged against the camera and
-not against a universal figure (a bare corridor is never as sharp as a crowded hall).
+not against a universal figure (a bare corridor is never as sharp as a crowded hall, and
+a view with a clock or a screen in it never keeps all its features in place).
 
 The caller feeds :meth:`Baseline.learn` only the pictures it judged healthy, so a fault
 is not learned as normal. Sharpness, brightness and motion are kept as windows of the
@@ -36,6 +37,7 @@ class Baseline:
         self._sharpness: deque[float] = deque(maxlen=WINDOW)
         self._brightness: deque[float] = deque(maxlen=WINDOW)
         self._motion: deque[float] = deque(maxlen=WINDOW)
+        self._in_place: deque[float] = deque(maxlen=WINDOW)
         self._cells: FloatImage | None = None
         self._count = 0
 
@@ -44,9 +46,12 @@ class Baseline:
         """Whether enough healthy pictures were seen to judge against this baseline."""
         return self._count >= WARMUP
 
-    def learn(self, p: Picture, previous: Picture | None) -> None:
-        """Take ``p`` (and its difference from ``previous``) as a healthy picture."""
+    def learn(self, p: Picture, previous: Picture | None, in_place: float | None = None) -> None:
+        """Take ``p`` (its difference from ``previous``, and its share of the reference's
+        features in place) as a healthy picture."""
         self._count += 1
+        if in_place is not None:
+            self._in_place.append(in_place)
         self._sharpness.append(sharpness(p))
         self._brightness.append(float(p.luma.mean()))
         if previous is not None:
@@ -67,6 +72,12 @@ class Baseline:
     def brightness(self) -> float:
         """Median mean luma of the healthy pictures, 0-255."""
         return float(np.median(self._brightness)) if self._brightness else 0.0
+
+    @property
+    def in_place(self) -> float:
+        """Median share of the reference's features in place in the healthy pictures (1 before
+        any was measured)."""
+        return float(np.median(self._in_place)) if self._in_place else 1.0
 
     @property
     def noise_floor(self) -> float:

@@ -57,6 +57,7 @@ class Diagnosis:
             self._motion.append(checks.motion(p, self._previous))
         ready = b.ready
         brightness = checks.brightness(p)
+        in_place = checks.in_place(p, self.reference) if self.reference else 1.0
         motion = statistics.median(self._motion) if self._motion and ready else b.noise_floor
         return Scores(
             brightness=brightness,
@@ -65,7 +66,8 @@ class Diagnosis:
             covered=checks.covered(p, b.cells) if ready else 0.0,
             sharpness_ratio=checks.sharpness(p) / b.sharpness if ready else 1.0,
             motion_ratio=motion / b.noise_floor,
-            in_place=checks.in_place(p, self.reference) if self.reference else 1.0,
+            in_place=in_place,
+            in_place_ratio=in_place / max(b.in_place, 0.01) if ready else 1.0,
             colour_cast=checks.colour_cast(p),
             noise=checks.noise(p),
         )
@@ -77,7 +79,8 @@ class Diagnosis:
         self.last_scores = self._scores(p)
         present = judge(self.last_scores, self.thresholds)
         if not present:
-            self.baseline.learn(p, self._previous)
+            in_place = self.last_scores.in_place if self.reference is not None else None
+            self.baseline.learn(p, self._previous, in_place)
             if self.reference is None:
                 self.reference = checks.reference(p)
         self._previous = p

@@ -116,6 +116,11 @@ class AnalysisOutput:
         return self._raised
 
     @property
+    def learned(self) -> bool:
+        """Whether the camera's baseline is ready (the checks against it judge only then)."""
+        return self._diagnosis.baseline.ready
+
+    @property
     def scores(self) -> Scores | None:
         """The last analysed picture's scores."""
         return self._diagnosis.last_scores

@@ -92,6 +92,12 @@ encoder has settled."""
 MOVED_IN_PLACE = 0.3
 """Share of matched reference features still in place below which the camera moved or the
 scene changed: healthy at least 0.46 (people hide some), shifted or rotated at most 0.12."""
+MOVED_RATIO = 0.5
+"""Share of features in place against the camera's usual share, below which (and below
+:data:`MOVED_IN_PLACE`) the camera moved: a view whose own overlays move (a clock, a screen,
+the demo's test cards: 0.2-0.3 in place when healthy) keeps about its usual share, a moved
+camera loses nearly all (shifted or rotated: 0-0.12 of a usual 0.69, a ratio under 0.2). So
+the scene check needs a ready baseline."""
 COLOUR_CAST = 1.5
 """Cast factor above which the picture is tinted: healthy at most 0.44, green and purple at
 least 3.8; a flat grey screen scores 1.4 (and is called covered)."""
@@ -118,6 +124,8 @@ class Scores:
     sharpness_ratio: float
     motion_ratio: float
     in_place: float
+    in_place_ratio: float
+    """``in_place`` against the camera's usual share (1 until the baseline is ready)."""
     colour_cast: float
     noise: float
 
@@ -134,6 +142,7 @@ class Thresholds:
     blurred_ratio: float = BLURRED_RATIO
     frozen_ratio: float = FROZEN_RATIO
     moved_in_place: float = MOVED_IN_PLACE
+    moved_ratio: float = MOVED_RATIO
     colour_cast: float = COLOUR_CAST
     noisy_sigma: float = NOISY_SIGMA
 
@@ -156,7 +165,7 @@ def judge(s: Scores, t: Thresholds = DEFAULT_THRESHOLDS) -> frozenset[Condition]
     seen = {
         Condition.BLURRED: blurred,
         Condition.FROZEN: s.motion_ratio < t.frozen_ratio,
-        Condition.MOVED: not blurred and s.in_place < t.moved_in_place,
+        Condition.MOVED: not blurred and s.in_place < t.moved_in_place and s.in_place_ratio < t.moved_ratio,
         Condition.COLOUR_CAST: s.colour_cast > t.colour_cast,
         Condition.NOISY: s.noise > t.noisy_sigma,
     }

@@ -191,7 +191,7 @@ class _LoopCache:
 
     def _fill(self, params: DemoParams, future: concurrent.futures.Future[EncodedLoop]) -> None:
         try:
-            future.set_result(_encode_loop(params))
+            future.set_result(encode_loop(params))
         except BaseException as err:
             self._fail(params, future, err)
             if not isinstance(err, Exception):
@@ -342,7 +342,7 @@ def _mmss(seconds: float) -> str:
     return f"{int(minutes):02d}:{rest:05.2f}"
 
 
-def _encode_loop(params: DemoParams) -> EncodedLoop:
+def encode_loop(params: DemoParams) -> EncodedLoop:
     """Draw and encode one loop (blocking; a worker thread runs it)."""
     started = time.perf_counter()
     card = _TestCard(params)

@@ -39,7 +39,7 @@ def _service(request: Request) -> DiagnosisService:
 async def camera_health(
     camera_id: str, request: Request, config: ConfigDep, user: CurrentUser
 ) -> dict[str, Any]:
-    """The camera's picture diagnosis: ``enabled``, ``scores``, ``raised`` conditions (with
+    """The camera's picture diagnosis: ``enabled``, ``learned``, ``scores``, ``raised`` conditions (with
     their ``texts``), picture ``alarms`` not cleared, and the ``reference`` picture."""
     visible_camera(config, user, camera_id)
     return _service(request).health(camera_id)
