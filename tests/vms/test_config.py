@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from streams.analysis import Thresholds
 from vms.config import Camera, Config, ServerSettings
 from vms.config_loader import MAX_PROBLEMS, ConfigError, default_config_text, load_config, parse_config
 from vms.config_media import IngestSettings, PictureSettings, WebRtcSettings
-from vms.relay import camera_spec
+from vms.relay import analysis_spec, camera_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "site.yaml"
 SECRET = "Pa55word-secret"
@@ -128,6 +129,25 @@ def test_example_site_loads() -> None:
     assert (windows.stall_timeout, windows.offline_after) == (12, 30)
     assert windows.backoff_max == config.ingest.backoff_max == 60
     assert config.ingest_for("tax-lobby") == config.ingest
+
+
+def test_analysis_settings_of_the_site_and_of_a_camera() -> None:
+    text = edited("halls:\n", "analysis:\n  interval: 1\n  thresholds: {dark_brightness: 30}\nhalls:\n")
+    text = text.replace(
+        "url: demo://tax-1", "url: demo://tax-1\n    analysis: {thresholds: {covered_share: 0.5}}", 1
+    )
+    config = parse_config(text, "site.yaml")
+    first, *others = config.cameras
+    spec = analysis_spec(config, first)
+    assert spec is not None and spec.interval == 1
+    assert (spec.thresholds.dark_brightness, spec.thresholds.covered_share) == (30, 0.5)
+    assert all(
+        analysis_spec(config, c).thresholds.covered_share == Thresholds().covered_share for c in others
+    )
+    off = parse_config(
+        text.replace("covered_share: 0.5}", "covered_share: 0.5}, enabled: false"), "site.yaml"
+    )
+    assert analysis_spec(off, off.cameras[0]) is None and analysis_spec(off, off.cameras[1]) is not None
 
 
 def test_base_text_is_valid(site: Path) -> None:
@@ -321,6 +341,20 @@ def test_base_text_is_valid(site: Path) -> None:
             "site.yaml:2:3: auth.viewer_permissions: expected a list (one '- ' line per item, or [] for "
             "none), found 'playback'",
             id="viewer-permissions-not-a-list",
+        ),
+        pytest.param(
+            "halls:\n",
+            "analysis:\n  thresholds:\n    dark: 30\nhalls:\n",
+            "site.yaml:3:5: analysis.thresholds: unknown key 'dark'; allowed keys: dark_brightness, "
+            "dark_ratio, overexposed_clipped, covered_share, blurred_ratio, frozen_ratio, "
+            "moved_in_place, moved_ratio, colour_cast, noisy_sigma",
+            id="analysis-threshold-unknown",
+        ),
+        pytest.param(
+            "halls:\n",
+            "analysis:\n  interval: 0.05\nhalls:\n",
+            "site.yaml:2:3: analysis.interval: must be at least 0.2, found 0.05",
+            id="analysis-interval-too-short",
         ),
     ],
 )
