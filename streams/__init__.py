@@ -3,6 +3,8 @@
 The control plane uses only the names exported here.
 """
 
+from streams.analysis import Condition, Thresholds
+from streams.analysis.output import AnalysisOutput, PictureCleared, PictureRaised
 from streams.errors import (
     CapacityError,
     NegotiationError,
@@ -59,10 +61,12 @@ from streams.webrtc.output import WhepSession
 
 __all__ = [
     "MJPEG_BOUNDARY",
+    "AnalysisOutput",
     "AnalysisSpec",
     "CameraSpec",
     "CameraStats",
     "CapacityError",
+    "Condition",
     "ExportError",
     "ExportResult",
     "IceServer",
@@ -74,6 +78,8 @@ __all__ = [
     "NegotiationError",
     "NoPicture",
     "OwnerCapacityError",
+    "PictureCleared",
+    "PictureRaised",
     "PlaybackInit",
     "PlaybackItem",
     "PlaybackJump",
@@ -97,6 +103,7 @@ __all__ = [
     "StreamManager",
     "StreamName",
     "SubStreamStats",
+    "Thresholds",
     "TranscodeSettings",
     "UnknownCamera",
     "UnsupportedCodec",

@@ -18,6 +18,11 @@ import re
 from collections.abc import Callable
 
 LANGUAGES = ("zh-CN", "en")
+MESSAGE_CHARS = 120
+"""Longest alarm text."""
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*?(?=:\s|\s|$):?", re.IGNORECASE)
+"""A URL, with the colon that ends it when an error message starts with it."""
 
 _REASONS: dict[str, str] = {
     # streams.sources.failures
@@ -218,3 +223,22 @@ def describe(
     if reason:
         return {"zh-CN": f"{zh}：{reason_zh(reason)}", "en": f"{en}: {reason}"}
     return {"zh-CN": zh, "en": en}
+
+
+def short(text: str) -> str:
+    """One line, no URL, at most :data:`MESSAGE_CHARS` characters."""
+    cleaned = " ".join(_URL.sub("", text).split())
+    return cleaned if len(cleaned) <= MESSAGE_CHARS else cleaned[: MESSAGE_CHARS - 1] + "…"
+
+
+def short_texts(kind: str, error: str | None) -> dict[str, str]:
+    """Both languages' texts of an alarm with a media-plane reason, each one short line.
+
+    ``error`` is the media plane's own fixed text for the failure, never the camera's
+    words (a camera can echo its login in a reason phrase); URLs are stripped all the same."""
+    return {language: short(text) for language, text in describe(kind, error).items()}
+
+
+def alarm_message(kind: str, error: str | None) -> str:
+    """The short English text of an alarm with a media-plane reason."""
+    return short_texts(kind, error)["en"]

@@ -33,11 +33,8 @@ Alarms are live state: the last :data:`KEEP_ALARMS` are kept in memory, and a
 restart forgets them. The audit trail (the database) is the durable record of
 who acknowledged which alarm.
 
-Every new alarm and every acknowledgement is also an event with a sequence
-number (the SSE ``id``), kept in a bounded log for replay after a reconnect and
-offered to each :class:`Subscription` whose halls include the alarm's hall. A
-subscriber queue is bounded: one that falls :data:`BACKLOG` events behind is
-ended (its browser reconnects and replays from the log).
+Every new alarm and every acknowledgement is also an event in the alarms' event log
+(:mod:`vms.alarm_events`): numbered, kept for replay, offered to live subscribers.
 
 Alarm ids and event numbers start at the process start time in milliseconds, so
 they keep growing across restarts and an id from before a restart never names
@@ -49,9 +46,7 @@ task of its own: ``stop()`` only ends the subscriptions.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Collection
@@ -60,7 +55,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from streams import IngestState
-from vms.alarm_texts import PICTURE_KINDS, describe
+from vms.alarm_events import EventLog, EventType, Subscription
+from vms.alarm_texts import PICTURE_KINDS, describe, short, short_texts
 from vms.config import Config
 
 log = logging.getLogger(__name__)
@@ -71,7 +67,6 @@ BACKLOG = 100
 """Events a subscriber may fall behind before its stream is ended."""
 HEARTBEAT = 15.0
 """Seconds between keep-alive comments on an idle event stream."""
-MESSAGE_CHARS = 120
 
 AlarmKind = Literal[
     "offline",
@@ -94,10 +89,6 @@ INFORMATIONAL: frozenset[str] = frozenset(("online", "recording_resumed", "pictu
 """Kinds that report the end of a trouble and need no acknowledgement."""
 PICTURE_BUDGET = 16 * 1024 * 1024
 """Bytes of alarm pictures kept in memory; beyond, the oldest alarms lose theirs."""
-EventType = Literal["alarm", "ack"]
-
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*?(?=:\s|\s|$):?", re.IGNORECASE)
-"""A URL, with the colon that ends it when an error message starts with it."""
 
 
 class UnknownAlarm(LookupError):
@@ -110,25 +101,6 @@ class NotAcknowledgeable(ValueError):
 
 def _clock_start() -> int:
     return max(1, time.time_ns() // 1_000_000)
-
-
-def _short(text: str) -> str:
-    """One line, no URL, at most :data:`MESSAGE_CHARS` characters."""
-    cleaned = " ".join(_URL.sub("", text).split())
-    return cleaned if len(cleaned) <= MESSAGE_CHARS else cleaned[: MESSAGE_CHARS - 1] + "…"
-
-
-def alarm_message(kind: AlarmKind, error: str | None) -> str:
-    """Short English text for people: no URL, one line, at most :data:`MESSAGE_CHARS` characters.
-
-    ``error`` is the media plane's own fixed text for the failure, never the camera's
-    words (a camera can echo its login in a reason phrase); URLs are stripped all the same."""
-    return _short(describe(kind, error)["en"])
-
-
-def _texts(kind: AlarmKind, error: str | None) -> dict[str, str]:
-    """Both languages' texts of an alarm with a media-plane reason, each one short line."""
-    return {language: _short(text) for language, text in describe(kind, error).items()}
 
 
 @dataclass(slots=True)
@@ -177,78 +149,11 @@ class Alarm:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmEvent:
-    """A new alarm (``alarm``) or an acknowledgement (``ack``), as it was at that moment."""
-
-    seq: int
-    type: EventType
-    hall_id: str
-    data: dict[str, Any]
-
-
 @dataclass(slots=True)
 class _Trouble:
     since: float
     kind: AlarmKind
     alarm_ids: list[int] = field(default_factory=list)
-
-
-class Subscription:
-    """One live listener (an SSE stream): replay first, then live events; ``None`` ends it.
-
-    ``replay`` holds the missed events still in the log. ``resync`` is true when the
-    caller's last event is unknown (too old, or from before a restart): nothing is
-    replayed, the caller should reload the alarm list, and ``position`` (the number
-    of the newest event so far) is where its stream now continues from.
-    """
-
-    def __init__(self, centre: AlarmCentre, hall_ids: Collection[str], backlog: int) -> None:
-        self.hall_ids = frozenset(hall_ids)
-        self.replay: list[AlarmEvent] = []
-        self.resync = False
-        self.position = 0
-        self.overflowed = False
-        self._centre = centre
-        self._backlog = backlog
-        # One slot more than the backlog, kept for the end-of-stream marker.
-        self._queue: asyncio.Queue[AlarmEvent | None] = asyncio.Queue(maxsize=backlog + 1)
-        self._ended = False
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    async def get(self) -> AlarmEvent | None:
-        """The next event; ``None`` once the stream is over (centre stopped, or fell behind)."""
-        if self._ended and self._queue.empty():
-            return None
-        return await self._queue.get()
-
-    def close(self) -> None:
-        """Stop receiving. Idempotent."""
-        self._centre._unsubscribe(self)
-        self._end(discard=True)
-
-    def _offer(self, event: AlarmEvent) -> None:
-        if self._ended or event.hall_id not in self.hall_ids:
-            return
-        if self._queue.qsize() >= self._backlog:
-            self.overflowed = True
-            log.info("an alarm subscriber fell %d events behind: ending its stream", self._backlog)
-            self._centre._unsubscribe(self)
-            self._end(discard=True)
-            return
-        self._queue.put_nowait(event)
-
-    def _end(self, *, discard: bool) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if discard:
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._queue.put_nowait(None)
 
 
 class AlarmCentre:
@@ -269,11 +174,8 @@ class AlarmCentre:
         self.heartbeat = heartbeat
         """Seconds between keep-alive comments on an idle stream (read by the route)."""
         self._keep = keep
-        self._backlog = backlog
         self._alarms: deque[Alarm] = deque()
         self._by_id: dict[int, Alarm] = {}
-        # Each alarm makes at most two events (raised, acknowledged).
-        self._events: deque[AlarmEvent] = deque(maxlen=2 * keep)
         self._trouble: dict[str, _Trouble] = {}
         self._recording_trouble: dict[str, tuple[float, int]] = {}
         """Cameras whose recording failed: since when (monotonic) and the alarm raised."""
@@ -285,10 +187,9 @@ class AlarmCentre:
         self._picture_budget = picture_budget
         self.raised_counts: dict[str, int] = {}
         """Alarms raised since the start, by kind (for metrics)."""
-        self._subscribers: set[Subscription] = set()
         self._next_id = _clock_start()
-        self._next_seq = self._next_id
-        self._stopped = False
+        # Each alarm makes at most two events (raised, acknowledged).
+        self._log = EventLog(2 * keep, backlog, first_seq=self._next_id)
 
     # -- the media plane's listener ---------------------------------------------------
 
@@ -305,7 +206,7 @@ class AlarmCentre:
             elif not (kind == "offline" and trouble.kind == "stalled"):
                 return  # still down: one alarm per trouble (plus one escalation)
             trouble.kind = kind
-            alarm = self._raise(camera_id, hall_id, kind, _texts(kind, error))
+            alarm = self._raise(camera_id, hall_id, kind, short_texts(kind, error))
             trouble.alarm_ids.append(alarm.id)
         elif new is IngestState.ONLINE and trouble is not None:
             del self._trouble[camera_id]
@@ -320,7 +221,7 @@ class AlarmCentre:
         hall_id = self._hall_of(camera_id)
         if hall_id is None or camera_id in self._recording_trouble:
             return
-        alarm = self._raise(camera_id, hall_id, "recording_failed", _texts("recording_failed", reason))
+        alarm = self._raise(camera_id, hall_id, "recording_failed", short_texts("recording_failed", reason))
         self._recording_trouble[camera_id] = (time.monotonic(), alarm.id)
 
     def recording_resumed(self, camera_id: str) -> None:
@@ -387,7 +288,7 @@ class AlarmCentre:
         resolves: tuple[int, ...] = (),
         picture: bytes | None = None,
     ) -> Alarm:
-        message = _short(texts["en"])
+        message = short(texts["en"])
         alarm = Alarm(
             self._next_id,
             camera_id,
@@ -433,11 +334,7 @@ class AlarmCentre:
                 dropped.picture = False
 
     def _publish(self, type_: EventType, alarm: Alarm) -> None:
-        event = AlarmEvent(self._next_seq, type_, alarm.hall_id, alarm.as_json())
-        self._next_seq += 1
-        self._events.append(event)
-        for subscriber in list(self._subscribers):
-            subscriber._offer(event)
+        self._log.publish(type_, alarm.hall_id, alarm.as_json())
 
     # -- reading and acknowledging ---------------------------------------------------
 
@@ -486,37 +383,12 @@ class AlarmCentre:
 
         After :meth:`stop` the subscription is already ended.
         """
-        sub = Subscription(self, hall_ids, self._backlog)
-        sub.position = self._next_seq - 1
-        if last_event_id is not None:
-            sub.replay, sub.resync = self._missed(last_event_id, sub.hall_ids)
-        if self._stopped:
-            sub._end(discard=True)
-        else:
-            self._subscribers.add(sub)
-        return sub
-
-    def _missed(self, last_event_id: str, hall_ids: frozenset[str]) -> tuple[list[AlarmEvent], bool]:
-        """The events after ``last_event_id`` in these halls, and whether that id is unknown."""
-        try:
-            last = int(last_event_id.strip())
-        except ValueError:
-            return [], True
-        oldest = self._events[0].seq if self._events else self._next_seq
-        if not oldest - 1 <= last < self._next_seq:
-            return [], True
-        return [e for e in self._events if e.seq > last and e.hall_id in hall_ids], False
-
-    def _unsubscribe(self, sub: Subscription) -> None:
-        self._subscribers.discard(sub)
+        return self._log.subscribe(hall_ids, last_event_id)
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return self._log.subscriber_count
 
     async def stop(self) -> None:
         """End every subscription (events already queued are still delivered). Idempotent."""
-        self._stopped = True
-        subscribers, self._subscribers = self._subscribers, set()
-        for sub in subscribers:
-            sub._end(discard=False)
+        await self._log.stop()

@@ -27,8 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from streams import StreamManager
-from streams.analysis.output import AnalysisOutput, PictureCleared, PictureRaised
+from streams import AnalysisOutput, PictureCleared, PictureRaised, StreamManager
 from vms.access import Principal
 from vms.alarm_texts import describe
 from vms.alarms import AlarmCentre

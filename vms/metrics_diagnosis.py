@@ -19,8 +19,7 @@ from typing import Any, get_args
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.datastructures import State
 
-from streams import StreamManager
-from streams.analysis import Condition
+from streams import Condition, StreamManager
 from vms.alarms import AlarmCentre, AlarmKind
 from vms.config import Config
 

@@ -15,9 +15,9 @@ from streams import (
     RelaySettings,
     SourceOptions,
     StreamManager,
+    Thresholds,
     TranscodeSettings,
 )
-from streams.analysis import Thresholds
 from vms.config import Camera, Config
 
 

@@ -70,7 +70,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from vms.alarms import AlarmCentre, AlarmEvent, Subscription
+from vms.alarm_events import AlarmEvent, Subscription
+from vms.alarms import AlarmCentre
 from vms.config import Camera, Config, Hall
 from vms.config_webhook import WebhookSettings
 

@@ -19,7 +19,9 @@ import pytest
 from streams import IngestState
 from tests.app_fixtures import serve_app
 from tests.rtsp_fixtures import RtspServerFactory
-from vms.alarms import AlarmCentre, AlarmEvent, NotAcknowledgeable, UnknownAlarm, alarm_message
+from vms.alarm_events import AlarmEvent
+from vms.alarm_texts import alarm_message
+from vms.alarms import AlarmCentre, NotAcknowledgeable, UnknownAlarm
 from vms.config import Config
 from vms.config_loader import parse_config
 
@@ -198,7 +200,7 @@ async def test_subscriptions_filter_replay_resync_and_drop_the_slow(config: Conf
     for unknown in ("1", str(ack.seq + 1), "abc"):
         sub = centre.subscribe(ALL, unknown)
         assert sub.resync and sub.replay == [] and sub.position == ack.seq
-    for sub in list(centre._subscribers):
+    for sub in list(centre._log._subscribers):
         if sub not in (tax_only, everything):
             sub.close()
 

@@ -23,7 +23,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from vms.access import Principal
-from vms.alarms import AlarmCentre, AlarmEvent, NotAcknowledgeable, UnknownAlarm
+from vms.alarm_events import AlarmEvent
+from vms.alarms import AlarmCentre, NotAcknowledgeable, UnknownAlarm
 from vms.audit import AuditError, AuditLog
 from vms.deps import ConfigDep, CurrentUser, SnapshotUser, require
 from vms.problems import Problem
