@@ -1,9 +1,11 @@
 // The alarms panel: the list (newest first), live events over Server-Sent Events,
 // acknowledgement by operators and admins, a play-back button for users who may play
-// recordings, and the unacknowledged count in the header.
+// recordings, the picture of a picture alarm for users who may take snapshots, and the
+// unacknowledged count in the header. Texts come in the page's language.
 
 import { getJSON, postJSON, request } from "./api.js";
-import { clock, t } from "./i18n.js";
+import { showAlarmPicture } from "./diagnosis.js";
+import { clock, localized, t } from "./i18n.js";
 
 const KEEP = 200;
 const RECONNECT_MS = 5000;
@@ -21,9 +23,11 @@ export class AlarmsPanel {
   /**
    * @param {HTMLElement} list the element holding the items
    * @param {HTMLElement} counter #alarm-count
-   * @param {{canAck: boolean, canPlayback: boolean, lookup: (id: string) => {camera: string, hall: string},
+   * @param {{canAck: boolean, canPlayback: boolean, canSeePictures: boolean,
+   *          lookup: (id: string) => {camera: string, hall: string},
    *          onCamera: (id: string) => void, onPlayback: (alarm: object) => void,
-   *          toast: (text: string) => void}} options
+   *          onAlarms: (alarms: object[]) => void, toast: (text: string) => void}} options
+   *   canSeePictures: the "snapshot" permission; onAlarms: the alarms after every change
    */
   constructor(list, counter, options) {
     this.list = list;
@@ -141,9 +145,13 @@ export class AlarmsPanel {
     const button = ev.target.closest('button[data-action="ack"]');
     const item = ev.target.closest("[data-alarm-id]");
     if (!item) return;
+    const alarm = [...this.alarms.values()].find((a) => String(a.id) === item.dataset.alarmId);
     if (ev.target.closest('button[data-action="playback"]')) {
-      const alarm = [...this.alarms.values()].find((a) => String(a.id) === item.dataset.alarmId);
       if (alarm) this.options.onPlayback(alarm);
+      return;
+    }
+    if (ev.target.closest('button[data-action="picture"]')) {
+      if (alarm) this.showPicture(alarm);
       return;
     }
     if (!button) {
@@ -158,6 +166,13 @@ export class AlarmsPanel {
       button.disabled = false;
       if (err.status !== 401) this.options.toast(`${t("alarms.ackFailed")}: ${err.detail || err.message}`);
     }
+  }
+
+  showPicture(alarm) {
+    const where = this.options.lookup(alarm.camera_id);
+    const caption = `${where.camera} ${where.hall} ${clock(epoch(alarm.at))}`;
+    const thumb = () => this.list.querySelector(`[data-alarm-id="${alarm.id}"] button[data-action="picture"]`);
+    showAlarmPicture(alarm, caption, thumb);
   }
 
   renderCount() {
@@ -176,6 +191,7 @@ export class AlarmsPanel {
       items.push(this.note);
     }
     this.list.replaceChildren(...items);
+    this.options.onAlarms(alarms);
   }
 
   item(alarm) {
@@ -192,6 +208,8 @@ export class AlarmsPanel {
     const head = el("div", "alarm-head");
     const kind = el("span", "alarm-kind");
     kind.textContent = t(`kind.${alarm.kind}`);
+    const message = localized(alarm.texts, alarm.message);
+    const detail = message !== kind.textContent ? message : ""; // a picture alarm's text is its kind
     const time = el("time", "alarm-time", { datetime: alarm.at });
     time.textContent = clock(epoch(alarm.at));
     head.append(kind, time);
@@ -202,11 +220,12 @@ export class AlarmsPanel {
     hall.textContent = where.hall;
     what.append(cam, hall);
     li.append(head, what);
-    if (alarm.message) {
+    if (detail) {
       const msg = el("div", "alarm-message");
-      msg.textContent = alarm.message;
+      msg.textContent = detail;
       li.append(msg);
     }
+    if (alarm.picture && this.options.canSeePictures) li.append(this.thumbnail(alarm, where, time.textContent));
     if (acked) {
       const by = el("div", "alarm-ack");
       by.textContent = t("alarms.ackBy", { user: alarm.acknowledged_by, time: clock(epoch(alarm.acknowledged_at)) });
@@ -222,7 +241,15 @@ export class AlarmsPanel {
       b.setAttribute("aria-label", `${t("alarms.playbackLabel")}: ${where.camera} ${time.textContent}`);
       head.append(b);
     }
-    li.setAttribute("aria-label", `${t(`kind.${alarm.kind}`)} ${time.textContent} ${where.camera} ${where.hall}`);
+    li.setAttribute("aria-label", `${detail || kind.textContent} ${time.textContent} ${where.camera} ${where.hall}`);
     return li;
+  }
+
+  /** A button showing the alarm's picture small (loaded once scrolled into view); opens it full size. */
+  thumbnail(alarm, where, time) {
+    const label = t("alarms.pictureLabel", { camera: where.camera, time });
+    const b = el("button", "alarm-thumb", { type: "button", "data-action": "picture", "aria-label": label, title: label });
+    b.append(el("img", "", { src: alarm.picture, alt: "", loading: "lazy", decoding: "async", width: "160", height: "90" }));
+    return b;
   }
 }

@@ -4,7 +4,9 @@
 
 import { AlarmsPanel } from "./alarms.js";
 import { ApiError, getJSON, onSessionExpired, postJSON, putJSON, request, setCsrfToken } from "./api.js";
-import { currentLang, onLangChange, setLang, t, translate } from "./i18n.js";
+import { HealthDialog, pictureFaults } from "./diagnosis.js";
+import { closeDialogs } from "./dialog.js";
+import { currentLang, dateTime, onLangChange, setLang, t, translate } from "./i18n.js";
 import { PlaybackView } from "./playback.js";
 import { StatusBar } from "./status.js";
 import { HallTree } from "./tree.js";
@@ -114,6 +116,8 @@ async function enter(me) {
     onChange: (state) => scheduleSave(s, state),
     toast,
     onStats: () => s.status.setWall(s.wall.label()),
+    onHealth: (camera) =>
+      new HealthDialog(camera, { canSetReference: can.has("acknowledge"), canSeePictures: can.has("snapshot") }).open(),
   });
   // With playback shown, the tree picks what it plays; else what the wall shows.
   const playing = () => Boolean(s.playback) && !dom.playback.hidden;
@@ -133,6 +137,8 @@ async function enter(me) {
     },
     canPlayback: can.has("playback"),
     onPlayback: (alarm) => showPlayback(s, (view) => view.playAlarm(alarm)),
+    canSeePictures: can.has("snapshot"),
+    onAlarms: (alarms) => s.wall.setPictureFaults(pictureFaults(alarms)),
     toast,
   });
   dom.navPlayback.hidden = !can.has("playback");
@@ -228,6 +234,7 @@ function leave() {
   const s = session;
   session = null;
   if (!s) return;
+  closeDialogs();
   clearInterval(s.pollTimer);
   clearTimeout(s.saveTimer);
   if (s.wall) s.wall.destroy();
@@ -324,8 +331,7 @@ function wireStatic() {
     if (session && session.wall) session.wall.stopAll();
   });
   const tick = () => {
-    const d = new Date();
-    dom.clock.textContent = d.toLocaleString(currentLang() === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+    dom.clock.textContent = dateTime(new Date());
   };
   tick();
   setInterval(tick, 1000);

@@ -7,9 +7,11 @@
 // Two surfaces (a <video> and a <canvas> each) sit on top of each other. A change of stream
 // or mode starts the new player on the surface behind, and the surfaces swap only once it
 // shows a picture; then the old player stops: no black gap. The wall is silent; a tile whose
-// stream has audio offers a sound toggle (sound.js).
+// stream has audio offers a sound toggle (sound.js). A camera whose picture has a fault the
+// diagnosis raised carries a badge; its diagnosis button opens the camera's health.
 
 import { request } from "./api.js";
+import { kindList } from "./diagnosis.js";
 import { clock, t } from "./i18n.js";
 import { MODE_BADGES, forcedMode, labelModeSelect, modeSelect, rememberMode } from "./modes.js";
 import { Player } from "./player.js";
@@ -31,6 +33,8 @@ const ICONS = {
     '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5" fill="none" stroke="currentColor" stroke-width="1.8"/></svg>',
   clear:
     '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6 6l12 12M18 6L6 18" fill="none" stroke="currentColor" stroke-width="1.8"/></svg>',
+  health:
+    '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 12h4l2-5 4 10 2-5h6" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linejoin="round"/></svg>',
   camera:
     '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 7h12v10H3zM15 10l6-3v10l-6-3" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linejoin="round"/></svg>',
 };
@@ -80,7 +84,8 @@ export class Tile {
     const badges = el("div", "tile-badges");
     this.modeBadge = el("span", "tile-mode");
     this.fpsBadge = el("span", "tile-fps");
-    badges.append(this.modeBadge, this.fpsBadge);
+    this.pictureBadge = el("span", "tile-picture");
+    badges.append(this.pictureBadge, this.modeBadge, this.fpsBadge);
     top.append(this.title, badges);
     const bottom = el("div", "tile-bar tile-bottom");
     this.stateText = el("div", "tile-state");
@@ -90,6 +95,7 @@ export class Tile {
       actions.append(this.modeChoice);
     }
     if (wall.canSnapshot) actions.append(iconButton("snapshot", "tile.snapshot"));
+    actions.append(iconButton("health", "tile.health"));
     this.soundButton = soundButton();
     actions.append(this.soundButton);
     actions.append(iconButton("fullscreen", "tile.fullscreen"), iconButton("clear", "tile.clear"));
@@ -168,6 +174,7 @@ export class Tile {
     if (name === "fullscreen") this.toggleFullscreen();
     else if (name === "clear") this.wall.assign(this.index, null);
     else if (name === "snapshot") this.snapshot();
+    else if (name === "health" && this.camera()) this.wall.onHealth(this.camera());
     else if (name === "sound") {
       this.sound = !this.sound;
       this.render();
@@ -349,6 +356,11 @@ export class Tile {
       else if (info.status === "unsupported") text = t("tile.unsupported");
     }
     this.stateText.textContent = text;
+    const faults = (cam && this.wall.pictureFaults.get(cam.id)) || [];
+    root.dataset.picture = faults.join(" ");
+    this.pictureBadge.textContent = faults.length ? t("tile.pictureFault") : "";
+    this.pictureBadge.title = faults.length ? kindList(faults) : "";
+    if (faults.length) text = `${text} · ${t("tile.pictureFaults", { kinds: kindList(faults) })}`;
     root.setAttribute(
       "aria-label",
       cam

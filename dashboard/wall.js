@@ -13,7 +13,9 @@ export class Wall {
   /**
    * @param {HTMLElement} section the #wall element
    * @param {{canSnapshot: boolean, onChange: (state: {layout: number, tiles: (string|null)[]}) => void,
-   *          toast: (text: string) => void, onStats: () => void, canChooseMode?: boolean}} options
+   *          toast: (text: string) => void, onStats: () => void, onHealth: (camera: object) => void,
+   *          canChooseMode?: boolean}} options
+   *   onHealth: show a camera's picture diagnosis (its tile's diagnosis button)
    *   canChooseMode: whether the user may force a tile's playback mode (operators and admins);
    *   by default taken from the logged-in user's role
    */
@@ -24,6 +26,8 @@ export class Wall {
     this.onChange = options.onChange;
     this.toast = options.toast;
     this.onStats = options.onStats;
+    this.onHealth = options.onHealth;
+    this.pictureFaults = new Map();
     this.cameras = new Map();
     this.halls = new Map();
     this.layout = 4;
@@ -55,6 +59,16 @@ export class Wall {
     for (const tile of this.tiles) {
       if (tile.cameraId && !this.cameras.has(tile.cameraId)) tile.setCamera(null);
       else tile.reconcile();
+    }
+  }
+
+  /** Cameras whose picture has faults now (camera id → kinds): their tiles show a badge. */
+  setPictureFaults(faults) {
+    const before = this.pictureFaults;
+    this.pictureFaults = faults;
+    for (const tile of this.tiles) {
+      const id = tile.cameraId;
+      if (id && String(before.get(id) || "") !== String(faults.get(id) || "")) tile.render();
     }
   }
 

@@ -94,8 +94,8 @@ async def test_a_dark_picture_raises_its_alarm_with_the_picture(running: Running
     alarm = await until(dark_alarm, 10, "the dark camera raises its alarm")
     assert alarm["camera_id"] == "dark-1" and not alarm["informational"]
     assert alarm["texts"] == {"zh-CN": "画面过暗", "en": "picture too dark"}
-    assert alarm["picture"] is True
-    res = await operator.get(f"/api/v1/alarms/{alarm['id']}/picture")
+    assert alarm["picture"] == f"/api/v1/alarms/{alarm['id']}/picture"
+    res = await operator.get(alarm["picture"])
     assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg"
     picture = cv2.imdecode(np.frombuffer(res.content, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert picture.shape == (360, 640) and picture.mean() < 40

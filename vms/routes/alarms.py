@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from vms.access import Principal
 from vms.alarm_events import AlarmEvent
-from vms.alarms import AlarmCentre, NotAcknowledgeable, UnknownAlarm
+from vms.alarms import Alarm, AlarmCentre, NotAcknowledgeable, UnknownAlarm
 from vms.audit import AuditError, AuditLog
 from vms.deps import ConfigDep, CurrentUser, SnapshotUser, require
 from vms.problems import Problem
@@ -51,8 +51,9 @@ class AlarmOut(BaseModel):
     """In English; ``texts`` has it by language."""
     texts: dict[str, str]
     """The message by language: ``zh-CN`` and ``en``."""
-    picture: bool
-    """Whether ``GET /api/v1/alarms/{id}/picture`` has the picture that raised it."""
+    picture: str | None
+    """The URL of the picture that raised it (``/api/v1/alarms/{id}/picture``), or null:
+    the same form as in the event stream."""
     informational: bool
     """True for ``online``, ``recording_resumed`` and ``picture_ok`` events: nothing to acknowledge."""
     resolves: list[int]
@@ -64,6 +65,10 @@ class AlarmList(BaseModel):
     unacknowledged: int
     """Alarms in the caller's halls still waiting for an operator (whatever the filters)."""
     alarms: list[AlarmOut]
+
+
+def _out(alarm: Alarm) -> AlarmOut:
+    return AlarmOut.model_validate(alarm.as_json())
 
 
 def _centre(request: Request) -> AlarmCentre:
@@ -96,9 +101,7 @@ async def list_alarms(
     count = centre.unacknowledged_count(halls)
     response.headers[UNACKNOWLEDGED_HEADER] = str(count)
     response.headers["Cache-Control"] = "no-store"
-    return AlarmList(
-        unacknowledged=count, alarms=[AlarmOut.model_validate(a, from_attributes=True) for a in found]
-    )
+    return AlarmList(unacknowledged=count, alarms=[_out(a) for a in found])
 
 
 @router.post("/alarms/{alarm_id}/ack")
@@ -127,7 +130,7 @@ async def acknowledge(alarm_id: DbId, request: Request, user: AckUser, config: C
         raise Problem(
             503, "the acknowledgement could not be recorded; try again", {"Retry-After": "5"}
         ) from err
-    return AlarmOut.model_validate(alarm, from_attributes=True)
+    return _out(alarm)
 
 
 @router.get("/alarms/{alarm_id}/picture", response_class=Response)
