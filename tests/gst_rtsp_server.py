@@ -7,37 +7,54 @@ project's virtualenv), for example::
 
 Each ``--stream PATH:SPEC`` adds a mount point. SPEC is either
 
-* encoder mode: ``WxH@FPS[,BITRATEk][,gop=N][,profile=baseline|high][,codec=h265]
-  [,bframes=N][,clock][,audio=pcmu|pcma|opus|aac|latm]``; a live test picture encoded
-  by x264 (or x265).
+* encoder mode: ``WxH@FPS[,BITRATEk|,qp=N][,gop=N][,profile=baseline|high][,codec=h265]
+  [,bframes=N][,clock|,scene=FILE][,faults][,audio=pcmu|pcma|opus|aac|latm]``; a live
+  test picture encoded by x264 (or x265) at a constant bitrate or, with ``qp=N``
+  (H.264 only), at a constant quantizer, as a camera in fixed-quality mode sends it:
+  a still picture is then coded alike at every keyframe, and snow at whatever rate
+  it takes.
   ``bframes=N`` (H.264 only) makes x264 use N B-frames (High profile, no
   zero-latency tuning, which would forbid them), so presentation timestamps
   arrive out of order. ``clock`` replaces the test pattern with a grey picture
   and a moving bar whose top-left carries, as a barcode, the Unix time in
   milliseconds at which the frame was made (see ``clock_barcode.py``); raw I420
   frames are fed to the encoder through an ``appsrc`` at the spec's rate.
+  ``scene=FILE`` feeds the same way raw I420 pictures of the spec's size read from
+  FILE (one after the other, nothing between them), looped: a recorded-looking scene.
+  ``faults`` puts GStreamer elements between the picture and the encoder that turn
+  it bad on command while it streams (see ``gst_faults.py``).
   ``audio=CODEC`` adds a second track (``pay1``), a live sine tone: G.711 µ-law
   or A-law (8 kHz mono, 20 ms per packet), Opus (48 kHz stereo, 20 ms frames)
   or AAC-LC (``voaacenc``, 48 kHz stereo, RTP per RFC 3640 AAC-hbr; ``latm``:
   the same in MP4A-LATM, RFC 6416, which the relay does not read). Or
-* access-unit file mode: ``aufile=FILE[,fps=N]``; pre-encoded H.264 access
+* access-unit file mode: ``aufile=FILE[,fps=N][,alt=FILE2]``; pre-encoded H.264 access
   units (repeated 4-byte big-endian length + Annex-B access unit; the first is a
   keyframe with SPS/PPS) looped at real-time pace. Before each access unit goes
   out, an SEI NAL unit (user_data_unregistered, UUID ``HALLWATCH-CLOCK!``) with
   8 bytes of big-endian ``time.time_ns()`` is put in front of its first slice:
   a burnt-in send time that lets a reader measure latency without decoding.
+  With ``alt=FILE2`` the fault ``switch`` makes the mount send FILE2 instead (from
+  its first access unit, a keyframe), ``none`` FILE again: a switch to another
+  scene within the same session.
+
+Commands on standard input, one a line, each answered on standard output by ``OK``
+or ``ERR reason``: ``fault PATH NAME`` turns the picture of mount PATH bad (NAME
+one of ``gst_faults.FAULTS``, or ``switch`` for an access-unit file with ``alt``)
+or, with ``none``, back to normal.
 
 Every client of one path shares one pipeline. Serves RTP over TCP (interleaved)
 and UDP. ``--user``/``--password`` enable Basic or Digest authentication
 (``--auth``). Prints ``READY <port>`` once listening; exits on SIGTERM/SIGINT.
 
-Threads: the GLib main loop serves RTSP; one feeder thread per access-unit-file
-or clock pipeline pushes buffers into its ``appsrc``.
+Threads: the GLib main loop serves RTSP and runs commands; one feeder thread per
+access-unit-file, clock or scene pipeline pushes buffers into its ``appsrc``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import re
 import signal
 import struct
@@ -59,6 +76,7 @@ from clock_barcode import HEIGHT as BARCODE_HEIGHT  # noqa: E402
 from clock_barcode import WIDTH as BARCODE_WIDTH  # noqa: E402
 from clock_barcode import barcode_rows  # noqa: E402
 from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E402
+from gst_faults import FaultControl, Freezer, SetFault, fault_chain, watch_commands  # noqa: E402
 
 CLOCK_UUID = b"HALLWATCH-CLOCK!"
 _ROLE = "user"
@@ -80,18 +98,27 @@ class EncoderSpec:
     height: int = 360
     fps: int = 25
     bitrate_kbps: int = 800
+    qp: int = 0
     gop: int = 50
     profile: str = "baseline"
     codec: str = "h264"
     bframes: int = 0
     clock: bool = False
+    scene: str = ""
+    faults: bool = False
     audio: str = ""
+
+    @property
+    def fed(self) -> bool:
+        """Whether the server makes the raw pictures itself and feeds them to an ``appsrc``."""
+        return self.clock or bool(self.scene)
 
 
 @dataclass
 class AuFileSpec:
     path: str
     fps: int = 25
+    alt: str = ""
 
 
 def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
@@ -100,9 +127,12 @@ def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
         au = AuFileSpec(path=parts[0][len("aufile=") :])
         for part in parts[1:]:
             key, _, value = part.partition("=")
-            if key != "fps":
+            if key == "fps":
+                au.fps = int(value)
+            elif key == "alt":
+                au.alt = value
+            else:
                 raise ValueError(f"unknown option {part!r} in {spec!r}")
-            au.fps = int(value)
         return au
     enc = EncoderSpec()
     for part in parts:
@@ -113,6 +143,8 @@ def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
                 enc.fps = int(size[3])
         elif re.fullmatch(r"\d+k", part):
             enc.bitrate_kbps = int(part[:-1])
+        elif part.startswith("qp="):
+            enc.qp = int(part[3:])
         elif part.startswith("gop="):
             enc.gop = int(part[4:])
         elif part.startswith("profile="):
@@ -129,12 +161,20 @@ def parse_spec(spec: str) -> EncoderSpec | AuFileSpec:
             enc.bframes = int(part[8:])
         elif part == "clock":
             enc.clock = True
+        elif part.startswith("scene="):
+            enc.scene = part[6:]
+        elif part == "faults":
+            enc.faults = True
         elif part.startswith("audio="):
             enc.audio = part[6:]
             if enc.audio not in AUDIO_ENCODERS:
                 raise ValueError(f"audio must be one of {', '.join(AUDIO_ENCODERS)}, not {enc.audio!r}")
         else:
             raise ValueError(f"unknown option {part!r} in {spec!r}")
+    if enc.qp and enc.codec != "h264":
+        raise ValueError("qp is for H.264 only")
+    if enc.clock and enc.scene:
+        raise ValueError("clock and scene are two different pictures: choose one")
     if enc.bframes:
         if enc.codec != "h264":
             raise ValueError("bframes is for H.264 only")
@@ -163,8 +203,9 @@ def encoder_and_payloader(enc: EncoderSpec) -> str:
         )
     else:
         tuning = "tune=zerolatency"
+    rate = f"pass=quant quantizer={enc.qp}" if enc.qp else f"bitrate={enc.bitrate_kbps}"
     return (
-        f"x264enc {tuning} speed-preset={preset} key-int-max={enc.gop} bitrate={enc.bitrate_kbps} "
+        f"x264enc {tuning} speed-preset={preset} key-int-max={enc.gop} {rate} "
         f"! video/x-h264,profile={enc.profile} "
         "! rtph264pay config-interval=-1 name=pay0 pt=96"
     )
@@ -181,10 +222,12 @@ def audio_launch(codec: str) -> str:
 
 def encoder_launch(enc: EncoderSpec) -> str:
     size = f"width={enc.width},height={enc.height},framerate={enc.fps}/1"
-    if enc.clock:
+    if enc.fed:
         source = f"appsrc name=src is-live=true format=time caps=video/x-raw,format=I420,{size} ! queue"
     else:
         source = f"videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,{size}"
+    if enc.faults:
+        source += f" ! {fault_chain(enc.width, enc.height, enc.fps)}"
     audio = f" {audio_launch(enc.audio)}" if enc.audio else ""
     return f"( {source} ! {encoder_and_payloader(enc)}{audio} )"
 
@@ -287,17 +330,28 @@ class Feeder:
 class AuFileFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
     def __init__(self, spec: AuFileSpec) -> None:
         super().__init__()
-        self._units = read_au_file(spec.path)
+        self._recordings = {"none": read_au_file(spec.path)}
+        if spec.alt:
+            self._recordings["switch"] = read_au_file(spec.alt)
+        self._units = self._recordings["none"]
         self._fps = spec.fps
         self.set_launch(aufile_launch())
         self.connect("media-configure", self._on_configure)
+
+    def set_fault(self, fault: str) -> None:
+        """``switch``: send the ``alt`` recording from its start; ``none``: the first one again."""
+        if fault not in self._recordings:
+            raise ValueError(f"an access-unit file mount knows {', '.join(self._recordings)}, not {fault!r}")
+        self._units = self._recordings[fault]
 
     def _on_configure(self, _factory: Any, media: GstRtspServer.RTSPMedia) -> None:
         units = self._units
         index = -1
 
         def produce() -> bytes:
-            nonlocal index
+            nonlocal units, index
+            if self._units is not units:
+                units, index = self._units, -1
             index = (index + 1) % len(units)
             return with_clock(units[index], time.time_ns())
 
@@ -335,35 +389,61 @@ class ClockPicture:
         return bytes(data)
 
 
-class ClockFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
+@functools.cache
+def read_scene(path: str, frame_size: int) -> tuple[bytes, ...]:
+    """The raw pictures of a ``scene=`` file, read once however many mounts show it."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data or len(data) % frame_size:
+        raise ValueError(f"{path} does not hold whole pictures of {frame_size} bytes")
+    return tuple(data[i : i + frame_size] for i in range(0, len(data), frame_size))
+
+
+class EncoderFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
+    """An encoder-mode mount: feeds its ``appsrc`` (clock, scene) and takes faults on command."""
+
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self._spec = spec
+        self._scene = read_scene(spec.scene, spec.width * spec.height * 3 // 2) if spec.scene else ()
+        self._faults = FaultControl(spec.width, spec.height) if spec.faults else None
         self.set_launch(encoder_launch(spec))
         self.connect("media-configure", self._on_configure)
 
+    def set_fault(self, fault: str) -> None:
+        if self._faults is None:
+            raise ValueError("this mount was started without the faults option")
+        self._faults.set(fault, can_freeze=self._spec.fed)
+
     def _on_configure(self, _factory: Any, media: GstRtspServer.RTSPMedia) -> None:
         spec = self._spec
-        _feed(media, ClockPicture(spec.width, spec.height, spec.fps), spec.fps)
+        freezer = None
+        if spec.fed:
+            picture = (
+                itertools.cycle(self._scene).__next__
+                if spec.scene
+                else ClockPicture(spec.width, spec.height, spec.fps)
+            )
+            freezer = Freezer(picture)
+            _feed(media, freezer, spec.fps)
+        if self._faults is not None:
+            self._faults.attach(media, freezer)
 
 
-def build_server(args: argparse.Namespace) -> GstRtspServer.RTSPServer:
+def build_server(args: argparse.Namespace) -> tuple[GstRtspServer.RTSPServer, dict[str, SetFault]]:
+    """The server, and what turns each mount's picture bad (``set_fault`` by path)."""
     server = GstRtspServer.RTSPServer()
     server.set_address(args.bind)
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    faults: dict[str, SetFault] = {}
     for item in args.stream:
         path, sep, spec_text = item.partition(":")
         if not sep or not path:
             raise SystemExit(f"--stream wants PATH:SPEC, got {item!r}")
         spec = parse_spec(spec_text)
-        if isinstance(spec, AuFileSpec):
-            factory: GstRtspServer.RTSPMediaFactory = AuFileFactory(spec)
-        elif spec.clock:
-            factory = ClockFactory(spec)
-        else:
-            factory = GstRtspServer.RTSPMediaFactory()
-            factory.set_launch(encoder_launch(spec))
+        factory = AuFileFactory(spec) if isinstance(spec, AuFileSpec) else EncoderFactory(spec)
+        faults[path.strip("/")] = factory.set_fault
         factory.set_shared(True)
         factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
         if args.user:
@@ -391,7 +471,7 @@ def build_server(args: argparse.Namespace) -> GstRtspServer.RTSPServer:
             client.connect("new-session", lambda _c, session: session.set_timeout(timeout))
 
         server.connect("client-connected", on_client)
-    return server
+    return server, faults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     Gst.init(None)
-    server = build_server(args)
+    server, faults = build_server(args)
     loop = GLib.MainLoop()
     if server.attach(None) == 0:
         print(f"cannot listen on {args.bind}:{args.port}", file=sys.stderr)
@@ -417,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     GLib.timeout_add(250, lambda: pool.cleanup() >= 0)  # expire timed-out sessions promptly
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, lambda: loop.quit() or False)
+    watch_commands(faults)
     print(f"READY {server.get_bound_port()}", flush=True)
     loop.run()
     return 0

@@ -73,9 +73,10 @@ class RtspTestServer:
     """One ``gst_rtsp_server.py`` process. See the module docstring.
 
     ``streams`` maps paths to encoder specs (``"640x360@25,800k,gop=25"``; options
-    such as ``codec=h265``, ``bframes=2`` and ``clock`` are described in ``gst_rtsp_server.py``);
-    ``au_files`` maps paths to access-unit files (served at 25 fps, or give a
-    full spec like ``"aufile=FILE,fps=30"`` in ``streams``).
+    such as ``codec=h265``, ``bframes=2``, ``clock``, ``scene=FILE`` and ``faults`` are
+    described in ``gst_rtsp_server.py``); ``au_files`` maps paths to access-unit files
+    (served at 25 fps, or give a full spec like ``"aufile=FILE,fps=30"`` in ``streams``).
+    :meth:`fault` turns a mount's picture bad and back while it streams.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class RtspTestServer:
         self.session_timeout = session_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._out = b""
         self.frozen = False
 
     def url(self, path: str = "cam1", *, with_credentials: bool = False) -> str:
@@ -124,7 +126,7 @@ class RtspTestServer:
             cmd += ["--session-timeout", str(self.session_timeout)]
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop/kill)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        self._proc = self._spawn(cmd, env)
         self.frozen = False
         deadline = time.monotonic() + timeout
         # A restart on the same port may find it still held for a moment: retry until the deadline.
@@ -135,28 +137,53 @@ class RtspTestServer:
                 return self
             if self._proc.poll() is not None and time.monotonic() < deadline and self.port:
                 time.sleep(0.1)
-                self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+                self._proc = self._spawn(cmd, env)
                 continue
             log = self._stderr_tail()
             self.kill()
             raise RuntimeError(f"RTSP test server did not start: {log}")
 
+    def _spawn(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self._out = b""
+        return subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+        )
+
     def _read_ready(self, deadline: float) -> str | None:
+        line = self._read_line(deadline)
+        return line if line is not None and line.startswith("READY ") else None
+
+    def _read_line(self, deadline: float) -> str | None:
+        """The server's next line on standard output; None if it ends or the deadline passes."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
-        buf = b""
-        while time.monotonic() < deadline:
+        while b"\n" not in self._out and time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], max(0.0, min(0.2, deadline - time.monotonic())))
             if ready:
                 chunk = os.read(fd, 256)
                 if not chunk:
                     return None
-                buf += chunk
-                if buf.startswith(b"READY ") and b"\n" in buf:
-                    return buf.split(b"\n", 1)[0].decode()
+                self._out += chunk
             elif self._proc.poll() is not None:
                 return None
-        return None
+        if b"\n" not in self._out:
+            return None
+        line, self._out = self._out.split(b"\n", 1)
+        return line.decode()
+
+    def fault(self, path: str, fault: str, timeout: float = 5.0) -> None:
+        """Turn the picture of mount ``path`` bad while it streams (``fault`` as listed in
+        ``gst_faults.py``, or ``switch`` for an access-unit file with ``alt``); ``none``: back to
+        normal. The mount needs the ``faults`` option (or ``alt``). Raises RuntimeError if the
+        server refuses or does not answer."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or not self.running:
+            raise RuntimeError("the RTSP test server is not running")
+        proc.stdin.write(f"fault {path.strip('/')} {fault}\n".encode())
+        proc.stdin.flush()
+        answer = self._read_line(time.monotonic() + timeout)
+        if answer != "OK":
+            raise RuntimeError(f"fault {fault!r} on {path!r}: {answer or 'no answer'}")
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:
@@ -207,8 +234,9 @@ class RtspTestServer:
         self.frozen = False
 
     def _close_pipes(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
