@@ -4,7 +4,7 @@ learned of itself, and keeps the verdict.
 :meth:`Diagnosis.observe` takes a decoded BGR picture and its timestamp, computes every
 check's :class:`~streams.analysis.verdict.Scores`, lets the :class:`~streams.analysis.verdict.Verdict`
 decide what is raised, and teaches the baseline only pictures without any condition
-present. The first healthy picture becomes the reference view until an operator sets one
+present (a few pictures late: :data:`LEARN_DELAY`). The first healthy picture becomes the reference view until an operator sets one
 (:meth:`Diagnosis.set_reference`); the blur, freeze and
 cover checks wait until the baseline is ready.
 
@@ -33,6 +33,11 @@ from streams.analysis.verdict import DEFAULT_THRESHOLDS, Condition, Scores, Thre
 
 MOTION_WINDOW = 5
 """Frame differences whose median is the frozen score."""
+LEARN_DELAY = MOTION_WINDOW
+"""Healthy pictures wait this many pictures before the baseline learns them, and are dropped
+if a condition comes up meanwhile: a fault is often seen only a few pictures after it began
+(the frozen score needs three repeated pictures of five), and its first pictures must not
+teach the baseline that a fault is normal."""
 
 
 class Diagnosis:
@@ -47,6 +52,7 @@ class Diagnosis:
         healthy picture."""
         self._previous: checks.Picture | None = None
         self._motion: deque[float] = deque(maxlen=MOTION_WINDOW)
+        self._pending: deque[tuple[checks.Picture, checks.Picture | None, float | None]] = deque()
         self.last_scores: Scores | None = None
         """The scores of the last observed picture."""
 
@@ -78,9 +84,13 @@ class Diagnosis:
         p = checks.prepare(bgr)
         self.last_scores = self._scores(p)
         present = judge(self.last_scores, self.thresholds)
-        if not present:
+        if present:
+            self._pending.clear()
+        else:
             in_place = self.last_scores.in_place if self.reference is not None else None
-            self.baseline.learn(p, self._previous, in_place)
+            self._pending.append((p, self._previous, in_place))
+            if len(self._pending) > LEARN_DELAY:
+                self.baseline.learn(*self._pending.popleft())
             if self.reference is None:
                 self.reference = checks.reference(p)
         self._previous = p

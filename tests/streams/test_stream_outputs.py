@@ -101,8 +101,10 @@ async def test_a_registered_output_is_fed_by_the_one_upstream_session_and_stoppe
     assert events == [("counted", ("counted", counter.packets))]
 
 
-def test_the_default_outputs_are_the_frame_source_pictures_the_transcoders_and_the_recorder() -> None:
-    assert sorted(OUTPUTS) == ["frames", "h264", "opus", "pictures", "recorder"]
+def test_the_default_outputs_are_the_frame_source_pictures_the_transcoders_the_recorder_and_analysis() -> (
+    None
+):
+    assert sorted(OUTPUTS) == ["analysis", "frames", "h264", "opus", "pictures", "recorder"]
 
 
 def test_a_kind_is_registered_once() -> None:
