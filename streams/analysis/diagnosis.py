@@ -4,9 +4,9 @@ learned of itself, and keeps the verdict.
 :meth:`Diagnosis.observe` takes a decoded BGR picture and its timestamp, computes every
 check's :class:`~streams.analysis.verdict.Scores`, lets the :class:`~streams.analysis.verdict.Verdict`
 decide what is raised, and teaches the baseline only pictures without any condition
-present (a few pictures late: :data:`LEARN_DELAY`). The first healthy picture becomes the reference view until an operator sets one
-(:meth:`Diagnosis.set_reference`); the blur, freeze and
-cover checks wait until the baseline is ready.
+present (a few pictures late: :data:`LEARN_DELAY`). The first healthy picture becomes the
+reference view until an operator sets one (:meth:`Diagnosis.set_reference`); the blur,
+freeze, cover and scene checks wait until the baseline is ready.
 
 The frozen score is the median of the last :data:`MOTION_WINDOW` frame differences,
 because an encoder's keyframe redraws a frozen picture with fresh coding noise: a
