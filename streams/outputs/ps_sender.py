@@ -33,7 +33,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 from streams.formats.ps_rtp import RtpStamper, SharedPsUnits
 from streams.hub import Hub, HubClosed
@@ -67,8 +67,7 @@ class _UdpLink(asyncio.DatagramProtocol, _Link):
         self._resumed: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def error_received(self, exc: Exception) -> None:
         self._error = exc

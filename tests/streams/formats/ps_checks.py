@@ -5,6 +5,7 @@ stream demuxed and decoded by PyAV and probed by FFmpeg's ffprobe."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import struct
 import subprocess
@@ -34,10 +35,7 @@ def ps_packets(data: bytes) -> list[tuple[int, bytes]]:
     while at < len(data):
         assert data[at : at + 3] == b"\x00\x00\x01", f"no start code at {at}"
         sid = data[at + 3]
-        if sid == PACK:
-            size = 14 + (data[at + 13] & 0x7)
-        else:
-            size = 6 + struct.unpack_from(">H", data, at + 4)[0]
+        size = 14 + (data[at + 13] & 7) if sid == PACK else 6 + struct.unpack_from(">H", data, at + 4)[0]
         out.append((sid, data[at : at + size]))
         at += size
     assert at == len(data)
@@ -107,7 +105,7 @@ def reassemble(packets: list[Rtp], ssrc: int) -> tuple[bytes, list[int]]:
     """The PS stream the RTP packets carry, checked for sequence and markers; and the
     timestamp of each access unit (one per marker)."""
     stream, stamps = bytearray(), []
-    for before, after in zip(packets, packets[1:], strict=False):
+    for before, after in itertools.pairwise(packets):
         assert after.sequence == (before.sequence + 1) & 0xFFFF
         if not before.marker:
             assert after.timestamp == before.timestamp, "one timestamp per access unit"

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 from pathlib import Path
 
+import av
 import pytest
 
 from streams.formats.mpeg_ps import PES_LENGTH_MAX, PsMuxer, crc32_mpeg2
 from streams.hub import Hub
 from streams.packets import MediaPacket
+from tests.audio_media import encode_audio
 from tests.media import encode_h264, encode_h264_bframes, encode_h265
 from tests.streams.formats import ps_checks
 from tests.streams.formats.ps_checks import AUDIO, PACK, PSM, SYSTEM, VIDEO
@@ -130,8 +133,6 @@ def test_a_codec_change_bumps_the_map_version() -> None:
 
 
 def test_audio_is_listed_in_the_map_and_muxed_with_adts() -> None:
-    from tests.audio_media import encode_audio
-
     audio = encode_audio("aac", 0.5)
     muxer = PsMuxer(audio.info)
     video = stream("h264")[:13]
@@ -140,8 +141,8 @@ def test_audio_is_listed_in_the_map_and_muxed_with_adts() -> None:
     assert ps_checks.psm_streams(key[PSM]) == [(0x1B, VIDEO), (0x0F, AUDIO)]
     frames = [part for u in units for sid, part in ps_checks.ps_packets(u) if sid == AUDIO]
     assert len(frames) == len(audio.packets)
-    assert all(f[9 + 5 : 9 + 7] in (b"\xff\xf1",) for f in frames)
-    with ps_checks.av.open(ps_checks.io.BytesIO(b"".join(units)), format="mpeg") as container:
+    assert all(f[9 + 5 : 9 + 7] == b"\xff\xf1" for f in frames), "an ADTS header before each frame"
+    with av.open(io.BytesIO(b"".join(units)), format="mpeg") as container:
         names = sorted(s.codec_context.name for s in container.streams)
         decoded = sum(1 for _ in container.decode(audio=0))
     assert names == ["aac", "h264"]
@@ -149,7 +150,5 @@ def test_audio_is_listed_in_the_map_and_muxed_with_adts() -> None:
 
 
 def test_opus_audio_is_refused() -> None:
-    from tests.audio_media import encode_audio
-
     with pytest.raises(ValueError, match="opus"):
         PsMuxer(encode_audio("opus", 0.1).info)
