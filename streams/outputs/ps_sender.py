@@ -1,0 +1,326 @@
+"""GB/T 28181 media: a camera's video as MPEG-PS over RTP to a superior platform.
+
+A :class:`PsSender` is one media session: it reads its own hub subscription,
+so it starts with the GOP cache's keyframe at once, and sends each access
+unit's PS unit (muxed once per camera by :class:`~streams.formats.ps_rtp.SharedPsUnits`)
+as RTP packets under the session's SSRC, over one of the three transports an
+INVITE may ask for:
+
+* ``udp``: datagrams to the destination;
+* ``tcp-active``: we connect to the destination, packets framed as RFC 4571;
+* ``tcp-passive``: we listen (:attr:`PsSender.local_port` goes into the SDP
+  answer) and take the first connection from the destination's host.
+
+Backpressure is the hub's: the only queue is the subscription (bounded in
+packets and in lag); while the socket cannot take more, the session stops
+reading it, and the hub skips it forward to the next keyframe, as for any
+viewer. A send that cannot complete within ``send_timeout``, a socket error,
+or an ICMP error on the UDP socket ends the session; :meth:`PsSender.wait`
+returns why, so signalling can send its BYE.
+
+:class:`PsOutput` owns the sessions of the relay and one shared muxer per hub.
+Video only: the superior gets the camera's video stream (audio in PS is
+supported by the muxer, not yet routed here).
+
+Event loop only; muxing and stamping are byte copies done inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal, cast
+
+from streams.formats.ps_rtp import RtpStamper, SharedPsUnits
+from streams.hub import Hub, HubClosed
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "PsOutput", "PsSender", "PsTransport"]
+
+log = logging.getLogger(__name__)
+
+PsTransport = Literal["udp", "tcp-active", "tcp-passive"]
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to connect (tcp-active) or to be connected to (tcp-passive)."""
+DEFAULT_SEND_TIMEOUT = 5.0
+"""Seconds a send may wait for the socket to take it before the session ends."""
+
+
+class _Link:
+    """Where a session's packets go: a connected socket of one of the transports."""
+
+    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _UdpLink(asyncio.DatagramProtocol, _Link):
+    def __init__(self, send_timeout: float) -> None:
+        self._send_timeout = send_timeout
+        self._transport: asyncio.DatagramTransport | None = None
+        self._error: Exception | None = None
+        self._resumed: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def error_received(self, exc: Exception) -> None:
+        self._error = exc
+
+    def pause_writing(self) -> None:
+        self._resumed = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+        self._resumed = None
+
+    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
+        if self._error is not None:
+            raise self._error
+        transport = self._transport
+        assert transport is not None
+        view = memoryview(buffer)
+        for start, end in itertools.pairwise(starts):
+            transport.sendto(view[start:end])
+        if self._resumed is not None:
+            async with asyncio.timeout(self._send_timeout):
+                await self._resumed
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class _TcpLink(_Link):
+    def __init__(self, writer: asyncio.StreamWriter, send_timeout: float) -> None:
+        self._writer = writer
+        self._send_timeout = send_timeout
+
+    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
+        self._writer.write(buffer)
+        async with asyncio.timeout(self._send_timeout):
+            await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class PsSender:
+    """One GB/T 28181 media session; see the module docstring.
+
+    :meth:`start` opens the socket (and for ``tcp-passive`` starts listening),
+    then a task connects, subscribes and sends until the hub closes, a send
+    fails or :meth:`stop` is called.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        destination: tuple[str, int],
+        transport: PsTransport,
+        ssrc: int,
+        *,
+        shared: SharedPsUnits | None = None,
+        bind_host: str = "0.0.0.0",
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        queue_packets: int | None = None,
+        on_end: Callable[[PsSender], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.destination = destination
+        self.transport = transport
+        self._stamper = RtpStamper(ssrc, framed=transport != "udp")
+        self._shared = shared or SharedPsUnits()
+        self._bind_host = bind_host
+        self._connect_timeout = connect_timeout
+        self._send_timeout = send_timeout
+        self._queue_packets = queue_packets
+        self._on_end = on_end
+        self._link: _Link | None = None
+        self._server: asyncio.Server | None = None
+        self._accepted: asyncio.Future[asyncio.StreamWriter] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.local_port: int | None = None
+        """Our port: the listening one for ``tcp-passive``, the sending one for ``udp``."""
+        self.started: float | None = None
+        """``time.monotonic()`` when :meth:`start` was called."""
+        self.first_packet: float | None = None
+        """``time.monotonic()`` when the first packet was handed to the socket."""
+        self.packets = 0
+        self.bytes = 0
+        """RTP bytes sent (RFC 4571 length prefixes included)."""
+        self.units = 0
+        """Access units sent."""
+        self.dropped = 0
+        """Access units the hub skipped because the receiver was too slow."""
+        self.skips = 0
+        """Times the hub skipped this session forward to a keyframe."""
+        self.end_reason: str | None = None
+
+    @property
+    def ssrc(self) -> int:
+        return self._stamper.ssrc
+
+    async def start(self) -> None:
+        """Open the socket and start sending. Raises OSError if the socket cannot be opened."""
+        self.started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        if self.transport == "udp":
+            transport, link = await loop.create_datagram_endpoint(
+                lambda: _UdpLink(self._send_timeout), remote_addr=self.destination
+            )
+            self._link = link
+            self.local_port = transport.get_extra_info("sockname")[1]
+        elif self.transport == "tcp-passive":
+            self._accepted = loop.create_future()
+            self._server = await asyncio.start_server(self._accept, self._bind_host, 0)
+            self.local_port = self._server.sockets[0].getsockname()[1]
+        self._task = asyncio.create_task(self._run(), name=f"ps-sender-{self.ssrc}")
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted = self._accepted
+        host = writer.get_extra_info("peername")[0]
+        if accepted is None or accepted.done() or host != self.destination[0]:
+            log.warning("PS session %d: connection from %s refused", self.ssrc, host)
+            writer.close()
+            return
+        accepted.set_result(writer)
+
+    async def _connect(self) -> _Link:
+        if self._link is not None:
+            return self._link
+        async with asyncio.timeout(self._connect_timeout):
+            if self._accepted is not None:
+                writer = await self._accepted
+            else:
+                _, writer = await asyncio.open_connection(*self.destination)
+        if self._server is not None:
+            self._server.close()
+        self._link = _TcpLink(writer, self._send_timeout)
+        return self._link
+
+    async def _run(self) -> None:
+        reason = "stopped"
+        subscription = None
+        try:
+            link = await self._connect()
+            subscription = self.hub.subscribe(maxsize=self._queue_packets)
+            while True:
+                packet = await subscription.get()
+                buffer, starts = self._stamper.stamp(self._shared.unit(packet))
+                await link.send(buffer, starts)
+                if self.first_packet is None:
+                    self.first_packet = time.monotonic()
+                self.units += 1
+                self.packets += len(starts) - 1
+                self.bytes += len(buffer)
+                self.dropped, self.skips = subscription.dropped, subscription.skips
+        except HubClosed:
+            reason = "camera stream ended"
+        except TimeoutError:
+            reason = "send timed out" if subscription is not None else "not connected in time"
+        except OSError as err:
+            reason = f"send failed: {err}"
+        finally:
+            if subscription is not None:
+                self.dropped, self.skips = subscription.dropped, subscription.skips
+                subscription.close()
+            self._end(reason)
+
+    def _end(self, reason: str) -> None:
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        if self._server is not None:
+            self._server.close()
+        if self._link is not None:
+            self._link.close()
+        log.info(
+            "PS session %d to %s:%d (%s) ended (%s): %d units, %d packets, %d bytes, %d dropped",
+            self.ssrc,
+            *self.destination,
+            self.transport,
+            reason,
+            self.units,
+            self.packets,
+            self.bytes,
+            self.dropped,
+        )
+        if self._on_end is not None:
+            self._on_end(self)
+
+    async def wait(self) -> str:
+        """Wait for the session to end; why it ended."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        return self.end_reason or "not started"
+
+    async def stop(self) -> None:
+        """End the session and close its sockets. Idempotent."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._end("stopped")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class PsOutput:
+    """Every GB/T 28181 media session of the relay, and the shared PS units of each hub they read."""
+
+    def __init__(self, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self._connect_timeout = connect_timeout
+        self._senders: set[PsSender] = set()
+        self._shared: dict[Hub, SharedPsUnits] = {}
+
+    def senders(self) -> list[PsSender]:
+        return list(self._senders)
+
+    def shared(self, hub: Hub) -> SharedPsUnits | None:
+        """The hub's shared PS units while it has sessions (for figures and tests)."""
+        return self._shared.get(hub)
+
+    async def open(
+        self, hub: Hub, destination: tuple[str, int], transport: PsTransport, ssrc: int
+    ) -> PsSender:
+        """A started session sending ``hub``'s video. Raises OSError if its socket cannot be
+        opened."""
+        shared = self._shared.get(hub)
+        if shared is None:
+            shared = self._shared[hub] = SharedPsUnits()
+        sender = PsSender(
+            hub,
+            destination,
+            transport,
+            ssrc,
+            shared=shared,
+            connect_timeout=self._connect_timeout,
+            on_end=self._ended,
+        )
+        self._senders.add(sender)
+        try:
+            await sender.start()
+        except OSError:
+            self._ended(sender)
+            raise
+        return sender
+
+    def _ended(self, sender: PsSender) -> None:
+        self._senders.discard(sender)
+        if not any(s.hub is sender.hub for s in self._senders):
+            self._shared.pop(sender.hub, None)
+
+    async def stop(self) -> None:
+        """End every session. Idempotent."""
+        for sender in list(self._senders):
+            await sender.stop()
