@@ -44,6 +44,7 @@ from streams.recording.playback import (
 )
 from streams.recording.segment_file import recorded_end
 from streams.redact import redact_url
+from streams.rtsp_server import RtspServer, RtspSettings
 from streams.sources import SourceOptions, supported_schemes
 from streams.sources import check_url as check_source_url
 from streams.specs import (
@@ -90,6 +91,8 @@ __all__ = [
     "RecordingResumed",
     "RecordingSpec",
     "RelaySettings",
+    "RtspServer",
+    "RtspSettings",
     "SegmentClosed",
     "SegmentInfo",
     "SegmentOpened",

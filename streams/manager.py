@@ -42,6 +42,7 @@ from streams.outputs.base import OUTPUTS, OutputRegistry, Statistic, StreamConte
 from streams.outputs.mse import MseOutput, MseSession
 from streams.outputs.pictures import PictureOutput
 from streams.recording import Recorder as Recorder  # registers the "recorder" output
+from streams.rtsp_server.output import RtspOutput
 from streams.sources import SourceOptions, open_source
 from streams.specs import (
     CameraSpec,
@@ -213,6 +214,11 @@ class StreamManager:
             max_sessions_per_camera=self.settings.max_viewers_per_camera,
             max_sessions_total=self.settings.max_viewers_total,
         )
+        self.rtsp = RtspOutput(
+            max_sessions_per_camera=self.settings.max_viewers_per_camera,
+            max_sessions_total=self.settings.max_viewers_total,
+        )
+        """RTSP re-serve sessions (served by :class:`~streams.rtsp_server.server.RtspServer`)."""
         self.trimmer = MemoryTrimmer(
             self.viewer_count,
             settle=self.settings.trim_settle,
@@ -243,6 +249,7 @@ class StreamManager:
         await self.trimmer.stop()
         await self.webrtc.stop()
         await self.mse.stop()
+        await self.rtsp.stop()
         await asyncio.gather(*(stream.stop() for cam in self._cameras.values() for stream in cam.streams))
 
     @property
@@ -308,6 +315,7 @@ class StreamManager:
         info = hub.info
         webrtc_viewers = self.webrtc.session_count(camera_id)
         mse_viewers = self.mse.session_count(camera_id)
+        rtsp_viewers = self.rtsp.session_count(camera_id)
         mjpeg_viewers = sum(stream.pictures.viewer_count for stream in cam.streams)
         return CameraStats(
             id=camera_id,
@@ -330,10 +338,11 @@ class StreamManager:
             packets=hub.stats.packets,
             bytes=hub.stats.bytes,
             dropped=hub.stats.dropped,
-            viewers=webrtc_viewers + mjpeg_viewers + mse_viewers,
+            viewers=webrtc_viewers + mjpeg_viewers + mse_viewers + rtsp_viewers,
             webrtc_viewers=webrtc_viewers,
             mjpeg_viewers=mjpeg_viewers,
             mse_viewers=mse_viewers,
+            rtsp_viewers=rtsp_viewers,
             reorders=hub.reorders,
             transcoding=any(t.running for stream in cam.streams for t in stream.transcoders),
             transcoder_starts=sum(t.starts for stream in cam.streams for t in stream.transcoders),
@@ -395,7 +404,7 @@ class StreamManager:
         pictures = sum(
             stream.pictures.viewer_count for cam in self._cameras.values() for stream in cam.streams
         )
-        return self.webrtc.busy_count() + self.mse.session_count() + pictures
+        return self.webrtc.busy_count() + self.mse.session_count() + self.rtsp.session_count() + pictures
 
     async def _playable(self, camera_id: str, stream: StreamName, *, h265: bool) -> Hub:
         """The hub a viewer of ``stream`` gets: the stream itself, or its H.264 transcode
@@ -426,6 +435,12 @@ class StreamManager:
         hub = await self._playable(camera_id, stream, h265=h265)
         audio_hub = self._camera(camera_id).stream(stream).audio_hub if audio else None
         return self.mse.open(camera_id, hub, audio_hub)
+
+    def rtsp_media(self, camera_id: str, stream: StreamName = "main") -> tuple[Hub, Hub | None]:
+        """The hubs an RTSP client gets: the stream's own video, as the camera sends it, and
+        its audio hub when the camera's sound is relayed."""
+        source = self._camera(camera_id).stream(stream)
+        return source.hub, source.audio_hub
 
     async def snapshot(self, camera_id: str) -> bytes:
         return await self._camera(camera_id).main.pictures.snapshot(timeout=self.settings.snapshot_timeout)

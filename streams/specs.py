@@ -167,6 +167,7 @@ class CameraStats:
     webrtc_viewers: int
     mjpeg_viewers: int
     mse_viewers: int
+    rtsp_viewers: int
     reorders: bool
     """The main stream has B-frames: WebRTC cannot play it, MSE can."""
     transcoding: bool

@@ -7,8 +7,8 @@ write health check: a store that cannot take writes stops the start-up), the aud
 log, the access service (and the first administrators), the viewing recorder with
 its local journal (replayed after each good health check), the alarm centre (a
 listener of the stream manager) and the centres' alarm webhooks, the recordings'
-index, the exports and the stream manager; shutdown stops them in reverse order, so
-the last viewing sessions still reach the audit trail.
+index, the exports, the stream manager and the RTSP server (when enabled); shutdown
+stops them in reverse order, so the last viewing sessions still reach the audit trail.
 
 A write refused by the database (locked, disk full, read-only, not answering)
 answers 503 with the reason, never 500.
@@ -47,6 +47,7 @@ from vms.routes import playback as playback_route
 from vms.routes import playback_ws as playback_ws_route
 from vms.routes import recordings as recordings_route
 from vms.routes import webhooks as webhooks_route
+from vms.rtsp_access import rtsp_server
 from vms.storage.faults import GONE, describe
 from vms.storage.health import DatabaseHealth
 from vms.storage.identity import leave_tombstone
@@ -111,6 +112,11 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             stack.push_async_callback(exporter.stop)
             await relay.start()
             stack.push_async_callback(relay.stop)
+            if config.rtsp_server.enabled:
+                rtsp = rtsp_server(config, relay, access, viewing)
+                await rtsp.start()
+                stack.push_async_callback(rtsp.stop)  # before the manager: its sessions end first
+                app.state.rtsp = rtsp
             stack.push_async_callback(alarm_centre.stop)
             app.state.db, app.state.audit, app.state.auth = db, audit_log, access
             app.state.db_health = health

@@ -48,6 +48,7 @@ from vms.config_access import AuthSettings
 from vms.login_audit import RefusalAudit, Target
 from vms.login_limiter import LoginLimiter
 from vms.passwords import MAX_LENGTH, Passwords, password_problem
+from vms.rtsp_access import rtsp_ha1
 from vms.storage import Database
 from vms.storage.tables import ApiToken, User, WebSession
 
@@ -311,6 +312,7 @@ class AuthService:
             name=name,
             token_hash=digest(token),
             prefix=token[:12],
+            rtsp_ha1=rtsp_ha1(principal.username, token),
             created_at=now,
             expires_at=now + timedelta(days=expires_days),
         )

@@ -46,6 +46,7 @@ from vms.config_media import (
     IngestSettings,
     PictureSettings,
     RecordingSettings,
+    RtspServerSettings,
     Seconds,
     TranscodeSettings,
     WebRtcSettings,
@@ -285,6 +286,7 @@ class Config(_Model):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    rtsp_server: RtspServerSettings = Field(default_factory=RtspServerSettings)
     centres: list[Centre] = Field(default_factory=list, description="Monitoring centres.")
     halls: list[Hall] = Field(default_factory=list, description="Branch halls.")
     cameras: list[Camera] = Field(default_factory=list, description="Video sources.")

@@ -353,3 +353,15 @@ class AnalysisOverrides(_Model):
     thresholds: AnalysisThresholds | None = Field(
         default=None, description="Thresholds for this camera; unset keys keep the site's."
     )
+
+
+class RtspServerSettings(_Model):
+    """RTSP re-serve: the cameras as ``rtsp://host:port/<camera>[/sub]`` for NVRs, VLC and FFmpeg."""
+
+    enabled: bool = Field(default=False, description="Serve RTSP (off unless a site asks for it).")
+    bind: IPvAnyAddress = Field(default="0.0.0.0", description="Address the RTSP server listens on.")  # type: ignore[assignment]
+    port: int = Field(default=8554, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    udp: bool = Field(default=True, description="Also offer RTP over UDP (a port pair picked at start).")
+    session_timeout: Seconds = Field(
+        default=60.0, description="Seconds a UDP session lives without a keep-alive from its client."
+    )

@@ -15,6 +15,7 @@ Pure computation on bytes; the shared packetizer is used on the event loop only.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 
 from streams.codecs import h264
 from streams.packets import MediaPacket
@@ -133,11 +134,16 @@ class SharedPacketizer:
     """RTP payloads of a camera's access units, computed once, shared by its viewers.
 
     Keeps the most recent ``capacity`` access units (keyed by identity: the hub
-    hands the same MediaPacket object to every subscriber).
+    hands the same MediaPacket object to every subscriber). ``packetize`` splits
+    one access unit into payloads: H.264 by default; the RTSP server passes its
+    H.265 and audio payloaders.
     """
 
-    def __init__(self, capacity: int = _CACHE_UNITS) -> None:
+    def __init__(
+        self, capacity: int = _CACHE_UNITS, packetize: Callable[[bytes], list[bytes]] = packetize_h264
+    ) -> None:
         self._capacity = capacity
+        self._packetize = packetize
         self._cache: collections.OrderedDict[int, tuple[MediaPacket, RtpUnit]] = collections.OrderedDict()
         self.packetized = 0
 
@@ -145,7 +151,7 @@ class SharedPacketizer:
         entry = self._cache.get(id(media))
         if entry is not None and entry[0] is media:
             return entry[1]
-        unit = RtpUnit(packetize_h264(media.data))
+        unit = RtpUnit(self._packetize(media.data))
         self.packetized += 1
         self._cache[id(media)] = (media, unit)
         if len(self._cache) > self._capacity:

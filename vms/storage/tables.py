@@ -74,6 +74,8 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rtsp_ha1: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The RTSP Digest HA1 of the token (see :mod:`vms.rtsp_access`); None for older tokens."""
 
 
 class AuditEvent(Base):

@@ -1,0 +1,83 @@
+"""Every RTSP viewer session of the relay: counted, capped, and their payloads shared.
+
+:class:`RtspOutput` belongs to the stream manager, beside the WebRTC and MSE
+outputs, so RTSP viewers count in the camera's statistics and keep the memory
+trimmer waiting. Its caps are the same settings as theirs (viewers per camera,
+viewers in total), counted separately. The RTP payloads of an access unit are
+computed once per hub (:class:`~streams.webrtc.packetizer.SharedPacketizer`)
+and shared by every session reading that hub: another viewer costs headers
+and sending, not packetizing.
+
+Event loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from streams.errors import CapacityError
+from streams.hub import Hub
+from streams.packets import Codec
+from streams.rtsp_server.payloads import packetizer_of
+from streams.webrtc.packetizer import SharedPacketizer
+
+log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    id: str
+    camera_id: str
+
+    def hubs(self) -> list[Hub]: ...
+
+    async def stop(self, reason: str) -> None: ...
+
+
+class RtspOutput:
+    """See the module docstring."""
+
+    def __init__(self, *, max_sessions_per_camera: int = 32, max_sessions_total: int = 256) -> None:
+        self._max_per_camera = max_sessions_per_camera
+        self._max_total = max_sessions_total
+        self._sessions: dict[str, Session] = {}
+        self._shared: dict[Hub, SharedPacketizer] = {}
+        self._stopped = False
+
+    def session_count(self, camera_id: str | None = None) -> int:
+        if camera_id is None:
+            return len(self._sessions)
+        return sum(1 for s in self._sessions.values() if s.camera_id == camera_id)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def add(self, session: Session) -> None:
+        """Count a new session. Raises :class:`CapacityError` at a cap or while stopping."""
+        if self._stopped:
+            raise CapacityError("the RTSP output is shutting down")
+        if len(self._sessions) >= self._max_total:
+            raise CapacityError(f"the relay already serves {self._max_total} RTSP viewers")
+        if self.session_count(session.camera_id) >= self._max_per_camera:
+            raise CapacityError(f"camera {session.camera_id} already has {self._max_per_camera} RTSP viewers")
+        self._sessions[session.id] = session
+
+    def remove(self, session: Session) -> None:
+        """Forget an ended session, and the shared payloads of hubs nobody reads any more."""
+        self._sessions.pop(session.id, None)
+        reading = {hub for s in self._sessions.values() for hub in s.hubs()}
+        for hub in [hub for hub in self._shared if hub not in reading]:
+            del self._shared[hub]
+
+    def packetizer(self, hub: Hub, codec: Codec) -> SharedPacketizer:
+        """The RTP payloads of ``hub``'s packets, shared by its sessions."""
+        shared = self._shared.get(hub)
+        if shared is None:
+            shared = self._shared[hub] = SharedPacketizer(packetize=packetizer_of(codec))
+        return shared
+
+    async def stop(self) -> None:
+        """End every session. Idempotent."""
+        self._stopped = True
+        for session in list(self._sessions.values()):
+            await session.stop("relay stopping")

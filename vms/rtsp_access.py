@@ -1,0 +1,110 @@
+"""Who may watch over RTSP: Digest credentials checked against API tokens, visibility, audit.
+
+RTSP clients (VLC, FFmpeg, NVRs) authenticate with HTTP Digest, which never sends
+the password: the server must hold ``HA1 = MD5(username:realm:password)`` to check
+an answer. Passwords are stored only as argon2id hashes, and keeping an MD5 of each
+password beside them would undo argon2 (an MD5 of a human password falls to a
+dictionary at once). So the RTSP password is an **API token**: when a token is
+created its HA1 under the fixed realm ``Hallwatch`` is stored with it (the token
+itself, as before, only as SHA-256). A token carries 256 random bits, so its HA1
+gives nothing to guess from; a leaked HA1 admits RTSP for that token only, and
+only until it is revoked or expires. The user name is the token owner's. Tokens
+created before this existed have no HA1: create a new one for RTSP.
+
+Basic authentication is not offered: RTSP here runs without TLS.
+
+Each answer is checked against the user's live tokens (at most 50); a wrong one
+counts as a failed login for the lockout of :mod:`vms.login_limiter`. An admitted
+client then needs the ``watch`` permission, and a camera outside its centre's
+halls answers 404 as if it did not exist. Every session is one ``view`` record with
+protocol ``rtsp`` (bytes, duration, transport, why it ended), and a viewing that
+could be recorded nowhere is not started (503).
+
+Event loop only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from streams import RtspServer, RtspSettings, StreamManager
+from streams.rtsp_server import REALM, AccessRequest, RtspViewing, Verdict, ha1
+from vms.auth_types import aware, principal_of
+from vms.config import Config
+from vms.storage.tables import ApiToken, User
+from vms.viewing import RecordRefused, Viewer, ViewingRecorder
+
+if TYPE_CHECKING:
+    from vms.auth import AuthService
+
+
+def rtsp_ha1(username: str, token: str) -> str:
+    """The Digest HA1 stored with a new API token."""
+    return ha1(username, token, REALM)
+
+
+class RtspAccess:
+    """The RTSP server's authorizer. See the module docstring."""
+
+    def __init__(self, auth: AuthService, config: Config, viewing: ViewingRecorder) -> None:
+        self._auth = auth
+        self._config = config
+        self._viewing = viewing
+
+    async def __call__(self, request: AccessRequest) -> Verdict:
+        credentials, peer = request.credentials, request.peer
+        username = credentials.username.strip().lower()
+        if credentials.realm != REALM or len(username) > 64:
+            return Verdict(401)
+        limiter = self._auth.limiter
+        if limiter.retry_after(username, peer) > 0:
+            return Verdict(401, reason="locked out")
+        user, hashes = await self._tokens(username)
+        if user is None or user.disabled or not any(credentials.matches(h) for h in hashes):
+            limiter.record_failure(username, peer, known_user=user is not None)
+            return Verdict(401)
+        principal = principal_of(user, "token", None, self._auth.settings.viewer_permissions)
+        if not principal.can("watch"):
+            return Verdict(403)
+        if not principal.may_see_camera(self._config, request.camera_id):
+            return Verdict(404)
+        try:
+            self._viewing.check_recordable()
+        except RecordRefused:
+            return Verdict(503)
+
+        def ended(viewing: RtspViewing) -> None:
+            started = datetime.fromtimestamp(viewing.started, UTC)
+            viewer = Viewer(principal, viewing.camera_id, "rtsp", viewing.peer, started)
+            detail = {"end": viewing.reason, "transport": viewing.transport, "stream": viewing.stream}
+            self._viewing.viewing_ended(viewer, viewing.bytes_sent, detail=detail)
+
+        return Verdict(200, user=principal.username, on_end=ended)
+
+    async def _tokens(self, username: str) -> tuple[User | None, list[str]]:
+        """The user and the HA1 of each of their live tokens."""
+        now = self._auth.now()
+        async with self._auth.db.session() as s:
+            user = await s.scalar(select(User).where(User.username == username))
+            if user is None:
+                return None, []
+            tokens = await s.scalars(
+                select(ApiToken).where(
+                    ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None), ApiToken.rtsp_ha1.is_not(None)
+                )
+            )
+            return user, [t.rtsp_ha1 for t in tokens if t.rtsp_ha1 and aware(t.expires_at) > now]
+
+
+def rtsp_server(
+    config: Config, manager: StreamManager, auth: AuthService, viewing: ViewingRecorder
+) -> RtspServer:
+    """The RTSP server of ``config.rtsp_server``, not yet started."""
+    section = config.rtsp_server
+    settings = RtspSettings(
+        host=str(section.bind), port=section.port, session_timeout=section.session_timeout, udp=section.udp
+    )
+    return RtspServer(manager, RtspAccess(auth, config, viewing), settings)
