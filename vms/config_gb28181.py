@@ -78,7 +78,7 @@ class PlatformSettings(_Model):
     )
     password: SecretStr = Field(description="Our password at the superior (digest authentication).")
     register_expiry: int = Field(
-        default=3600, ge=60, le=86_400, description="Seconds a registration lasts; refreshed before it ends."
+        default=3600, ge=2, le=86_400, description="Seconds a registration lasts; refreshed before it ends."
     )
     keepalive_interval: Seconds = Field(default=60.0, le=3600, description="Seconds between keepalives.")
     keepalive_misses: int = Field(
