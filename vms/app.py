@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from streams import StreamManager
+from streams import IngestState, StreamManager
 from vms import middleware, problems
 from vms.alarms import AlarmCentre
 from vms.audit import AuditError, AuditLog
@@ -38,10 +38,12 @@ from vms.bootstrap import bootstrap_admins
 from vms.config import Config
 from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
+from vms.gb28181 import Cascade, MediaStarter
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
 from vms.routes import diagnosis as diagnosis_route
+from vms.routes import gb28181 as gb28181_route
 from vms.routes import metrics as metrics_route
 from vms.routes import playback as playback_route
 from vms.routes import playback_ws as playback_ws_route
@@ -71,7 +73,12 @@ def dashboard_dir() -> Path | None:
     return None
 
 
-def create_app(config: Config, *, manager: StreamManager | None = None) -> FastAPI:
+def create_app(
+    config: Config, *, manager: StreamManager | None = None, gb28181_media: MediaStarter | None = None
+) -> FastAPI:
+    """``gb28181_media`` sends the superior platforms' live sessions (PS over RTP); without
+    it their INVITEs are answered 503."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -110,6 +117,14 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             exporter = ExportService(db, config, recordings, audit_log)
             await exporter.start()
             stack.push_async_callback(exporter.stop)
+            cascade = Cascade(
+                config,
+                online=lambda camera_id: relay.stats(camera_id).state is IngestState.ONLINE,
+                recording=config_records(config),
+                media=gb28181_media,
+                record=viewing.record_soon,
+            )
+            relay.add_listener(cascade.on_state)
             await relay.start()
             stack.push_async_callback(relay.stop)
             if config.rtsp_server.enabled:
@@ -117,6 +132,8 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
                 await rtsp.start()
                 stack.push_async_callback(rtsp.stop)  # before the manager: its sessions end first
                 app.state.rtsp = rtsp
+            cascade.start()
+            stack.push_async_callback(cascade.stop)  # before the relay stops, so sessions end first
             stack.push_async_callback(alarm_centre.stop)
             app.state.db, app.state.audit, app.state.auth = db, audit_log, access
             app.state.db_health = health
@@ -125,6 +142,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
             app.state.recordings = recordings
             app.state.exports = exporter
             app.state.diagnosis = diagnosis
+            app.state.gb28181 = cascade
             log.info("relaying %d cameras", len(relay.camera_ids()))
             try:
                 yield
@@ -154,6 +172,7 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     app.include_router(alarms.router, prefix=API_PREFIX)
     app.include_router(diagnosis_route.router, prefix=API_PREFIX)
     app.include_router(webhooks_route.router, prefix=API_PREFIX)
+    app.include_router(gb28181_route.router, prefix=API_PREFIX)
     app.include_router(recordings_route.router, prefix=API_PREFIX)
     app.include_router(exports.router, prefix=API_PREFIX)
     app.include_router(playback_route.router, prefix=API_PREFIX)
@@ -162,6 +181,11 @@ def create_app(config: Config, *, manager: StreamManager | None = None) -> FastA
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")
     return app
+
+
+def config_records(config: Config) -> Callable[[str], bool]:
+    """Whether a camera is recorded, by its id (for the cascade's DeviceStatus)."""
+    return lambda camera_id: config.records(config.camera(camera_id))
 
 
 def _tombstone(markers: list[Path], store_id: str, reason: str) -> None:

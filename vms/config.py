@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 
 from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
 from vms.config_checks import check_source_url, inconsistencies, invalid
+from vms.config_gb28181 import Gb28181Settings, gb28181_problems
 from vms.config_media import (
     AnalysisOverrides,
     AnalysisSettings,
@@ -290,10 +291,15 @@ class Config(_Model):
     centres: list[Centre] = Field(default_factory=list, description="Monitoring centres.")
     halls: list[Hall] = Field(default_factory=list, description="Branch halls.")
     cameras: list[Camera] = Field(default_factory=list, description="Video sources.")
+    gb28181: Gb28181Settings = Field(
+        default_factory=Gb28181Settings,
+        description="GB/T 28181 cascade: the superior platforms this site registers with "
+        "as a lower platform.",
+    )
 
     @model_validator(mode="after")
     def _cross_check(self) -> Self:
-        problems = inconsistencies(self)
+        problems = inconsistencies(self) + gb28181_problems(self)
         if problems:
             raise PydanticCustomError(
                 "config_inconsistent",
