@@ -21,6 +21,7 @@ from streams.ingest import IngestPolicy, IngestState
 from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
+from streams.outputs.ps_sender import PsOutput, PsSender
 from streams.recording import (
     ExportError,
     ExportResult,
@@ -87,6 +88,8 @@ __all__ = [
     "PlaybackMedia",
     "PlaybackStop",
     "PlaybackWait",
+    "PsOutput",
+    "PsSender",
     "RecordingFailed",
     "RecordingResumed",
     "RecordingSpec",

@@ -39,6 +39,7 @@ from vms.config import Config
 from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
 from vms.gb28181 import Cascade, MediaStarter
+from vms.gb28181.ps_media import PsMedia
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
@@ -76,8 +77,8 @@ def dashboard_dir() -> Path | None:
 def create_app(
     config: Config, *, manager: StreamManager | None = None, gb28181_media: MediaStarter | None = None
 ) -> FastAPI:
-    """``gb28181_media`` sends the superior platforms' live sessions (PS over RTP); without
-    it their INVITEs are answered 503."""
+    """``gb28181_media`` sends the superior platforms' live sessions (PS over RTP); by
+    default the relay's own PS output (:class:`~vms.gb28181.ps_media.PsMedia`) does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,16 +118,18 @@ def create_app(
             exporter = ExportService(db, config, recordings, audit_log)
             await exporter.start()
             stack.push_async_callback(exporter.stop)
+            ps_media = PsMedia(relay)
             cascade = Cascade(
                 config,
                 online=lambda camera_id: relay.stats(camera_id).state is IngestState.ONLINE,
                 recording=config_records(config),
-                media=gb28181_media,
+                media=gb28181_media or ps_media,
                 record=viewing.record_soon,
             )
             relay.add_listener(cascade.on_state)
             await relay.start()
             stack.push_async_callback(relay.stop)
+            stack.push_async_callback(ps_media.stop)  # before the manager stops its hubs
             if config.rtsp_server.enabled:
                 rtsp = rtsp_server(config, relay, access, viewing)
                 await rtsp.start()

@@ -147,6 +147,7 @@ class PsSender:
         self._server: asyncio.Server | None = None
         self._accepted: asyncio.Future[asyncio.StreamWriter] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._prepared = False
         self.local_port: int | None = None
         """Our port: the listening one for ``tcp-passive``, the sending one for ``udp``."""
         self.started: float | None = None
@@ -168,9 +169,12 @@ class PsSender:
     def ssrc(self) -> int:
         return self._stamper.ssrc
 
-    async def start(self) -> None:
-        """Open the socket and start sending. Raises OSError if the socket cannot be opened."""
-        self.started = time.monotonic()
+    async def prepare(self) -> None:
+        """Open the socket (for ``tcp-passive``: listen), so that :attr:`local_port` is known,
+        without sending yet. Idempotent. Raises OSError if the socket cannot be opened."""
+        if self._prepared:
+            return
+        self._prepared = True
         loop = asyncio.get_running_loop()
         if self.transport == "udp":
             transport, link = await loop.create_datagram_endpoint(
@@ -182,7 +186,14 @@ class PsSender:
             self._accepted = loop.create_future()
             self._server = await asyncio.start_server(self._accept, self._bind_host, 0)
             self.local_port = self._server.sockets[0].getsockname()[1]
-        self._task = asyncio.create_task(self._run(), name=f"ps-sender-{self.ssrc}")
+
+    async def start(self) -> None:
+        """Open the socket if :meth:`prepare` did not, and start sending. Raises OSError if the
+        socket cannot be opened."""
+        await self.prepare()
+        if self._task is None:
+            self.started = time.monotonic()
+            self._task = asyncio.create_task(self._run(), name=f"ps-sender-{self.ssrc}")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted = self._accepted
@@ -291,10 +302,11 @@ class PsOutput:
         return self._shared.get(hub)
 
     async def open(
-        self, hub: Hub, destination: tuple[str, int], transport: PsTransport, ssrc: int
+        self, hub: Hub, destination: tuple[str, int], transport: PsTransport, ssrc: int, *, start: bool = True
     ) -> PsSender:
-        """A started session sending ``hub``'s video. Raises OSError if its socket cannot be
-        opened."""
+        """A session sending ``hub``'s video, started (or, with ``start=False``, only prepared:
+        its socket open, nothing sent before :meth:`PsSender.start`). Raises OSError if its
+        socket cannot be opened."""
         shared = self._shared.get(hub)
         if shared is None:
             shared = self._shared[hub] = SharedPsUnits()
@@ -309,7 +321,7 @@ class PsOutput:
         )
         self._senders.add(sender)
         try:
-            await sender.start()
+            await (sender.start() if start else sender.prepare())
         except OSError:
             self._ended(sender)
             raise
