@@ -52,7 +52,8 @@ class Scene:
 
     def __str__(self) -> str:
         dimmed = f", lamps half off {self.dimmed[0]:.0%}-{self.dimmed[1]:.0%}" if self.dimmed else ""
-        return f"{self.people} people, drift {self.drift_period:g} s{dimmed}"
+        people = "1 person" if self.people == 1 else f"{self.people} people"
+        return f"{people}, drift {self.drift_period:g} s{dimmed}"
 
 
 SCENES = (

@@ -3,8 +3,8 @@
 Run from the checkout with the project's virtualenv (the cost stage also needs the
 GStreamer RTSP test server's system packages, see ``tests/rtsp_fixtures.py``)::
 
-    .venv/bin/python bench/analysis.py             # everything: about 35 minutes
-    .venv/bin/python bench/analysis.py --quick     # a short run of each stage: about 6 minutes
+    .venv/bin/python bench/analysis.py             # everything: about 30 minutes
+    .venv/bin/python bench/analysis.py --quick     # a short run of each stage: about 8 minutes
     .venv/bin/python bench/analysis.py --stages alarm,false
 
 Three stages, one after the other (never two at once):
