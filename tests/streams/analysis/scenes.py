@@ -10,8 +10,9 @@ to BGR pictures, so the checks see compression artefacts as they would live.
 from __future__ import annotations
 
 import fractions
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import av
 import cv2
@@ -75,20 +76,23 @@ def _lighting(t: float, drift_period: float) -> float:
     return 1.0 + 0.18 * math.sin(2 * math.pi * t / drift_period)
 
 
-def raw_pictures(frames: int, *, seed: int = 1, people: int = 4, drift_period: float = 8.0) -> list[Picture]:
-    """The camera's raw pictures (before the fault and the encoder), 640x360 BGR at 25 fps: the
-    same hall whatever the ``seed``, which chooses the people and the noise."""
+def hall_pictures(*, seed: int = 1, people: int = 4, drift_period: float = 8.0) -> Iterator[Picture]:
+    """The camera's raw pictures (before the fault and the encoder), 640x360 BGR at 25 fps, without
+    end: the same hall whatever the ``seed``, which chooses the people and the noise."""
     background = _background(np.random.default_rng(0))
     rng = np.random.default_rng(seed)
     noise = [rng.normal(0, SENSOR_NOISE, (HEIGHT, WIDTH, 1)).astype(np.float32) for _ in range(7)]
-    out = []
-    for i in range(frames):
+    for i in itertools.count():
         t = i / FPS
         img = background.copy()
         _draw_people(img, t, people, seed)
         lit = img.astype(np.float32) * _lighting(t, drift_period) + noise[(3 * i) % len(noise)]
-        out.append(np.clip(lit, 0, 255).astype(np.uint8))
-    return out
+        yield np.clip(lit, 0, 255).astype(np.uint8)
+
+
+def raw_pictures(frames: int, *, seed: int = 1, people: int = 4, drift_period: float = 8.0) -> list[Picture]:
+    """The first ``frames`` of :func:`hall_pictures`."""
+    return list(itertools.islice(hall_pictures(seed=seed, people=people, drift_period=drift_period), frames))
 
 
 def round_trip(pictures: list[Picture], *, crf: int = 28) -> list[Picture]:
