@@ -172,29 +172,45 @@ def judge(s: Scores, t: Thresholds = DEFAULT_THRESHOLDS) -> frozenset[Condition]
     return frozenset(c for c, on in seen.items() if on)
 
 
+COVERS = 1.25
+"""How much time one analysed picture stands for, in gaps before it: the time until the next
+picture (about the same gap), with a quarter of it to spare for keyframes that arrive a little
+early or late."""
+
+
 @dataclass(slots=True)
 class Verdict:
-    """Raised conditions with hysteresis; feed it every analysed picture's conditions."""
+    """Raised conditions with hysteresis; feed it every analysed picture's conditions.
+
+    A picture stands for the time until the next one (:data:`COVERS`), never more than half
+    a delay, so at least two pictures decide: a condition seen in pictures from ``since`` to
+    ``now`` has lasted ``now - since`` plus that. With pictures every 2 s and the default
+    delays, a fault is raised 4-6 s after it began and cleared 8-10 s after it ended, within
+    ``raise_after`` and ``clear_after`` plus one interval, however the pictures fall.
+    """
 
     raise_after: float = RAISE_AFTER
     clear_after: float = CLEAR_AFTER
     raised: set[Condition] = field(default_factory=set)
     _present_since: dict[Condition, float] = field(default_factory=dict)
     _absent_since: dict[Condition, float] = field(default_factory=dict)
+    _last: float | None = None
 
     def update(self, now: float, present: Iterable[Condition]) -> frozenset[Condition]:
         """Take the conditions ``present`` at time ``now`` (seconds); return those raised."""
         present = frozenset(present)
+        covers = COVERS * (now - self._last) if self._last is not None else 0.0
+        self._last = now
         for c in Condition:
             if c in present:
                 self._absent_since.pop(c, None)
                 since = self._present_since.setdefault(c, now)
-                if now - since >= self.raise_after:
+                if now - since + min(covers, self.raise_after / 2) >= self.raise_after:
                     self.raised.add(c)
             else:
                 self._present_since.pop(c, None)
                 since = self._absent_since.setdefault(c, now)
-                if now - since >= self.clear_after:
+                if now - since + min(covers, self.clear_after / 2) >= self.clear_after:
                     self.raised.discard(c)
         return frozenset(self.raised)
 
@@ -203,3 +219,4 @@ class Verdict:
         while): what was raised stays raised until pictures show otherwise again."""
         self._present_since.clear()
         self._absent_since.clear()
+        self._last = None

@@ -85,28 +85,59 @@ def test_a_repeated_frame_raises_frozen(learned: Diagnosis) -> None:
 
 
 def test_a_condition_raises_after_its_delay_and_clears_after_its_own() -> None:
+    """Pictures every 2 s, the default delays (5 s, 10 s): a picture stands for the 2 s until
+    the next, so the third dark picture raises (4 s after the first, 5 s of darkness) and the
+    fifth clear picture clears."""
     verdict = Verdict()
     dark = {Condition.DARK}
-    assert verdict.update(0.0, dark) == set()
-    assert verdict.update(RAISE_AFTER - 0.1, dark) == set()
-    assert verdict.update(RAISE_AFTER, dark) == dark
-    assert verdict.update(RAISE_AFTER + 1, ()) == dark
-    assert verdict.update(RAISE_AFTER + 1 + CLEAR_AFTER - 0.1, ()) == dark
-    assert verdict.update(RAISE_AFTER + 1 + CLEAR_AFTER, ()) == set()
+    assert (RAISE_AFTER, CLEAR_AFTER) == (5.0, 10.0)
+    assert verdict.update(0.0, ()) == set()
+    assert verdict.update(2.0, dark) == set()
+    assert verdict.update(4.0, dark) == set()
+    assert verdict.update(6.0, dark) == dark
+    for t in (8.0, 10.0, 12.0, 14.0):
+        assert verdict.update(t, ()) == dark
+    assert verdict.update(16.0, ()) == set()
+
+
+def test_a_picture_stands_for_at_most_half_a_delay() -> None:
+    """After a long gap one picture cannot raise or clear by itself."""
+    verdict = Verdict(raise_after=2.0, clear_after=3.0)
+    frozen = {Condition.FROZEN}
+    verdict.update(0.0, ())
+    assert verdict.update(9.0, frozen) == set()
+    assert verdict.update(10.0, frozen) == frozen
+    assert verdict.update(19.0, ()) == frozen
+    assert verdict.update(20.5, ()) == set()
 
 
 def test_a_break_restarts_the_delays() -> None:
     verdict = Verdict(raise_after=2.0, clear_after=3.0)
     frozen = {Condition.FROZEN}
-    verdict.update(0.0, frozen)
-    verdict.update(1.5, ())
-    assert verdict.update(3.0, frozen) == set()
-    assert verdict.update(5.0, frozen) == frozen
-    verdict.update(6.0, ())
-    assert verdict.update(8.0, frozen) == frozen
-    verdict.update(9.0, ())
-    assert verdict.update(11.9, ()) == frozen
-    assert verdict.update(12.0, ()) == set()
+    for t, present, raised in [
+        (0.0, frozen, set()),
+        (0.5, (), set()),  # a break: frozen starts again at 1.0
+        (1.0, frozen, set()),
+        (1.5, frozen, set()),
+        (2.0, frozen, set()),
+        (2.5, frozen, frozen),  # 1.5 s seen + 0.625 s the picture stands for
+        (3.0, (), frozen),
+        (3.5, frozen, frozen),  # a break in the absence: clearing starts again at 4.0
+        (4.0, (), frozen),
+        (5.0, (), frozen),
+        (6.5, (), set()),  # 2.5 s seen + 1.25 s the picture stands for
+    ]:
+        assert verdict.update(t, present) == raised, t
+
+
+def test_an_interruption_times_conditions_afresh() -> None:
+    verdict = Verdict(raise_after=3.0, clear_after=3.0)
+    dark = {Condition.DARK}
+    assert verdict.update(0.0, dark) == verdict.update(1.0, dark) == set()
+    verdict.interrupt()
+    assert verdict.update(30.0, dark) == set(), "the dark picture before the break counts for nothing"
+    assert verdict.update(31.0, dark) == set()
+    assert verdict.update(32.0, dark) == dark
 
 
 @pytest.mark.rtsp
