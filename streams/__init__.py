@@ -21,7 +21,8 @@ from streams.ingest import IngestPolicy, IngestState
 from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
-from streams.outputs.ps_sender import PsOutput, PsSender
+from streams.outputs.ps_playback import PsPlayback
+from streams.outputs.ps_sender import PsOutput, PsSender, PsSession
 from streams.recording import (
     ExportError,
     ExportResult,
@@ -33,6 +34,7 @@ from streams.recording import (
     export_range,
     recover,
 )
+from streams.recording.packets import RecordedPacket, recorded_packets
 from streams.recording.playback import (
     PlaybackInit,
     PlaybackItem,
@@ -89,7 +91,10 @@ __all__ = [
     "PlaybackStop",
     "PlaybackWait",
     "PsOutput",
+    "PsPlayback",
     "PsSender",
+    "PsSession",
+    "RecordedPacket",
     "RecordingFailed",
     "RecordingResumed",
     "RecordingSpec",
@@ -120,6 +125,7 @@ __all__ = [
     "mjpeg_part",
     "play",
     "recorded_end",
+    "recorded_packets",
     "recover",
     "redact_url",
     "supported_schemes",

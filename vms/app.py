@@ -39,7 +39,7 @@ from vms.config import Config
 from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
 from vms.gb28181 import Cascade, MediaStarter
-from vms.gb28181.ps_media import PsMedia
+from vms.gb28181.ps_media import PsMedia, RecordedMedia
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
@@ -125,6 +125,7 @@ def create_app(
                 recording=config_records(config),
                 media=gb28181_media or ps_media,
                 record=viewing.record_soon,
+                recordings=RecordedMedia(config, recordings),
             )
             relay.add_listener(cascade.on_state)
             await relay.start()

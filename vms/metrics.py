@@ -12,6 +12,8 @@
   conditions per camera and the alarms raised by kind;
 * :class:`WebhookCollector`, each centre's alarm webhook: deliveries by result,
   events waiting, failed attempts in a row;
+* :class:`~vms.metrics_gb28181.CascadeCollector`, the GB/T 28181 superior platforms:
+  registration, sessions by kind, INVITEs started and refused, malformed messages;
 * :class:`HttpMetrics`, the request counter and duration histogram that
   :mod:`vms.middleware` feeds;
 * :class:`RuntimeCollector`, the event loop's tasks and the process's threads,
@@ -50,6 +52,7 @@ from starlette.datastructures import State
 from streams import CameraStats, IngestState, StreamManager
 from vms.config import Config
 from vms.metrics_diagnosis import DiagnosisCollector
+from vms.metrics_gb28181 import CascadeCollector
 from vms.webhooks import Webhooks, WebhookSender
 
 __all__ = [
@@ -321,6 +324,7 @@ def install(app: FastAPI) -> Metrics:
     registry.register(RecordingCollector(app.state))
     registry.register(DiagnosisCollector(app.state))
     registry.register(WebhookCollector(app.state))
+    registry.register(CascadeCollector(app.state))
     metrics = Metrics(registry, HttpMetrics(registry))
     app.state.metrics = metrics
     return metrics

@@ -37,8 +37,16 @@ from typing import Literal, cast
 
 from streams.formats.ps_rtp import RtpStamper, SharedPsUnits
 from streams.hub import Hub, HubClosed
+from streams.packets import MediaPacket
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "PsOutput", "PsSender", "PsTransport"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "PsOutput",
+    "PsSender",
+    "PsSession",
+    "PsTransport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +119,17 @@ class _TcpLink(_Link):
         self._writer.close()
 
 
-class PsSender:
-    """One GB/T 28181 media session; see the module docstring.
+class PsSession:
+    """One GB/T 28181 media session's sockets and counters, whatever feeds it.
 
     :meth:`start` opens the socket (and for ``tcp-passive`` starts listening),
-    then a task connects, subscribes and sends until the hub closes, a send
-    fails or :meth:`stop` is called.
+    then a task connects and runs :meth:`_feed` until it returns why it ended,
+    a send fails or :meth:`stop` is called. :class:`PsSender` feeds it from a
+    hub; :class:`~streams.outputs.ps_playback.PsPlayback` from recordings.
     """
 
     def __init__(
         self,
-        hub: Hub,
         destination: tuple[str, int],
         transport: PsTransport,
         ssrc: int,
@@ -130,10 +138,7 @@ class PsSender:
         bind_host: str = "0.0.0.0",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
-        queue_packets: int | None = None,
-        on_end: Callable[[PsSender], None] | None = None,
     ) -> None:
-        self.hub = hub
         self.destination = destination
         self.transport = transport
         self._stamper = RtpStamper(ssrc, framed=transport != "udp")
@@ -141,13 +146,12 @@ class PsSender:
         self._bind_host = bind_host
         self._connect_timeout = connect_timeout
         self._send_timeout = send_timeout
-        self._queue_packets = queue_packets
-        self._on_end = on_end
         self._link: _Link | None = None
         self._server: asyncio.Server | None = None
         self._accepted: asyncio.Future[asyncio.StreamWriter] | None = None
         self._task: asyncio.Task[None] | None = None
         self._prepared = False
+        self._connected = False
         self.local_port: int | None = None
         """Our port: the listening one for ``tcp-passive``, the sending one for ``udp``."""
         self.started: float | None = None
@@ -160,9 +164,7 @@ class PsSender:
         self.units = 0
         """Access units sent."""
         self.dropped = 0
-        """Access units the hub skipped because the receiver was too slow."""
-        self.skips = 0
-        """Times the hub skipped this session forward to a keyframe."""
+        """Access units skipped because the receiver was too slow."""
         self.end_reason: str | None = None
 
     @property
@@ -219,31 +221,30 @@ class PsSender:
 
     async def _run(self) -> None:
         reason = "stopped"
-        subscription = None
         try:
             link = await self._connect()
-            subscription = self.hub.subscribe(maxsize=self._queue_packets)
-            while True:
-                packet = await subscription.get()
-                buffer, starts = self._stamper.stamp(self._shared.unit(packet))
-                await link.send(buffer, starts)
-                if self.first_packet is None:
-                    self.first_packet = time.monotonic()
-                self.units += 1
-                self.packets += len(starts) - 1
-                self.bytes += len(buffer)
-                self.dropped, self.skips = subscription.dropped, subscription.skips
-        except HubClosed:
-            reason = "camera stream ended"
+            self._connected = True
+            reason = await self._feed(link)
         except TimeoutError:
-            reason = "send timed out" if subscription is not None else "not connected in time"
+            reason = "send timed out" if self._connected else "not connected in time"
         except OSError as err:
             reason = f"send failed: {err}"
         finally:
-            if subscription is not None:
-                self.dropped, self.skips = subscription.dropped, subscription.skips
-                subscription.close()
             self._end(reason)
+
+    async def _feed(self, link: _Link) -> str:
+        """Send until the source ends; why it ended."""
+        raise NotImplementedError
+
+    async def _send(self, link: _Link, packet: MediaPacket) -> None:
+        """One access unit, as this session's RTP packets."""
+        buffer, starts = self._stamper.stamp(self._shared.unit(packet))
+        await link.send(buffer, starts)
+        if self.first_packet is None:
+            self.first_packet = time.monotonic()
+        self.units += 1
+        self.packets += len(starts) - 1
+        self.bytes += len(buffer)
 
     def _end(self, reason: str) -> None:
         if self.end_reason is not None:
@@ -264,8 +265,6 @@ class PsSender:
             self.bytes,
             self.dropped,
         )
-        if self._on_end is not None:
-            self._on_end(self)
 
     async def wait(self) -> str:
         """Wait for the session to end; why it ended."""
@@ -284,6 +283,58 @@ class PsSender:
         self._end("stopped")
         if self._server is not None:
             await self._server.wait_closed()
+
+
+class PsSender(PsSession):
+    """A session sending a hub's video as it arrives; see the module docstring."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        destination: tuple[str, int],
+        transport: PsTransport,
+        ssrc: int,
+        *,
+        shared: SharedPsUnits | None = None,
+        bind_host: str = "0.0.0.0",
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        queue_packets: int | None = None,
+        on_end: Callable[[PsSender], None] | None = None,
+    ) -> None:
+        super().__init__(
+            destination,
+            transport,
+            ssrc,
+            shared=shared,
+            bind_host=bind_host,
+            connect_timeout=connect_timeout,
+            send_timeout=send_timeout,
+        )
+        self.hub = hub
+        self._queue_packets = queue_packets
+        self._on_end = on_end
+        self.skips = 0
+        """Times the hub skipped this session forward to a keyframe."""
+
+    async def _feed(self, link: _Link) -> str:
+        subscription = self.hub.subscribe(maxsize=self._queue_packets)
+        try:
+            while True:
+                await self._send(link, await subscription.get())
+                self.dropped, self.skips = subscription.dropped, subscription.skips
+        except HubClosed:
+            return "camera stream ended"
+        finally:
+            self.dropped, self.skips = subscription.dropped, subscription.skips
+            subscription.close()
+
+    def _end(self, reason: str) -> None:
+        if self.end_reason is not None:
+            return
+        super()._end(reason)
+        if self._on_end is not None:
+            self._on_end(self)
 
 
 class PsOutput:

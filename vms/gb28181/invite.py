@@ -1,12 +1,17 @@
-"""Live play for superior platforms: INVITE, ACK, BYE and the media session between.
+"""Sessions for superior platforms: INVITE, ACK, BYE and the media session between.
 
-:class:`LiveDialogs` answers an INVITE (``s=Play``) for a shared camera: 404 for a
-channel the platform may not see, 486 beyond the platform's or the site's cap, 488
-or 415 for an SDP we cannot serve, each with the reason in a ``Warning`` header;
-else ``100``, the media session opened by the :class:`~vms.gb28181.media.MediaStarter`,
-and ``200`` with our SDP (retransmitted over UDP until the ACK). The ACK starts the
-media; a BYE from the superior, or the media ending by itself (then we send BYE),
-ends the dialog, and every dialog that had a session is recorded as a ``view`` by
+:class:`LiveDialogs` answers an INVITE for a shared camera: 404 for a channel the
+platform may not see, 486 beyond the platform's or the site's cap, 488 or 415 for
+an SDP we cannot serve, each with the reason in a ``Warning`` header; else ``100``,
+the media session opened, and ``200`` with our SDP (retransmitted over UDP until
+the ACK). ``s=Play`` sends the live stream (a :class:`~vms.gb28181.media.MediaStarter`);
+``s=Playback`` and ``s=Download`` send the recording between the ``t=`` times (a
+:class:`~vms.gb28181.media.RecordStarter`; 404 with the reason when nothing is
+recorded there), playback at real time (INFO with MANSRTSP pauses, resumes and
+changes its scale, see :mod:`vms.gb28181.playback`), download at ``a=downloadspeed``.
+The ACK starts the media; a BYE from the superior, or the media ending by itself
+(then we send BYE; at the end of a recording a MediaStatus 121 MESSAGE first), ends
+the dialog, and every dialog that had a session is recorded as a ``view`` by
 ``platform <name>``. Event loop only.
 """
 
@@ -14,16 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from streams import StreamError, UnknownCamera
-from vms.gb28181 import sdp
+from vms.gb28181 import manscdp, sdp
 from vms.gb28181.channels import Directory
-from vms.gb28181.media import MediaSession, MediaStarter, MediaTarget
+from vms.gb28181.media import MediaSession, MediaStarter, MediaTarget, PlaybackSession, RecordStarter
 from vms.gb28181.platform import CascadeError, PlatformClient
+from vms.gb28181.playback import Control, ControlError, media_status, parse_control
+from vms.gb28181.records import gb_time
 from vms.gb28181.sip import SipMessage, new_tag, response_to, uri_user
 from vms.gb28181.transport import Address
 
@@ -32,7 +41,15 @@ log = logging.getLogger(__name__)
 ACK_TIMEOUT = 32.0
 """Seconds the 200 waits for its ACK (64 × T1), after which the dialog is dropped."""
 
+MEDIA_STATUS_GRACE = 5.0
+"""Seconds the superior has to send its BYE after our MediaStatus, before we send ours."""
+UDP_DOWNLOAD_SPEED = 4.0
+"""Times real time a download over UDP goes when the offer names no ``a=downloadspeed``
+(over TCP it then goes as fast as the connection takes it; UDP has no such brake)."""
+
 Recorder = Callable[["LiveDialog", str], None]
+SessionKind = Literal["live", "playback", "download"]
+_KINDS: dict[str, SessionKind] = {"play": "live", "playback": "playback", "download": "download"}
 
 
 @dataclass(slots=True)
@@ -46,6 +63,9 @@ class LiveDialog:
     remote_uri: str
     target: MediaTarget
     media: MediaSession
+    kind: SessionKind = "live"
+    playback: PlaybackSession | None = None
+    """The media again, with its controls, when the dialog plays a recording back."""
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
@@ -56,17 +76,29 @@ class LiveDialog:
 class LiveDialogs:
     """The live dialogs of every platform; see the module docstring."""
 
-    def __init__(self, media: MediaStarter | None, max_total: int, record: Recorder) -> None:
+    def __init__(
+        self,
+        media: MediaStarter | None,
+        max_total: int,
+        record: Recorder,
+        recordings: RecordStarter | None = None,
+    ) -> None:
         self._media = media
+        self._recordings = recordings
         self._max_total = max_total
         self._record = record
         self.dialogs: dict[str, LiveDialog] = {}
         self.refused: dict[tuple[str, int], int] = {}
         """INVITEs answered with an error, by platform name and status."""
-        self.started: dict[str, int] = {}
+        self.started: dict[tuple[str, SessionKind], int] = {}
+        """Sessions answered 200, by platform name and kind."""
 
-    def count(self, platform: PlatformClient | None = None) -> int:
-        return sum(1 for d in self.dialogs.values() if platform is None or d.platform is platform)
+    def count(self, platform: PlatformClient | None = None, kind: SessionKind | None = None) -> int:
+        return sum(
+            1
+            for d in self.dialogs.values()
+            if (platform is None or d.platform is platform) and (kind is None or d.kind == kind)
+        )
 
     async def invite(
         self, platform: PlatformClient, directory: Directory, request: SipMessage, source: Address
@@ -79,7 +111,9 @@ class LiveDialogs:
             offer = self._check(platform, directory, request)
             camera_id = directory.node(offer.channel_id).key  # type: ignore[union-attr]  # checked
             target = MediaTarget(offer.host, offer.port, offer.transport, int(offer.ssrc), offer.payload_type)
-            media = await self._open(camera_id, target)
+            kind = _KINDS[offer.session.lower()]
+            playback = None if kind == "live" else await self._open_recording(camera_id, target, offer)
+            media = playback or await self._open(camera_id, target)
         except sdp.OfferError as err:
             self.refused[(platform.settings.name, err.status)] = (
                 self.refused.get((platform.settings.name, err.status), 0) + 1
@@ -107,9 +141,12 @@ class LiveDialogs:
             _uri_of(contact),
             target,
             media,
+            kind,
+            playback,
         )
         self.dialogs[request.call_id] = dialog
-        self.started[platform.settings.name] = self.started.get(platform.settings.name, 0) + 1
+        key = (platform.settings.name, kind)
+        self.started[key] = self.started.get(key, 0) + 1
         host, _ = platform.contact
         answer = response_to(request, 200, "OK", to_tag=tag)
         answer.headers += [
@@ -131,8 +168,13 @@ class LiveDialogs:
         node = directory.node(channel)
         if node is None or node.kind != "camera":
             raise sdp.OfferError(404, f"no channel {channel[:20]} is shared with this platform")
-        if offer.session.lower() != "play":
-            raise sdp.OfferError(488, f"s={offer.session[:20]} is not served yet; only live play (s=Play)")
+        kind = _KINDS.get(offer.session.lower())
+        if kind is None:
+            raise sdp.OfferError(
+                488, f"s={offer.session[:20]} is not served; only Play, Playback and Download"
+            )
+        if kind != "live" and self._recordings is None:
+            raise sdp.OfferError(503, "this site keeps no recordings to play back")
         if self.count(platform) >= platform.settings.max_sessions:
             raise sdp.OfferError(
                 486, f"this platform already holds {platform.settings.max_sessions} live sessions"
@@ -141,9 +183,7 @@ class LiveDialogs:
             raise sdp.OfferError(486, f"the site already serves {self._max_total} cascade sessions")
         if self._media is None:
             raise sdp.OfferError(503, "this build has no PS-over-RTP sender")
-        return sdp.Offer(
-            offer.session, channel, offer.host, offer.port, offer.transport, offer.payload_type, offer.ssrc
-        )
+        return dataclasses.replace(offer, channel_id=channel)
 
     async def _open(self, camera_id: str, target: MediaTarget) -> MediaSession:
         assert self._media is not None
@@ -153,6 +193,27 @@ class LiveDialogs:
             raise sdp.OfferError(404, str(err)) from err
         except (StreamError, OSError) as err:
             raise sdp.OfferError(503, f"the camera cannot be sent now: {err}") from err
+
+    async def _open_recording(self, camera_id: str, target: MediaTarget, offer: sdp.Offer) -> PlaybackSession:
+        assert self._recordings is not None
+        begin, stop = offer.times
+        if not 0 < begin < stop:
+            raise sdp.OfferError(
+                488, f"s={offer.session} needs t=<start> <stop> in Unix seconds, start first"
+            )
+        start, end = datetime.fromtimestamp(begin, UTC), datetime.fromtimestamp(stop, UTC)
+        if not await self._recordings.spans(camera_id, start, end):
+            raise sdp.OfferError(
+                404,
+                f"nothing is recorded from {gb_time(start)} to {gb_time(end)}",
+            )
+        scale: float | None = 1.0
+        if offer.session.lower() == "download":
+            scale = offer.download_speed or (UDP_DOWNLOAD_SPEED if target.transport == "udp" else None)
+        try:
+            return await self._recordings.open_recording(camera_id, target, start, end, scale)
+        except OSError as err:
+            raise sdp.OfferError(503, f"the recording cannot be sent now: {err}") from err
 
     async def _run(self, dialog: LiveDialog, answer: SipMessage) -> None:
         platform = dialog.platform
@@ -164,6 +225,8 @@ class LiveDialogs:
                 return
             await dialog.media.start()
             reason = await dialog.media.done
+            if dialog.playback is not None and dialog.playback.finished:
+                await self._file_ended(dialog)
             await self._send_bye(dialog)
         except (CascadeError, OSError, StreamError) as err:
             reason = f"failed: {err}"
@@ -180,6 +243,34 @@ class LiveDialogs:
                     await dialog.platform.reply(_request_key(answer), answer)
                 interval = min(interval * 2, 4.0)
         return not deadline.expired()
+
+    async def _file_ended(self, dialog: LiveDialog) -> None:
+        """MediaStatus 121 to the superior, then a while for its BYE (which cancels this task)."""
+        platform = dialog.platform
+        body = manscdp.render(media_status(dialog.channel_id, platform.next_sn()), platform.settings.encoding)
+        with contextlib.suppress(TimeoutError, CascadeError, OSError):
+            await platform.request(platform.new_request("MESSAGE", platform.server_uri, body=body))
+        await asyncio.sleep(MEDIA_STATUS_GRACE)
+
+    async def info(self, platform: PlatformClient, request: SipMessage) -> None:
+        """Playback control (MANSRTSP) in a playback dialog."""
+        dialog = self.dialogs.get(request.call_id)
+        if dialog is None or dialog.platform is not platform:
+            await platform.respond(request, 481, "Call/Transaction Does Not Exist")
+            return
+        playback = dialog.playback
+        if playback is None:
+            await platform.respond(request, 200, "OK")  # nothing to control in a live session
+            return
+        try:
+            control = parse_control(request.body)
+        except ControlError as err:
+            await platform.respond(request, 488, "Not Acceptable Here", warning=str(err))
+            return
+        await platform.respond(request, 200, "OK")
+        _apply(control, playback)
+        if control.method == "TEARDOWN":
+            await self.end(dialog, "TEARDOWN from the platform")
 
     async def _send_bye(self, dialog: LiveDialog) -> None:
         platform = dialog.platform
@@ -217,13 +308,17 @@ class LiveDialogs:
             await platform.respond(request, 481, "Call/Transaction Does Not Exist")
             return
         await platform.respond(request, 200, "OK")
-        dialog.end_reason = "BYE from the platform"
+        await self.end(dialog, "BYE from the platform")
+
+    async def end(self, dialog: LiveDialog, reason: str) -> None:
+        """End a dialog on the superior's word (no BYE of ours)."""
+        dialog.end_reason = reason
         task = dialog.task
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._end(dialog, dialog.end_reason)
+        await self._end(dialog, reason)
 
     async def stop(self) -> None:
         """End every dialog: BYE to each superior (briefly), media stopped, viewings recorded."""
@@ -245,6 +340,15 @@ _REASONS = {
     488: "Not Acceptable Here",
     503: "Service Unavailable",
 }
+
+
+def _apply(control: Control, media: PlaybackSession) -> None:
+    if control.scale is not None:
+        media.set_scale(control.scale)
+    if control.method == "PAUSE":
+        media.pause()
+    elif control.method == "PLAY":
+        media.resume()
 
 
 def _uri_of(header: str) -> str:

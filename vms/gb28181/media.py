@@ -7,12 +7,18 @@ its port), starts it when the ACK arrives, and stops it on BYE. The session's
 ``done`` future ends with a reason when the media plane gives up on its own (the
 superior vanished: RTCP silence, send or connection failures), and the dialog then
 sends BYE. The media plane's PS sender implements this; nothing here imports it.
+
+Playback and download (``s=Playback``, ``s=Download``) ask a :class:`RecordStarter`
+instead: it lists what is recorded and opens a :class:`PlaybackSession` over a
+range of the recordings, which a superior may pause, resume and play at another
+scale, and which says whether it ended because the recording did (``finished``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from vms.gb28181.sdp import MediaTransport
@@ -56,4 +62,37 @@ class MediaStarter(Protocol):
     async def open(self, camera_id: str, target: MediaTarget) -> MediaSession:
         """Prepare a session of the camera's live stream; raises ``OSError`` when the
         sockets cannot be had, or ``streams.StreamError`` when the camera cannot be served."""
+        ...
+
+
+class PlaybackSession(MediaSession, Protocol):
+    @property
+    def finished(self) -> bool:
+        """Whether the session ended because the recording was sent to its end."""
+        ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def set_scale(self, scale: float) -> None:
+        """Play at ``scale`` (positive) times real time from now on."""
+        ...
+
+
+Span = tuple[datetime, datetime]
+"""A recorded stretch of time, timezone-aware."""
+
+
+class RecordStarter(Protocol):
+    async def spans(self, camera_id: str, start: datetime, end: datetime) -> list[Span]:
+        """The camera's recorded stretches within ``[start, end)``, oldest first."""
+        ...
+
+    async def open_recording(
+        self, camera_id: str, target: MediaTarget, start: datetime, end: datetime, scale: float | None
+    ) -> PlaybackSession:
+        """Prepare a session of the camera's recording from ``start`` to ``end`` at ``scale``
+        times real time (None: as fast as the connection takes it); raises ``OSError`` when
+        the sockets cannot be had."""
         ...

@@ -1,9 +1,13 @@
-"""The cascade's live sessions sent by the media plane: :class:`~vms.gb28181.media.MediaStarter`
-over the relay's PS-over-RTP output (:class:`streams.PsOutput`).
+"""The cascade's sessions sent by the media plane: :class:`~vms.gb28181.media.MediaStarter`
+over the relay's PS-over-RTP output (:class:`streams.PsOutput`), and
+:class:`~vms.gb28181.media.RecordStarter` over recorded segments (:class:`streams.PsPlayback`).
 
 A session is prepared when the INVITE is answered (its socket open, a ``tcp-passive``
 one already listening, so the SDP answer carries a real port) and starts sending at the
-ACK, from the GOP cache's keyframe. It sends the camera's main stream, as it arrives.
+ACK: a live one from the GOP cache's keyframe, sending the camera's main stream as it
+arrives; a playback one from the keyframe at or before the range's start, of the stream
+the camera records (:meth:`vms.config.Config.record_stream`), read from the segments
+:class:`~vms.recordings.RecordingIndex` lists when the INVITE comes.
 
 Event loop only.
 """
@@ -12,15 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 
-from streams import PsOutput, PsSender, StreamManager
-from vms.gb28181.media import MediaSession, MediaTarget
+from streams import PsOutput, PsPlayback, PsSession, SourceSegment, StreamManager, recorded_packets
+from vms.config import Config
+from vms.gb28181.media import MediaSession, MediaTarget, PlaybackSession, Span
+from vms.recordings import RecordingIndex, to_ms
 
 
 class _Session:
-    """One prepared :class:`~streams.PsSender`, seen as a :class:`~vms.gb28181.media.MediaSession`."""
+    """One prepared :class:`~streams.PsSession`, seen as a :class:`~vms.gb28181.media.MediaSession`."""
 
-    def __init__(self, sender: PsSender) -> None:
+    def __init__(self, sender: PsSession) -> None:
         self._sender = sender
         self._done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._watch: asyncio.Task[None] | None = None
@@ -72,3 +80,57 @@ class PsMedia:
 
     async def stop(self) -> None:
         await self.output.stop()
+
+
+class _Playback(_Session):
+    """A :class:`~streams.PsPlayback`, seen as a :class:`~vms.gb28181.media.PlaybackSession`."""
+
+    def __init__(self, sender: PsPlayback) -> None:
+        super().__init__(sender)
+        self._playback = sender
+
+    @property
+    def finished(self) -> bool:
+        return self._playback.finished
+
+    def pause(self) -> None:
+        self._playback.pause()
+
+    def resume(self) -> None:
+        self._playback.resume()
+
+    def set_scale(self, scale: float) -> None:
+        self._playback.set_scale(scale)
+
+
+class RecordedMedia:
+    """Playback and download sessions of the cameras' recordings."""
+
+    def __init__(self, config: Config, index: RecordingIndex) -> None:
+        self._config = config
+        self._index = index
+
+    def _stream(self, camera_id: str) -> str:
+        return self._config.record_stream(self._config.camera(camera_id))
+
+    async def spans(self, camera_id: str, start: datetime, end: datetime) -> list[Span]:
+        found = await self._index.spans(camera_id, self._stream(camera_id), start, end)
+        return [(span.start, span.end) for span in found.spans]
+
+    async def open_recording(
+        self, camera_id: str, target: MediaTarget, start: datetime, end: datetime, scale: float | None
+    ) -> PlaybackSession:
+        sources = await self._index.playable(camera_id, self._stream(camera_id), start, end)
+        packets = recorded_packets(_each(sources), to_ms(start), to_ms(end))
+        sender = PsPlayback(packets, (target.host, target.port), target.transport, target.ssrc, scale=scale)
+        try:
+            await sender.prepare()
+        except OSError:
+            await packets.aclose()
+            raise
+        return _Playback(sender)
+
+
+async def _each(sources: Sequence[SourceSegment]) -> AsyncIterator[SourceSegment]:
+    for source in sources:
+        yield source

@@ -1,4 +1,4 @@
-"""The SDP of a GB/T 28181 INVITE for live play, and our answer.
+"""The SDP of a GB/T 28181 INVITE (live play, playback, download), and our answer.
 
 The superior offers where it wants the stream: ``o=``/``u=`` name the channel,
 ``c=`` the address, ``m=video <port> RTP/AVP 96`` (UDP) or ``TCP/RTP/AVP 96`` with
@@ -41,6 +41,11 @@ class Offer:
     payload_type: int
     ssrc: str
     """The 10 digits of ``y=``."""
+    times: tuple[int, int] = (0, 0)
+    """``t=``: for Playback and Download the range's start and stop in Unix seconds (GB/T
+    28181 writes them so, not in the NTP seconds of RFC 4566); ``0 0`` for live."""
+    download_speed: float | None = None
+    """``a=downloadspeed:`` of a Download, when given."""
 
 
 def parse_offer(text: str) -> Offer:
@@ -68,7 +73,28 @@ def parse_offer(text: str) -> Offer:
     ssrc = (fields.get("y") or [""])[0]
     if not (ssrc.isdigit() and len(ssrc) == 10):
         raise OfferError(488, "the SDP has no y= line with a 10-digit SSRC")
-    return Offer(session, channel, host, port, transport, payload, ssrc)
+    return Offer(session, channel, host, port, transport, payload, ssrc, _times(fields), _speed(attributes))
+
+
+def _times(fields: dict[str, list[str]]) -> tuple[int, int]:
+    parts = (fields.get("t") or ["0 0"])[0].split()
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 12 for p in parts):
+        raise OfferError(488, "the t= line is not two numbers of seconds")
+    return int(parts[0]), int(parts[1])
+
+
+def _speed(attributes: list[str]) -> float | None:
+    for attribute in attributes:
+        name, _, value = attribute.partition(":")
+        if name.strip().lower() == "downloadspeed":
+            try:
+                speed = float(value)
+            except ValueError:
+                raise OfferError(488, "a=downloadspeed is not a number") from None
+            if not 0 < speed <= 64:
+                raise OfferError(488, f"a=downloadspeed:{value[:8]} is out of range")
+            return speed
+    return None
 
 
 def _transport(proto: str, attributes: list[str]) -> MediaTransport:
@@ -118,7 +144,7 @@ def answer(offer: Offer, *, local_id: str, host: str, port: int) -> str:
         f"o={local_id} 0 0 IN {family} {host}",
         f"s={offer.session}",
         f"c=IN {family} {host}",
-        "t=0 0",
+        f"t={offer.times[0]} {offer.times[1]}",
         f"m=video {port} {proto} {offer.payload_type}",
         f"a=rtpmap:{offer.payload_type} PS/90000",
         "a=sendonly",

@@ -4,8 +4,10 @@
 and answers what each superior asks: Catalog, DeviceInfo and DeviceStatus queries
 (200 to the MESSAGE, then the result as MESSAGEs of our own), catalog subscriptions
 (NOTIFY ON/OFF when a shared camera's state changes; it listens to the stream
-manager), and live INVITEs (:mod:`vms.gb28181.invite`). A body that is not usable
-MANSCDP is answered 400 and counted as malformed. Event loop only.
+manager), RecordInfo queries from the recordings (:mod:`vms.gb28181.records`), and
+INVITEs for live play, playback and download with their INFO controls
+(:mod:`vms.gb28181.invite`). A body that is not usable MANSCDP is answered 400 and
+counted as malformed. Event loop only.
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ from typing import Any
 
 from streams import IngestState
 from vms.config import Config
-from vms.gb28181 import manscdp, queries
+from vms.gb28181 import manscdp, queries, records
 from vms.gb28181.channels import Directory
 from vms.gb28181.invite import LiveDialog, LiveDialogs
 from vms.gb28181.manscdp import Command, XmlError
-from vms.gb28181.media import MediaStarter
+from vms.gb28181.media import MediaStarter, RecordStarter
 from vms.gb28181.platform import CascadeError, PlatformClient
 from vms.gb28181.sip import SipMessage, new_tag, response_to
 from vms.gb28181.transport import Address
 
 log = logging.getLogger(__name__)
 
+_QUERIES = ("Catalog", "DeviceInfo", "DeviceStatus", "RecordInfo")
 ViewRecorder = Callable[..., None]
 """``record_soon(action, **fields)`` of :class:`vms.viewing.ViewingRecorder`."""
 MAX_SUBSCRIPTIONS = 16
@@ -61,12 +64,14 @@ class Cascade:
         recording: Callable[[str], bool],
         media: MediaStarter | None,
         record: ViewRecorder,
+        recordings: RecordStarter | None = None,
     ) -> None:
         self._config = config
         self._online = online
         self._recording = recording
         self._record = record
-        self.live = LiveDialogs(media, config.gb28181.max_sessions_total, self._recorded)
+        self._recordings = recordings
+        self.live = LiveDialogs(media, config.gb28181.max_sessions_total, self._recorded, recordings)
         self.platforms = [PlatformClient(p, self._handle) for p in config.gb28181.platforms]
         self._directories = {
             client.settings.name: Directory(config, client.settings) for client in self.platforms
@@ -105,7 +110,9 @@ class Cascade:
             self.live.ack(request)
         elif method == "BYE":
             await self.live.bye(platform, request)
-        elif method in ("OPTIONS", "NOTIFY", "INFO"):
+        elif method == "INFO":
+            await self.live.info(platform, request)
+        elif method in ("OPTIONS", "NOTIFY"):
             await platform.respond(request, 200, "OK")
         else:
             await platform.respond(request, 405, "Method Not Allowed")
@@ -122,13 +129,16 @@ class Cascade:
         if command is None:
             await platform.respond(request, 400, "Bad Request", warning="the body is not MANSCDP XML")
             return
-        if command.root != "Query" or command.cmd_type not in ("Catalog", "DeviceInfo", "DeviceStatus"):
+        if command.root != "Query" or command.cmd_type not in _QUERIES:
             await platform.respond(request, 200, "OK")  # notifications and controls we do not act on
             return
         directory = self.directory(platform)
         target = directory.node(command.device_id)
         if command.device_id != platform.settings.local_id and target is None:
             await platform.respond(request, 404, "Not Found", warning=f"no device {command.device_id[:20]}")
+            return
+        if command.cmd_type == "RecordInfo":
+            await self._record_info(platform, request, command, target, source)
             return
         await platform.respond(request, 200, "OK")
         for body in self._answers(platform, directory, command, target):
@@ -150,6 +160,28 @@ class Cascade:
         online = self._online(camera) if camera else platform.status.registered
         recording = self._recording(camera) if camera else False
         return [queries.device_status(local_id, target, command.sn, online, recording, datetime.now())]
+
+    async def _record_info(
+        self, platform: PlatformClient, request: SipMessage, command: Command, target: Any, source: Address
+    ) -> None:
+        if target is None or target.kind != "camera":
+            await platform.respond(request, 404, "Not Found", warning="RecordInfo is asked of a channel")
+            return
+        try:
+            query = records.record_query(command)
+        except XmlError as err:
+            platform.garbage(f"RecordInfo: {err}", source)
+            await platform.respond(request, 400, "Bad Request", warning=str(err))
+            return
+        await platform.respond(request, 200, "OK")
+        spans = (
+            []
+            if self._recordings is None
+            else await self._recordings.spans(target.key, query.start, query.end)
+        )
+        batch = platform.settings.catalog_batch
+        for body in records.record_info_messages(target, query, spans, command.sn, batch):
+            await self._send(platform, body)
 
     async def _send(self, platform: PlatformClient, body: ET.Element) -> None:
         message = platform.new_request(
@@ -257,5 +289,10 @@ class Cascade:
             started_at=dialog.started_at,
             ended_at=datetime.now(UTC),
             bytes=dialog.media.bytes_sent,
-            detail={"end": reason, "channel": dialog.channel_id, "transport": dialog.target.transport},
+            detail={
+                "end": reason,
+                "channel": dialog.channel_id,
+                "transport": dialog.target.transport,
+                "kind": dialog.kind,
+            },
         )
