@@ -20,6 +20,7 @@ the one it returned last.
 Every decode of a camera, including a snapshot's decode of the latest keyframe
 while the source is idle (:meth:`FrameSource.keyframe_picture`), runs in a worker
 thread, one at a time per source; ``decodes_running`` and ``decodes_peak`` show it.
+Keyframe decodes also take one of :data:`KEYFRAME_DECODE_SLOTS` shared by all cameras.
 
 Event loop only, but for the decoding itself.
 """
@@ -30,6 +31,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -45,6 +47,23 @@ log = logging.getLogger(__name__)
 
 _MAX_BATCH = 64
 """Packets handed to the decoder thread in one call when it has fallen behind."""
+KEYFRAME_DECODE_SLOTS = 2
+"""Keyframes decoded at once across all cameras: sixteen cameras analysed together queue
+their decodes instead of decoding (and holding a 1080p decoder's memory) all at once."""
+
+_keyframe_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def keyframe_slots() -> asyncio.Semaphore:
+    """The running loop's semaphore of :data:`KEYFRAME_DECODE_SLOTS` (one per loop: tests run many)."""
+    loop = asyncio.get_running_loop()
+    slots = _keyframe_slots.get(loop)
+    if slots is None:
+        slots = _keyframe_slots[loop] = asyncio.Semaphore(KEYFRAME_DECODE_SLOTS)
+    return slots
+
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -230,7 +249,8 @@ class FrameSource:
             cached = self._keyframe_cache
             if cached is not None and cached[0] is keyframe:
                 return cached[1]
-            frame = await self._decode(decode_keyframe, keyframe)
+            async with keyframe_slots():
+                frame = await self._decode(decode_keyframe, keyframe)
             self.frames_decoded += 1
             self._keyframe_cache = (keyframe, frame)
             return frame
