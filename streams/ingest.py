@@ -78,6 +78,11 @@ class IngestState(enum.StrEnum):
     DISABLED = "disabled"
     IDLE = "idle"
 
+    @property
+    def available(self) -> bool:
+        """Online, or idle (pulled on demand: whoever plays it connects it)."""
+        return self in (IngestState.ONLINE, IngestState.IDLE)
+
 
 @dataclass(frozen=True, slots=True)
 class IngestPolicy:

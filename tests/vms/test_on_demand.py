@@ -5,7 +5,6 @@ counts its RTSP sessions, the downstream is idle (ready, no alarm) until someone
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -14,7 +13,9 @@ import pytest
 from streams import AnalysisOutput, IngestState, RtspServer
 from tests.app_fixtures import RunningApp, serve_app
 from tests.vms.test_live_ws import open_ws, receive_mse, ws_url
-from tests.vms.test_rtsp_serve import token_of
+from tests.vms.test_rtsp_serve import token_of, until
+from vms.config_loader import parse_config
+from vms.relay import camera_spec
 
 IDLE_TIMEOUT = 1.0
 
@@ -64,10 +65,12 @@ def upstream_sessions(county: RunningApp) -> int:
 
 async def eventually_idle(city: RunningApp, county: RunningApp, within: float) -> None:
     """Wait until the city's camera is idle and the county serves it no more."""
-    deadline = time.monotonic() + within
-    while city.manager.stats("xingning-tax-1").state is not IngestState.IDLE or upstream_sessions(county):
-        assert time.monotonic() < deadline, "the upstream session outlived the idle timeout"
-        await asyncio.sleep(0.05)
+
+    async def idle() -> bool:
+        state = city.manager.stats("xingning-tax-1").state
+        return state is IngestState.IDLE and upstream_sessions(county) == 0
+
+    await until(idle, "the upstream session outlived the idle timeout", within)
 
 
 @pytest.mark.rtsp
@@ -104,3 +107,21 @@ async def test_a_city_instance_pulls_a_county_camera_only_while_watched(
     assert city.manager.stats("xingning-tax-1").sessions_opened == 2
     assert city.app.state.alarms.alarms({"xingning-tax"}) == [], "idle is not offline"
     assert (await city.http.get("/readyz")).status_code == 200
+
+
+def test_an_on_demand_camera_is_diagnosed_only_if_it_asks_and_its_idle_timeout_reaches_the_ingest() -> None:
+    config = parse_config(
+        CITY.format(url="rtsp://127.0.0.1:8554/tax-1", user="meizhou-centre", token="hw_x", idle=2.5)
+        + """
+  - {id: asks, name: 诊断, hall: xingning-tax, url: "rtsp://127.0.0.1:8554/tax-2", on_demand: true,
+     analysis: {enabled: true}}
+  - {id: pulled, name: 常规, hall: xingning-tax, url: "demo://pulled"}
+""",
+        "site.yaml",
+    )
+    on_demand, asks, pulled = config.cameras
+    assert [config.analyses(c) for c in config.cameras] == [False, True, True]
+    policy = camera_spec(config, on_demand).policy
+    assert (policy.on_demand, policy.idle_timeout) == (True, 2.5)
+    assert camera_spec(config, asks).policy.idle_timeout == 10.0
+    assert not camera_spec(config, pulled).policy.on_demand
