@@ -4,6 +4,7 @@
 
 import { getJSON, request } from "./api.js";
 import { clock, t } from "./i18n.js";
+import { AVAILABLE } from "./tree.js";
 
 const POLL_MS = 3000;
 
@@ -58,7 +59,7 @@ export class StatusBar {
 
   async showFallback() {
     const cams = this.cameras;
-    const online = cams.filter((c) => c.live.state === "online").length;
+    const online = cams.filter((c) => AVAILABLE.has(c.live.state)).length;
     const viewers = cams.reduce((n, c) => n + (c.live.webrtc_viewers || 0) + (c.live.mjpeg_viewers || 0), 0);
     let ready = false;
     try {

@@ -1,8 +1,9 @@
 // One tile of the video wall: its element, its overlay (camera, hall and its plate, state, mode, fps,
 // buttons, the forced-mode choice) and its player. The tile decides whether its player runs
-// (a camera is placed, the camera is online or stalled, the tile is on screen and the tab is
-// visible) and what it plays: the camera's sub-stream on the wall when it has one, the main
-// stream in full screen or alone on the wall; Auto or the mode an operator forced.
+// (a camera is placed, the camera is online, stalled or idle (pulled on demand: playing it
+// connects it), the tile is on screen and the tab is visible) and what it plays: the camera's
+// sub-stream on the wall when it has one, the main stream in full screen or alone on the wall;
+// Auto or the mode an operator forced.
 //
 // Two surfaces (a <video> and a <canvas> each) sit on top of each other. A change of stream
 // or mode starts the new player on the surface behind, and the surfaces swap only once it
@@ -18,7 +19,7 @@ import { Player } from "./player.js";
 import { applySound, soundButton } from "./sound.js";
 import { clearSurface, makeSurface, showSurface } from "./surface.js";
 
-const PLAYABLE = new Set(["online", "stalled"]);
+const PLAYABLE = new Set(["online", "stalled", "idle"]);
 function el(tag, className, attrs = {}) {
   const node = document.createElement(tag);
   if (className) node.className = className;

@@ -4,6 +4,9 @@
 
 import { t } from "./i18n.js";
 
+/** Camera states counted as up: online, or idle (pulled on demand, nobody watches it now). */
+export const AVAILABLE = new Set(["online", "idle"]);
+
 function el(tag, className, attrs = {}) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -131,7 +134,7 @@ export class HallTree {
       const row = this.list.querySelector(`[data-hall="${CSS.escape(hall.id)}"]`);
       if (!row) continue;
       const cams = hall.cameras.map((id) => this.cameras.get(id)).filter(Boolean);
-      const online = cams.filter((c) => c.live.state === "online").length;
+      const online = cams.filter((c) => AVAILABLE.has(c.live.state)).length;
       row.querySelector(".hall-name").textContent = hall.name;
       const plate = row.querySelector(".hall-plate");
       if (plate.textContent !== (hall.plate || "")) setPlate(plate, hall.plate || "");

@@ -23,7 +23,16 @@ Each camera runs a small state machine::
   reconnect is tried while the state stays ``stalled``;
 * ``offline``: the source failed or ended; the next attempt waits a capped,
   jittered exponential backoff that resets after a long healthy run;
-* ``disabled``: configured off; nothing runs.
+* ``disabled``: configured off; nothing runs;
+* ``idle``: an on-demand camera (:attr:`IngestPolicy.on_demand`) that nobody
+  needs now: no session is open. Its hub's first subscriber (a viewer, or
+  anyone waiting for the stream's description, which counts as demand) opens
+  one; the state stays ``idle`` until its first video packet (``online``) or
+  its failure (``offline``: someone wanted the camera and did not get it). A
+  session that has had no subscriber for ``idle_timeout`` seconds closes and
+  the camera is ``idle`` again, its GOP cache emptied so that nobody is served a
+  stale picture. Only a healthy session goes idle: a camera that failed keeps
+  its retries and backoff, watched or not, until a session gets a packet again.
 
 What users see of a failure (``last_error``, the listener's error and log lines
 at INFO and above) is fixed text of our own (:mod:`streams.sources.failures`),
@@ -67,6 +76,12 @@ class IngestState(enum.StrEnum):
     STALLED = "stalled"
     OFFLINE = "offline"
     DISABLED = "disabled"
+    IDLE = "idle"
+
+    @property
+    def available(self) -> bool:
+        """Online, or idle (pulled on demand: whoever plays it connects it)."""
+        return self in (IngestState.ONLINE, IngestState.IDLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,10 @@ class IngestPolicy:
     backoff_factor: float = 2.0
     backoff_jitter: float = 0.2
     backoff_reset_after: float = 30.0
+    on_demand: bool = False
+    """Connect only while the hub has subscribers (see ``idle`` in the module docstring)."""
+    idle_timeout: float = 10.0
+    """An on-demand session without subscribers for this long is closed."""
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before the ``attempt``-th retry (1-based)."""
@@ -99,6 +118,10 @@ StateListener = Callable[[str, IngestState, IngestState, str | None], None]
 
 
 class _Stalled(Exception):
+    pass
+
+
+class _Unwatched(Exception):
     pass
 
 
@@ -134,6 +157,15 @@ class Ingest:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.state = IngestState.STARTING if enabled else IngestState.DISABLED
+        self._wanted = asyncio.Event()
+        """Set while the hub has subscribers (on-demand cameras only)."""
+        self._unwatched_since: float | None = None
+        """Since when (monotonic) the hub has had no subscriber; None while it has some."""
+        if policy.on_demand:
+            hub.on_subscribers = self._on_subscribers
+            self._on_subscribers(hub.subscriber_count)
+            if enabled:
+                self.state = IngestState.IDLE
         self.state_since = time.time()
         self.reconnects = 0
         self.sessions_opened = 0
@@ -167,11 +199,16 @@ class Ingest:
     async def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            if self.state is IngestState.IDLE:
+                failures = 0
+                await self._wanted.wait()
             started = time.monotonic()
             was_online = await self._session()
             healthy_for = time.monotonic() - started
             if self._stop.is_set():
                 return
+            if self.state is IngestState.IDLE:
+                continue
             self.reconnects += 1
             if was_online and healthy_for >= self.policy.backoff_reset_after:
                 failures = 0
@@ -236,6 +273,10 @@ class Ingest:
                     self._set_state(IngestState.ONLINE)
                     log.info("%s: online", self.camera_id)
                 self.hub.publish(packet)
+                if self._unwatched():
+                    raise _Unwatched
+        except _Unwatched:
+            self._go_idle()
         except StopAsyncIteration:
             self._fail(IngestState.OFFLINE, "the stream ended")
         except _Stalled:
@@ -264,6 +305,29 @@ class Ingest:
             with contextlib.suppress(Exception):
                 await packets.aclose()
         return got_packet
+
+    # -- demand (on-demand cameras) ---------------------------------------------------
+
+    def _on_subscribers(self, count: int) -> None:
+        """The hub's subscriber count changed: called on the event loop, kept cheap."""
+        if count:
+            self._unwatched_since = None
+            self._wanted.set()
+        elif self._unwatched_since is None:
+            self._unwatched_since = time.monotonic()
+            self._wanted.clear()
+
+    def _unwatched(self) -> bool:
+        """Whether the hub has had no subscriber for ``idle_timeout`` (never when not on demand)."""
+        since = self._unwatched_since
+        return since is not None and time.monotonic() - since >= self.policy.idle_timeout
+
+    def _go_idle(self) -> None:
+        log.info("%s: nobody watched for %g s, disconnected", self.camera_id, self.policy.idle_timeout)
+        self.hub.discontinuity()
+        if self.audio_hub is not None:
+            self.audio_hub.discontinuity()
+        self._set_state(IngestState.IDLE)
 
     # -- state ---------------------------------------------------------------------
 

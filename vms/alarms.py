@@ -3,7 +3,8 @@
 :class:`AlarmCentre` hears every camera state change of the media plane
 (``StreamManager.add_listener(centre.on_state)``) and applies these rules, per camera:
 
-* ``starting``/``online`` → ``offline`` or ``stalled``: an alarm of that kind;
+* ``starting``/``online``/``idle`` → ``offline`` or ``stalled``: an alarm of that
+  kind (an ``idle`` on-demand camera fails only when someone wanted it);
 * ``stalled`` → ``offline``: one more ``offline`` alarm (the reconnect after the
   stall failed too);
 * ``offline`` ⇄ ``starting`` while the camera stays down (each failed reconnect)
@@ -13,7 +14,8 @@
 * ``starting`` → ``online`` with no alarm before it (start-up) raises nothing, and
   ``disabled`` closes the camera's trouble silently. A camera whose first packet is
   merely late stays ``starting`` (the ingest gives opening its own budget), so a
-  busy start-up raises no alarm.
+  busy start-up raises no alarm. ``idle`` (an on-demand camera nobody needs now)
+  raises nothing and closes nothing.
 
 A camera's recording that stops (the disk is full or read-only) raises one
 ``recording_failed`` alarm, and its return an informational ``recording_resumed``

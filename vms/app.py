@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from streams import IngestState, StreamManager
+from streams import StreamManager
 from vms import middleware, problems
 from vms.alarms import AlarmCentre
 from vms.audit import AuditError, AuditLog
@@ -121,7 +121,7 @@ def create_app(
             ps_media = PsMedia(relay)
             cascade = Cascade(
                 config,
-                online=lambda camera_id: relay.stats(camera_id).state is IngestState.ONLINE,
+                online=lambda camera_id: relay.stats(camera_id).state.available,
                 recording=config_records(config),
                 media=gb28181_media or ps_media,
                 record=viewing.record_soon,

@@ -198,6 +198,14 @@ class Camera(_Model):
     )
     transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport (rtsp/rtsps only).")
     enabled: bool = Field(default=True, description="A disabled camera is listed but never pulled.")
+    on_demand: bool = Field(
+        default=False,
+        description="Pull the camera only while someone here watches it (or records it: a recorded "
+        "camera is pulled always), for a camera that is another Hallwatch's RTSP re-serve.",
+    )
+    idle_timeout: Seconds = Field(
+        default=10.0, description="An on_demand camera is disconnected this long after its last viewer."
+    )
     audio: bool = Field(
         default=False,
         description="Relay the camera's sound too. Off by default: halls are public spaces, and "
@@ -352,9 +360,13 @@ class Config(_Model):
         return stream if camera.sub_url is not None else "main"
 
     def analyses(self, camera: Camera) -> bool:
-        """Whether the camera's pictures are diagnosed: its own ``analysis.enabled``, else the site's."""
+        """Whether the camera's pictures are diagnosed: its own ``analysis.enabled``, else the
+        site's; an on-demand camera only by its own (diagnosis would keep it pulled, and the
+        instance it comes from diagnoses it already)."""
         own = camera.analysis.enabled if camera.analysis is not None else None
-        return self.analysis.enabled if own is None else own
+        if own is None:
+            return self.analysis.enabled and not camera.on_demand
+        return own
 
     def recordings_dir(self) -> Path:
         """The recordings' root: ``recording.directory`` or ``data_dir/recordings``."""

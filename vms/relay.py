@@ -71,6 +71,8 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
             backoff_initial=ingest.backoff_initial,
             backoff_max=ingest.backoff_max,
             backoff_reset_after=ingest.backoff_reset_after,
+            on_demand=camera.on_demand,
+            idle_timeout=camera.idle_timeout,
         ),
         recording=(
             RecordingSpec(

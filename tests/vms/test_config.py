@@ -260,8 +260,8 @@ def test_base_text_is_valid(site: Path) -> None:
             "    hall: tax\n",
             "    hall: tax\n    username: viewer\n",
             "site.yaml:14:5: cameras[0]: unknown key 'username' here; it belongs under credentials: "
-            "(allowed keys: id, name, hall, url, sub_url, transport, enabled, audio, credentials, ingest, "
-            "record, record_stream, retention_days, analysis)",
+            "(allowed keys: id, name, hall, url, sub_url, transport, enabled, on_demand, idle_timeout, "
+            "audio, credentials, ingest, record, record_stream, retention_days, analysis)",
             id="key-in-wrong-section",
         ),
         pytest.param(
@@ -367,8 +367,8 @@ def test_unknown_key_is_reported_with_the_missing_key_it_hides(site: Path) -> No
         "site.yaml:11:5: cameras[0]: missing required key 'url' (rtsp://, rtsps://, file:///path or "
         "demo://name; no credentials in it); add a 'url:' line to this entry",
         "site.yaml:14:5: cameras[0]: unknown key 'urll'; did you mean 'url'? allowed keys: id, name, hall, "
-        "url, sub_url, transport, enabled, audio, credentials, ingest, record, record_stream, "
-        "retention_days, analysis",
+        "url, sub_url, transport, enabled, on_demand, idle_timeout, audio, credentials, ingest, record, "
+        "record_stream, retention_days, analysis",
     ]
 
 

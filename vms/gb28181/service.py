@@ -231,7 +231,7 @@ class Cascade:
 
     def on_state(self, camera_id: str, old: IngestState, new: IngestState, error: str | None) -> None:
         """Stream-manager listener: NOTIFY ON/OFF to every subscriber that sees the camera."""
-        was, now = old is IngestState.ONLINE, new is IngestState.ONLINE
+        was, now = old.available, new.available
         if was == now:
             return
         for platform in self.platforms:
