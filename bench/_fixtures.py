@@ -202,8 +202,9 @@ class Service:
         """``/readyz``'s answer when it was not 200 although every camera was online."""
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 40.0) -> None:
-        """Start; wait until every camera is online. Logs in first if the API asks for it."""
+    def start(self, timeout: float = 40.0, request_timeout: float = 2.0) -> None:
+        """Start; wait until every camera is online. Logs in first if the API asks for it
+        (on a busy machine the login's password hash can take longer than ``request_timeout``)."""
         env = dict(os.environ)
         env[f"HALLWATCH_ADMIN_PASSWORD_{CENTRE.upper()}"] = self._password
         with self.log_path.open("wb") as log:
@@ -212,7 +213,7 @@ class Service:
             )
         deadline = time.monotonic() + timeout
         last = "no answer"
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as http:
+        with httpx.Client(base_url=self.base_url, timeout=request_timeout) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"the service exited ({self.proc.returncode}): {self.log_tail()}")

@@ -13,7 +13,9 @@ access units and reads their burnt-in clock instead. It still feeds aiortc's
 receive statistics, so RTCP receiver reports go out and the relay sees a live
 viewer. The direct reader (:class:`~_units.DirectReader`) runs in a viewer
 process too. A process can hold MSE viewers instead (``join`` with protocol
-``mse``: :class:`~_mse.MseViewer`, WebSocket clients of ``mse.ws``) and time a
+``mse``: :class:`~_mse.MseViewer`, WebSocket clients of ``mse.ws``; ``rtsp``: readers of the
+RTSP re-serve; ``gb28181``: live sessions of a superior platform held by the process, see
+``_cascade_clients.py``) and time a
 new viewer's first decodable picture (``first_picture``, see ``_first_picture.py``).
 
 Threads: the child's event loop does everything; one executor thread waits on
@@ -32,6 +34,7 @@ import socket
 import time
 from typing import Any
 
+from _cascade_clients import Cascade, GbSession, RtspOptions, RtspViewer, first_packet
 from _mse import MseViewer
 from _units import DirectReader, RtpUnits, catch_up
 
@@ -183,12 +186,25 @@ class _Worker:
 
         self.base_url = base_url
         self.http = httpx.AsyncClient(timeout=10.0)
-        self.viewers: dict[str, Viewer | MseViewer] = {}
+        self.viewers: dict[str, Viewer | MseViewer | RtspViewer | GbSession] = {}
         self.ws_headers: dict[str, str] = {}
         """What an MSE viewer's WebSocket handshake carries (a session cookie, or a bearer token)."""
         self.deflate = True
         self.direct: DirectReader | None = None
+        self.rtsp: RtspOptions | None = None
+        self.cascade: Cascade | None = None
         self._next = 0
+
+    def _viewer(self, camera: str, protocol: str) -> Viewer | MseViewer | RtspViewer | GbSession:
+        if protocol == "mse":
+            return MseViewer(self.base_url, camera, self.ws_headers, deflate=self.deflate)
+        if protocol == "rtsp":
+            assert self.rtsp is not None, "rtsp_options first"
+            return RtspViewer(self.rtsp, camera)
+        if protocol == "gb28181":
+            assert self.cascade is not None, "cascade_start first"
+            return GbSession(self.cascade, camera)
+        return Viewer(self.http, self.base_url, camera)
 
     async def join(self, camera: str, count: int, protocol: str = "webrtc") -> dict[str, Any]:
         gate = asyncio.Semaphore(_JOIN_PARALLEL)
@@ -197,13 +213,9 @@ class _Worker:
 
         async def one() -> None:
             async with gate:
-                viewer: Viewer | MseViewer
-                if protocol == "mse":
-                    viewer = MseViewer(self.base_url, camera, self.ws_headers, deflate=self.deflate)
-                else:
-                    viewer = Viewer(self.http, self.base_url, camera)
+                viewer = self._viewer(camera, protocol)
                 try:
-                    await (viewer.join(_JOIN_TIMEOUT) if isinstance(viewer, MseViewer) else viewer.join())
+                    await (viewer.join() if isinstance(viewer, Viewer) else viewer.join(_JOIN_TIMEOUT))
                 except Exception as err:
                     errors.append(f"{type(err).__name__}: {err}")
                     await viewer.close()
@@ -266,6 +278,8 @@ class _Worker:
         await self.leave()
         if self.direct is not None:
             await self.direct.stop()
+        if self.cascade is not None:
+            await self.cascade.stop()
         await self.http.aclose()
 
 
@@ -294,6 +308,19 @@ async def _dispatch(worker: _Worker, command: str, args: tuple[Any, ...]) -> Any
     if command == "mse_options":  # the WebSocket handshake's headers; offer permessage-deflate or not
         worker.ws_headers, worker.deflate = dict(args[0]), bool(args[1])
         return True
+    if command == "rtsp_options":  # (port, user name, API token) of the RTSP re-serve
+        worker.rtsp = RtspOptions(*args)
+        return True
+    if command == "cascade_start":  # a superior platform in this process: its SIP port
+        worker.cascade = Cascade()
+        return await worker.cascade.start()
+    if command == "cascade_registered":  # (timeout,): until the service registered with it
+        assert worker.cascade is not None
+        await worker.cascade.registered(*args)
+        return True
+    if command == "first_packet":  # (camera, timeout): one timed GB/T 28181 session, then BYE
+        assert worker.cascade is not None
+        return await first_packet(worker.cascade, *args)
     if command == "first_picture":  # (protocol, camera, timeout): one timed join, then leave
         from _first_picture import first_picture  # imports this module: loaded on first use
 
