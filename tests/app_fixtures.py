@@ -81,6 +81,19 @@ class RunningApp:
             await client.aclose()
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to a free port of 127.0.0.1, for ``uvicorn.Server.serve(sockets=...)``.
+
+    Made with ``IPPROTO_TCP``, as uvicorn makes its own from ``host`` and ``port`` in
+    production: asyncio then sets ``TCP_NODELAY`` on the connections it accepts. With
+    protocol 0 it does not, and every answer whose head and body go out in two writes
+    waits about 40 ms for the client's delayed ACK.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def prepared(config: Config | str, data_dir: Path) -> Config:
     """``config`` with its data in ``data_dir`` and known first-admin passwords."""
     if isinstance(config, str):
@@ -101,8 +114,7 @@ async def serve_app(config: Config | str, data_dir: Path | None = None) -> Async
     ``data_dir`` when given (a restart keeps it), else to a fresh temporary directory."""
     with tempfile.TemporaryDirectory(prefix="hallwatch-") as tmp:
         app = create_app(prepared(config, data_dir or Path(tmp)))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock = listening_socket()
         port = sock.getsockname()[1]
         server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on"))
         task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")

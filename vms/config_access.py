@@ -25,6 +25,13 @@ class DatabaseSettings(_Model):
         description="SQLAlchemy URL of a PostgreSQL database "
         "(postgresql+asyncpg://user:password@host/db); empty: a SQLite file in server.data_dir.",
     )
+    sqlite_lock_wait: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds a write to the SQLite file waits while another process holds its write "
+        "lock; after that the write fails and its request answers 503.",
+    )
 
     @field_validator("url")
     @classmethod

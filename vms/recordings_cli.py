@@ -58,7 +58,7 @@ def verify_files(root: Path, rows: list[tuple[str, str]]) -> Check:
 async def report(config: Config, camera_id: str | None, verify: bool) -> tuple[list[str], int]:
     """The lines to print and the exit status."""
     root = config.recordings_dir().resolve()
-    db = Database(database_url(config))
+    db = Database(database_url(config), lock_wait=config.database.sqlite_lock_wait)
     await db.start()
     try:
         async with db.session() as s:

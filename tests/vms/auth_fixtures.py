@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ import uvicorn
 from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI
 
+from tests.app_fixtures import listening_socket
 from vms import problems, users
 from vms.audit import AuditLog, AuditQuery, AuditRecord
 from vms.auth import AuthService
@@ -139,8 +139,7 @@ async def serve_access(db: Database, config: Config | None = None) -> AsyncItera
     app.include_router(auth_routes.router, prefix="/api/v1")
     app.include_router(users_routes.router, prefix="/api/v1")
     _probe_routes(app)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")

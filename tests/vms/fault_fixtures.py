@@ -60,6 +60,14 @@ cameras:
     url: demo://tax-1?size=320x180&gop=25
 """
 
+LOCK_WAIT_SITE = (
+    SITE
+    + """
+database:
+  sqlite_lock_wait: 1  # a write under another process's lock fails after 1 s, not 5
+"""
+)
+
 
 @contextlib.contextmanager
 def hold_write_lock(db_file: Path) -> Iterator[subprocess.Popen[str]]:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from sqlalchemy import func, select
 
+from tests.app_fixtures import listening_socket
 from vms import problems
 from vms.access import Principal
 from vms.audit import CSV_COLUMNS, AuditLog, AuditQuery, AuditRecord
@@ -233,8 +233,7 @@ def _audit_app(audit: AuditLog) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def _serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from tests.app_fixtures import USER_PASSWORD
 from tests.db_fixtures import PostgresServer
 from tests.vms.fault_fixtures import (
+    LOCK_WAIT_SITE,
     app_on,
     fill,
     give_to_nobody,
@@ -103,7 +104,7 @@ async def create(http: httpx.AsyncClient, name: str) -> int:
 
 
 async def test_a_write_lock_held_by_another_process(tmp_path: Path) -> None:
-    config = site_config(tmp_path)
+    config = site_config(tmp_path, LOCK_WAIT_SITE)
     async with app_on(config) as (app, http):
         await log_in(http)
         assert await ready_reasons(http) == []

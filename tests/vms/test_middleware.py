@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
-from tests.app_fixtures import RunningApp, serve_app
+from tests.app_fixtures import RunningApp, listening_socket, serve_app
 from vms import middleware
 from vms.app import dashboard_dir
 from vms.metrics import metrics_of
@@ -115,8 +114,7 @@ def probe_app(max_body_bytes: int = MIB) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -26,8 +26,8 @@ server:
 ingest:
   connect_timeout: 1
   stall_timeout: 2
-  backoff_initial: 0.5
-  backoff_max: 2
+  backoff_initial: 10  # dead-1 stays offline between its attempts while a probe reads it
+  backoff_max: 10
 halls:
   - id: tax
     name: 税务

@@ -28,7 +28,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
-from tests.app_fixtures import RunningApp, prepared
+from tests.app_fixtures import RunningApp, listening_socket, prepared
 from tests.vms.test_bad_input import SITE as ONE_CAMERA
 from vms.app import create_app
 from vms.config_loader import parse_config
@@ -203,8 +203,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
 async def served(site: str, tmp_path: Path) -> AsyncIterator[RunningApp]:
     config = prepared(parse_config(site, "test.yaml"), tmp_path)
     app = create_app(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     port = sock.getsockname()[1]
     server = Server(app, server_config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")

@@ -81,6 +81,16 @@ async def test_dialect_and_sqlite_pragmas(database: Database) -> None:
         assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one() == 5000
 
 
+async def test_the_sqlite_lock_wait_is_the_busy_timeout(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'hallwatch.db'}", lock_wait=0.25)
+    await db.start()
+    try:
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one() == 250
+    finally:
+        await db.stop()
+
+
 async def test_ping_follows_the_database(database: Database, request: pytest.FixtureRequest) -> None:
     assert await database.ping()
     if database.dialect == "postgresql":

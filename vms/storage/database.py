@@ -33,7 +33,8 @@ from vms.storage.faults import describe
 log = logging.getLogger(__name__)
 
 SQLITE_FILE = "hallwatch.db"
-SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_LOCK_WAIT = 5.0
+"""Seconds a write waits for another connection's SQLite write lock (``busy_timeout``)."""
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a new PostgreSQL connection."""
 
@@ -72,21 +73,14 @@ def upgrade_schema(connection: Connection, revision: str = "head") -> None:
     command.upgrade(cfg, revision)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-
-
 class Database:
-    """One engine and its session factory; ``start()`` then ``session()``, ``stop()`` at the end."""
+    """One engine and its session factory; ``start()`` then ``session()``, ``stop()`` at the end.
 
-    def __init__(self, url: str) -> None:
+    ``lock_wait``: seconds a SQLite write waits for another connection's write lock."""
+
+    def __init__(self, url: str, *, lock_wait: float = SQLITE_LOCK_WAIT) -> None:
         self._url = make_url(url)
+        self._lock_wait = lock_wait
         if self._url.get_backend_name() not in ("sqlite", "postgresql"):
             raise DatabaseError(f"unsupported database {self.safe_url}")
         self._engine: AsyncEngine | None = None
@@ -134,10 +128,19 @@ class Database:
     def _create_engine(self) -> AsyncEngine:
         engine = self._pooled_engine()
         if self.dialect == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", self._sqlite_pragmas)
         event.listen(engine.sync_engine, "connect", self._stamp)
         event.listen(engine.sync_engine, "checkout", self._refuse_stale)
         return engine
+
+    def _sqlite_pragmas(self, dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={round(self._lock_wait * 1000)}")
+        finally:
+            cursor.close()
 
     def _stamp(self, dbapi_connection: Any, record: Any) -> None:
         record.info["generation"] = self._generation

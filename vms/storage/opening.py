@@ -46,7 +46,7 @@ async def open_store(config: Config) -> OpenStore:
     """Open, claim and check the store; the caller stops ``health`` then ``db``."""
     data_dir = config.server.data_dir.resolve()
     try:
-        db = Database(database_url(config))
+        db = Database(database_url(config), lock_wait=config.database.sqlite_lock_wait)
     except OSError as err:
         raise DatabaseError(f"cannot create the data directory {data_dir}: {describe(err)}") from err
     await db.start()
