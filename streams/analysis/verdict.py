@@ -85,10 +85,14 @@ BLURRED_RATIO = 0.35
 """Sharpness against the baseline below which the picture is blurred: healthy at least 0.95
 (0.89 with half the lamps off), blur of sigma 2 px at 640 wide at most 0.1; 0.35 sits
 about a factor of three from each."""
-FROZEN_RATIO = 0.1
+FROZEN_RATIO = 0.3
 """Median of the last frame differences against the noise floor below which the picture is
-frozen: healthy with people at least 0.88, a repeated frame at most 0.003 once the
-encoder has settled."""
+frozen: healthy with people at least 0.88, and at least 0.65 over 32 camera-minutes of
+normal scenes analysed at keyframes 2 s apart, the empty hall included (``bench/analysis.py``);
+a repeated frame at most 0.003 once a constant-quality encoder has settled, but a
+constant-bitrate camera re-encodes its frozen picture at each keyframe with a drifting
+quantizer, which leaves about 0.22 (800 kbit/s at 640x360, measured through the RTSP test
+server)."""
 MOVED_IN_PLACE = 0.3
 """Share of matched reference features still in place below which the camera moved or the
 scene changed: healthy at least 0.46 (people hide some), shifted or rotated at most 0.12."""

@@ -95,14 +95,15 @@ def raw_pictures(frames: int, *, seed: int = 1, people: int = 4, drift_period: f
     return list(itertools.islice(hall_pictures(seed=seed, people=people, drift_period=drift_period), frames))
 
 
-def round_trip(pictures: list[Picture], *, crf: int = 28) -> list[Picture]:
-    """``pictures`` encoded by libx264 (keyframe every 2 s) and decoded back to BGR."""
+def round_trip(pictures: list[Picture], *, crf: int = 28, gop: int = 2 * FPS) -> list[Picture]:
+    """``pictures`` encoded by libx264 (a keyframe every ``gop`` pictures, 2 s by default) and
+    decoded back to BGR."""
     enc = av.CodecContext.create("libx264", "w")
     assert isinstance(enc, av.VideoCodecContext)
     enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     enc.time_base = fractions.Fraction(1, FPS)
     enc.framerate = fractions.Fraction(FPS, 1)
-    enc.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(crf), "g": str(2 * FPS)}
+    enc.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(crf), "g": str(gop)}
     dec = av.CodecContext.create("h264", "r")
     out: list[Picture] = []
     packets: list[av.Packet] = []
@@ -193,13 +194,20 @@ FAULTS: dict[str, Fault] = {
 
 
 def hall_clip(
-    frames: int, *, seed: int = 1, people: int = 4, fault: str | None = None, frozen: bool = False
+    frames: int,
+    *,
+    seed: int = 1,
+    people: int = 4,
+    fault: str | None = None,
+    frozen: bool = False,
+    gop: int = 2 * FPS,
 ) -> list[Picture]:
-    """A decoded clip of the hall, with ``fault`` applied; ``frozen`` repeats the first raw picture."""
+    """A decoded clip of the hall, with ``fault`` applied; ``frozen`` repeats the first raw picture;
+    ``gop=1`` makes every picture a keyframe, as the service analyses them."""
     raw = raw_pictures(1 if frozen else frames, seed=seed, people=people)
     if frozen:
         raw = raw * frames
     if fault is not None:
         rng = np.random.default_rng(seed + 100)
         raw = [FAULTS[fault](img, rng) for img in raw]
-    return round_trip(raw)
+    return round_trip(raw, gop=gop)

@@ -366,3 +366,27 @@ async def test_viewers_snapshots_and_analysis_of_one_camera_share_one_decode(
         await analysis.stop()
         assert not source.running and source.consumer_count == 0
         assert manager.hub("cam1").subscriber_count == 0
+
+
+async def test_a_freeze_on_a_constant_bitrate_camera(
+    rtsp_server: RtspServerFactory, footage: dict[str, Path]
+) -> None:
+    """A camera whose encoder runs at a constant bitrate (800 kbit/s, what most cameras ship with)
+    freezes: its still picture is re-encoded at every keyframe with a drifting quantizer, so
+    successive pictures still differ a little. The freeze is raised as fast as on a
+    constant-quality camera, and its first pictures are not learned as the camera's stillest
+    motion (which would hide the next freeze)."""
+    server = rtsp_server({"cam1": f"{WIDTH}x{HEIGHT}@{FPS},800k,gop={GOP},scene={footage['scene']},faults"})
+    events = Events({})
+    async with running([camera(server, "cam1")]) as manager:
+        manager.add_output_listener(events)
+        output = manager.output("cam1", "analysis", AnalysisOutput)
+        assert output is not None
+        await wait_until(lambda: output.statistics()["baseline_ready"], 25, "baseline")
+        floor_before = output._diagnosis.baseline.noise_floor  # the learned noise floor
+        server.fault("cam1", "frozen")
+        frozen_at = time.monotonic()
+        await wait_until(lambda: bool(events.seen), 20, "FROZEN raised")
+        assert isinstance(events.seen["cam1"][0][1], PictureRaised)
+        assert events.times("cam1")[0] - frozen_at < 6, "as fast as a constant-quality camera (3.5-3.9 s)"
+        assert output._diagnosis.baseline.noise_floor > floor_before / 2, "the freeze was learned as healthy"
