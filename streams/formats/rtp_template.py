@@ -37,6 +37,9 @@ HEADER = struct.Struct(">BBHII")
 _SEQ_TIME_SSRC = struct.Struct(">HII")
 _LENGTH = struct.Struct(">H")
 _PREFIX = {"none": 0, "rfc4571": _LENGTH.size, "interleaved": 2 + _LENGTH.size}
+_CHANNEL_BEFORE_SEQUENCE = 5
+"""From a ``$`` frame's channel byte to its packet's sequence number: the frame's 16-bit
+length and the RTP header's first two bytes lie between."""
 _CACHE_UNITS = 256
 
 T = TypeVar("T")
@@ -49,6 +52,8 @@ class RtpTemplate:
     data: bytes
     starts: tuple[int, ...]
     """Where each packet's framing starts, then the end of ``data``."""
+    sequences: tuple[int, ...]
+    """Where each packet's sequence number is (the timestamp and SSRC follow)."""
     framing: Framing
     payload_bytes: int
 
@@ -77,23 +82,25 @@ def build_template(
         marker = 0x80 if index == last else 0
         parts += (HEADER.pack(0x80, marker | payload_type, 0, timestamp, 0), payload)
         at += prefix + HEADER.size + len(payload)
+    sequences = tuple(start + prefix + 2 for start in starts)
     starts.append(at)
-    return RtpTemplate(b"".join(parts), tuple(starts), framing, sum(map(len, payloads)))
+    return RtpTemplate(b"".join(parts), tuple(starts), sequences, framing, sum(map(len, payloads)))
 
 
 def stamp(template: RtpTemplate, sequence: int, timestamp: int, ssrc: int, channel: int = 0) -> bytearray:
     """A copy of ``template`` with one session's fields: sequence numbers from ``sequence``
     on (modulo 2^16), ``timestamp``, ``ssrc``, and ``channel`` when interleaved."""
     buffer = bytearray(template.data)
-    starts = template.starts[:-1]
-    offset = _PREFIX[template.framing] + 2
     pack = _SEQ_TIME_SSRC.pack_into
-    for start in starts:
-        pack(buffer, start + offset, sequence, timestamp, ssrc)
-        sequence = (sequence + 1) & 0xFFFF
     if template.framing == "interleaved" and channel:
-        for start in starts:
-            buffer[start + 1] = channel
+        for at in template.sequences:
+            pack(buffer, at, sequence, timestamp, ssrc)
+            buffer[at - _CHANNEL_BEFORE_SEQUENCE] = channel
+            sequence = (sequence + 1) & 0xFFFF
+    else:
+        for at in template.sequences:
+            pack(buffer, at, sequence, timestamp, ssrc)
+            sequence = (sequence + 1) & 0xFFFF
     return buffer
 
 
