@@ -11,22 +11,22 @@ backwards, even with B-frames. Over TCP every packet is preceded by its
 length in two bytes, big-endian (RFC 4571).
 
 Sharing: :class:`SharedPsUnits` (one per camera) muxes each access unit once
-and keeps, per framing, a *template*: every RTP packet of the unit laid end to
-end, headers filled in but for the sequence number and the SSRC.
-:class:`RtpStamper` (one per session) copies that template and writes its own
-sequence numbers and SSRC into it: one buffer copy and a few bytes per packet,
-which is what another session costs.
+and keeps, per framing, a template of its RTP packets
+(:mod:`streams.formats.rtp_template`), headers filled in but for the sequence
+number and the SSRC. :class:`RtpStamper` (one per session) copies that template
+and writes its own sequence numbers and SSRC into it: one buffer copy and a few
+bytes per packet, which is what another session costs.
 
 Pure computation on bytes; the shared units are used on the event loop only.
 """
 
 from __future__ import annotations
 
-import collections
 import random
-import struct
 
+from streams.formats import rtp_template
 from streams.formats.mpeg_ps import PsMuxer
+from streams.formats.rtp_template import RtpTemplate, UnitCache
 from streams.packets import MediaPacket
 
 __all__ = [
@@ -42,9 +42,6 @@ PAYLOAD_TYPE = 96
 PAYLOAD_MAX = 1400
 """Bytes of PS per RTP packet: with the 12-byte RTP header and 28 bytes of IPv4/UDP
 headers (48 for IPv6) a packet stays under a 1500-byte MTU."""
-HEADER = struct.Struct(">BBHII")
-_SEQ_TIME_SSRC = struct.Struct(">HII")
-_LENGTH = struct.Struct(">H")
 _CACHE_UNITS = 256
 
 
@@ -68,59 +65,38 @@ class PsUnit:
     def __init__(self, data: bytes, timestamp: int) -> None:
         self.data = data
         self.timestamp = timestamp & 0xFFFFFFFF
-        self._templates: dict[bool, tuple[bytes, tuple[int, ...]]] = {}
+        self._templates: dict[bool, RtpTemplate] = {}
 
-    @property
-    def packet_count(self) -> int:
-        return -(-len(self.data) // PAYLOAD_MAX)
-
-    def template(self, framed: bool) -> tuple[bytes, tuple[int, ...]]:
+    def template(self, framed: bool) -> RtpTemplate:
         """Every RTP packet of the unit laid end to end (each after its RFC 4571 length if
-        ``framed``), sequence numbers and SSRC zero; and where each packet starts, with
-        the end of the buffer last."""
+        ``framed``), with the unit's timestamp, sequence numbers and SSRC zero."""
         found = self._templates.get(framed)
         if found is None:
-            found = self._templates[framed] = self._build(framed)
+            data = self.data
+            chunks = [data[at : at + PAYLOAD_MAX] for at in range(0, len(data), PAYLOAD_MAX)]
+            found = rtp_template.build_template(
+                chunks, PAYLOAD_TYPE, "rfc4571" if framed else "none", self.timestamp
+            )
+            self._templates[framed] = found
         return found
-
-    def _build(self, framed: bool) -> tuple[bytes, tuple[int, ...]]:
-        data, parts, starts, at = self.data, [], [], 0
-        count = self.packet_count
-        for index in range(count):
-            chunk = data[index * PAYLOAD_MAX : (index + 1) * PAYLOAD_MAX]
-            marker = 0x80 if index == count - 1 else 0
-            starts.append(at)
-            if framed:
-                parts.append(_LENGTH.pack(HEADER.size + len(chunk)))
-            parts += (HEADER.pack(0x80, marker | PAYLOAD_TYPE, 0, self.timestamp, 0), chunk)
-            at += (_LENGTH.size if framed else 0) + HEADER.size + len(chunk)
-        starts.append(at)
-        return b"".join(parts), tuple(starts)
 
 
 class SharedPsUnits:
     """PS units of a camera's access units, muxed once, shared by its sessions.
 
-    Keeps the most recent ``capacity`` units, keyed by identity: the hub hands
-    the same MediaPacket object to every subscriber.
+    Keeps the most recent ``capacity`` units (see :class:`~streams.formats.rtp_template.UnitCache`).
     """
 
     def __init__(self, muxer: PsMuxer | None = None, capacity: int = _CACHE_UNITS) -> None:
-        self._muxer = muxer or PsMuxer()
-        self._capacity = capacity
-        self._cache: collections.OrderedDict[int, tuple[MediaPacket, PsUnit]] = collections.OrderedDict()
-        self.muxed = 0
+        muxer = muxer or PsMuxer()
+        self._units = UnitCache(lambda media: PsUnit(muxer.mux(media), media.decode_ts), capacity)
+
+    @property
+    def muxed(self) -> int:
+        return self._units.built
 
     def unit(self, media: MediaPacket) -> PsUnit:
-        entry = self._cache.get(id(media))
-        if entry is not None and entry[0] is media:
-            return entry[1]
-        unit = PsUnit(self._muxer.mux(media), media.decode_ts)
-        self.muxed += 1
-        self._cache[id(media)] = (media, unit)
-        if len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
-        return unit
+        return self._units.unit(media)
 
 
 class RtpStamper:
@@ -134,12 +110,7 @@ class RtpStamper:
 
     def stamp(self, unit: PsUnit) -> tuple[bytearray, tuple[int, ...]]:
         """The unit's packets for this session, and where each starts (the buffer's end last)."""
-        template, starts = unit.template(self.framed)
-        buffer = bytearray(template)
-        offset = _LENGTH.size + 2 if self.framed else 2
-        sequence, timestamp, ssrc = self.sequence, unit.timestamp, self.ssrc
-        for start in starts[:-1]:
-            _SEQ_TIME_SSRC.pack_into(buffer, start + offset, sequence, timestamp, ssrc)
-            sequence = (sequence + 1) & 0xFFFF
-        self.sequence = sequence
-        return buffer, starts
+        template = unit.template(self.framed)
+        buffer = rtp_template.stamp(template, self.sequence, unit.timestamp, self.ssrc)
+        self.sequence = (self.sequence + template.packet_count) & 0xFFFF
+        return buffer, template.starts

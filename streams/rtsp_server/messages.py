@@ -1,4 +1,4 @@
-"""RTSP 1.0 messages on a TCP connection: requests in, responses out, ``$`` frames both ways.
+"""RTSP 1.0 messages on a TCP connection: requests and ``$`` frames in, responses out.
 
 A client's connection carries RTSP requests and, once it plays over TCP, its
 interleaved RTCP receiver reports (``$``, channel, 16-bit length, packet; RFC
@@ -119,8 +119,3 @@ def parse_head(head: bytes) -> Request:
             raise BadMessage("malformed header line")
         headers[name.strip().lower()] = value.strip()
     return Request(parts[0].upper(), parts[1], headers)
-
-
-def interleaved(channel: int, packet: bytes) -> bytes:
-    """A ``$`` frame carrying ``packet`` on ``channel``."""
-    return b"$" + bytes((channel,)) + len(packet).to_bytes(2, "big") + packet

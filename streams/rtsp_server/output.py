@@ -3,10 +3,11 @@
 :class:`RtspOutput` belongs to the stream manager, beside the WebRTC and MSE
 outputs, so RTSP viewers count in the camera's statistics and keep the memory
 trimmer waiting. Its caps are the same settings as theirs (viewers per camera,
-viewers in total), counted separately. The RTP payloads of an access unit are
-computed once per hub (:class:`~streams.webrtc.packetizer.SharedPacketizer`)
-and shared by every session reading that hub: another viewer costs headers
-and sending, not packetizing.
+viewers in total), counted separately. The RTP packets of an access unit are
+built once per hub, framed and with their headers but for what each session
+sets (:class:`~streams.rtsp_server.payloads.SharedTemplates`), and shared by
+every session reading that hub: another viewer costs a copy of them with its
+sequence numbers, timestamp, SSRC and channel written in, and sending.
 
 Event loop only.
 """
@@ -19,8 +20,7 @@ from typing import Protocol
 from streams.errors import CapacityError
 from streams.hub import Hub
 from streams.packets import Codec
-from streams.rtsp_server.payloads import packetizer_of
-from streams.webrtc.packetizer import SharedPacketizer
+from streams.rtsp_server.payloads import SharedTemplates, packetizer_of
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class RtspOutput:
         self._max_per_camera = max_sessions_per_camera
         self._max_total = max_sessions_total
         self._sessions: dict[str, Session] = {}
-        self._shared: dict[Hub, SharedPacketizer] = {}
+        self._shared: dict[tuple[Hub, int], SharedTemplates] = {}
         self._stopped = False
 
     def session_count(self, camera_id: str | None = None) -> int:
@@ -63,17 +63,17 @@ class RtspOutput:
         self._sessions[session.id] = session
 
     def remove(self, session: Session) -> None:
-        """Forget an ended session, and the shared payloads of hubs nobody reads any more."""
+        """Forget an ended session, and the shared packets of hubs nobody reads any more."""
         self._sessions.pop(session.id, None)
         reading = {hub for s in self._sessions.values() for hub in s.hubs()}
-        for hub in [hub for hub in self._shared if hub not in reading]:
-            del self._shared[hub]
+        for key in [key for key in self._shared if key[0] not in reading]:
+            del self._shared[key]
 
-    def packetizer(self, hub: Hub, codec: Codec) -> SharedPacketizer:
-        """The RTP payloads of ``hub``'s packets, shared by its sessions."""
-        shared = self._shared.get(hub)
+    def templates(self, hub: Hub, codec: Codec, payload_type: int) -> SharedTemplates:
+        """The RTP packets of ``hub``'s access units, shared by its sessions."""
+        shared = self._shared.get((hub, payload_type))
         if shared is None:
-            shared = self._shared[hub] = SharedPacketizer(packetize=packetizer_of(codec))
+            shared = self._shared[hub, payload_type] = SharedTemplates(packetizer_of(codec), payload_type)
         return shared
 
     async def stop(self) -> None:

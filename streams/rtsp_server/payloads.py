@@ -7,10 +7,15 @@ units (RFC 7798, 4.4.3). AAC goes one access unit per packet in the
 13 bits of size, 3 of index); G.711 and Opus frames go as they are. Every
 payload fits :data:`PAYLOAD_MAX`, the same bound as the WebRTC output's.
 
-:class:`RtpTrack` wraps payloads in RTP headers for one client's track: its
-own SSRC, sequence numbers and timestamp origin, all random (RFC 3550, 5.1).
+:class:`SharedTemplates` (one per hub) keeps, for each access unit and each
+framing its sessions use (``$`` frames for TCP interleaved, none for UDP), a
+template of its RTP packets (:mod:`streams.formats.rtp_template`), packetized
+and built once. :class:`RtpTrack` is one client's track: its own SSRC,
+sequence numbers and timestamp origin, all random (RFC 3550, 5.1), written
+into a copy of the template.
 
-Pure computation on bytes; a track belongs to one session on the event loop.
+Pure computation on bytes; the shared templates are used on the event loop
+only, a track belongs to one session.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import struct
 from collections.abc import Callable
 
 from streams.codecs import h264
-from streams.packets import CLOCK_RATE, Codec
+from streams.formats.rtp_template import Framing, RtpTemplate, UnitCache, build_template, stamp
+from streams.packets import CLOCK_RATE, Codec, MediaPacket
 from streams.webrtc.packetizer import PAYLOAD_MAX, packetize_h264
 
 _FU = 49
@@ -64,15 +70,53 @@ def packetizer_of(codec: Codec) -> Callable[[bytes], list[bytes]]:
     return as_is
 
 
+class TemplatedUnit:
+    """One access unit and, per framing, its RTP packets' template, built when first asked
+    for: a hub's sessions mostly share one transport, so the unit keeps one copy of its bytes."""
+
+    __slots__ = ("_packetize", "_templates", "data", "payload_type")
+
+    def __init__(self, data: bytes, packetize: Callable[[bytes], list[bytes]], payload_type: int) -> None:
+        self.data = data
+        self.payload_type = payload_type
+        self._packetize = packetize
+        self._templates: dict[Framing, RtpTemplate] = {}
+
+    def template(self, framing: Framing) -> RtpTemplate:
+        found = self._templates.get(framing)
+        if found is None:
+            payloads = self._packetize(self.data)
+            found = self._templates[framing] = build_template(payloads, self.payload_type, framing)
+        return found
+
+
+class SharedTemplates:
+    """A hub's access units as RTP templates, built once, shared by the sessions reading
+    the hub (see :class:`~streams.formats.rtp_template.UnitCache`)."""
+
+    def __init__(self, packetize: Callable[[bytes], list[bytes]], payload_type: int) -> None:
+        self._units = UnitCache(lambda media: TemplatedUnit(media.data, packetize, payload_type))
+
+    @property
+    def units(self) -> int:
+        """Access units taken into the cache (each packetized once per framing asked for)."""
+        return self._units.built
+
+    def unit(self, media: MediaPacket) -> TemplatedUnit:
+        return self._units.unit(media)
+
+
 class RtpTrack:
     """One client's RTP stream of one track. See the module docstring."""
 
-    def __init__(self, payload_type: int, clock_rate: int) -> None:
+    def __init__(
+        self, payload_type: int, clock_rate: int, *, sequence: int | None = None, origin: int | None = None
+    ) -> None:
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.ssrc = secrets.randbits(32)
-        self._seq = secrets.randbits(16)
-        self._origin = secrets.randbits(32)
+        self._seq = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
+        self._origin = secrets.randbits(32) if origin is None else origin & 0xFFFFFFFF
         self.packets_sent = 0
         self.octets_sent = 0
         self.last_timestamp: int | None = None
@@ -82,16 +126,13 @@ class RtpTrack:
         ticks = pts if self.clock_rate == CLOCK_RATE else pts * self.clock_rate // CLOCK_RATE
         return (ticks + self._origin) & 0xFFFFFFFF
 
-    def wrap(self, payloads: list[bytes], pts: int, *, marker: bool) -> list[bytes]:
-        """RTP packets of one access unit's payloads; ``marker`` set on the last one."""
+    def stamp(self, template: RtpTemplate, pts: int, channel: int = 0) -> bytearray:
+        """This track's RTP packets of one access unit: a copy of its ``template`` with the
+        track's sequence numbers, timestamp and SSRC (and the interleaved ``channel``)."""
         timestamp = self.timestamp(pts)
         self.last_timestamp = timestamp
-        packets = []
-        last = len(payloads) - 1
-        for index, payload in enumerate(payloads):
-            second = self.payload_type | (0x80 if marker and index == last else 0)
-            packets.append(struct.pack(">BBHII", 0x80, second, self._seq, timestamp, self.ssrc) + payload)
-            self._seq = (self._seq + 1) & 0xFFFF
-            self.octets_sent += len(payload)
-        self.packets_sent += len(packets)
-        return packets
+        buffer = stamp(template, self._seq, timestamp, self.ssrc, channel)
+        self._seq = (self._seq + template.packet_count) & 0xFFFF
+        self.packets_sent += template.packet_count
+        self.octets_sent += template.payload_bytes
+        return buffer

@@ -240,7 +240,7 @@ class RtspServer:
                 log.info("RTSP viewer of %s refused: %s", target.camera_id, err)
                 return Response(453)
             conn.sessions[session.id] = session
-        shared = self._manager.rtsp.packetizer(media_hub, codec)
+        shared = self._manager.rtsp.templates(media_hub, codec, rtp.payload_type)
         session.tracks[index] = Track(media_hub, codec, rtp, sink, shared)
         transport = f"{answer};ssrc={rtp.ssrc:08X}"
         return Response(200, {"Transport": transport, "Session": f"{session.id};timeout={self._timeout()}"})

@@ -2,16 +2,18 @@
 
 A session is set up track by track (``SETUP``), then started (``PLAY``): each
 track gets its own hub subscription, so video starts at the GOP cache's
-keyframe like every other viewer's, and its own pump task, which wraps the
-shared payloads in the session's RTP headers and hands them to the track's
-transport:
+keyframe like every other viewer's, and its own pump task, which copies each
+access unit's shared packet template, writes the session's RTP header fields
+into the copy and hands it to the track's transport:
 
-- TCP interleaved: ``$`` frames on the client's RTSP connection. The pump waits
+- TCP interleaved: ``$`` frames on the client's RTSP connection, one write per
+  access unit. The pump waits
   for the connection's send buffer to drain below its limit, so a client that
   reads slowly leaves its subscription's queue to fill, and the hub skips it to
   the next keyframe like any slow viewer; one that reads nothing for
   ``write_timeout`` seconds is disconnected.
-- UDP: datagrams from the server's RTP port to the client's, never waiting.
+- UDP: datagrams from the server's RTP port to the client's, a slice of the
+  buffer each, never waiting.
 
 ``stop`` (TEARDOWN, the connection gone, the keep-alive timeout, the relay
 stopping) cancels and awaits the pumps, leaves the hubs and reports the
@@ -24,19 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streams.formats.rtp_template import Framing
 from streams.hub import Hub, HubClosed, Subscription
 from streams.packets import Codec
 from streams.rtsp_server.access import RtspViewing, Verdict
-from streams.rtsp_server.messages import interleaved
-from streams.rtsp_server.payloads import RtpTrack
+from streams.rtsp_server.payloads import RtpTrack, SharedTemplates
 from streams.specs import StreamName
-from streams.webrtc.packetizer import SharedPacketizer
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,15 @@ class TcpSink:
     """Interleaved ``$`` frames on the RTSP connection."""
 
     kind = "tcp"
+    framing: Framing = "interleaved"
 
     def __init__(self, writer: asyncio.StreamWriter, channel: int, write_timeout: float) -> None:
         self._writer = writer
         self.channel = channel
         self._write_timeout = write_timeout
 
-    async def send(self, packets: list[bytes]) -> None:
-        self._writer.write(b"".join(interleaved(self.channel, p) for p in packets))
+    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
+        self._writer.write(buffer)
         async with asyncio.timeout(self._write_timeout):
             await self._writer.drain()
 
@@ -66,14 +69,17 @@ class UdpSink:
     """Datagrams from the server's RTP socket to the client's RTP port."""
 
     kind = "udp"
+    framing: Framing = "none"
+    channel = 0
 
     def __init__(self, transport: asyncio.DatagramTransport, address: tuple[str, int]) -> None:
         self._transport = transport
         self.address = address
 
-    async def send(self, packets: list[bytes]) -> None:
-        for packet in packets:
-            self._transport.sendto(packet, self.address)
+    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
+        view = memoryview(buffer)
+        for start, end in itertools.pairwise(starts):
+            self._transport.sendto(view[start:end], self.address)
 
 
 Sink = TcpSink | UdpSink
@@ -85,7 +91,7 @@ class Track:
     codec: Codec
     rtp: RtpTrack
     sink: Sink
-    shared: SharedPacketizer
+    shared: SharedTemplates
 
 
 class RtspSession:
@@ -149,8 +155,9 @@ class RtspSession:
         try:
             while True:
                 packet = await subscription.get()
-                unit = track.shared.unit(packet)
-                await track.sink.send(track.rtp.wrap(unit.payloads, packet.pts, marker=True))
+                template = track.shared.unit(packet).template(track.sink.framing)
+                buffer = track.rtp.stamp(template, packet.pts, track.sink.channel)
+                await track.sink.send(buffer, template.starts)
         except HubClosed:
             self._finish("camera stream ended")
         except TimeoutError:
