@@ -1,5 +1,6 @@
 // The status bar: cameras online/total, viewers now, service health (as /readyz says it),
-// and what the wall plays. Figures come from GET /api/v1/status; while that route is
+// for administrators the GB/T 28181 superior platforms and whether we are registered with
+// them, and what the wall plays. Figures come from GET /api/v1/status; while that route is
 // missing they are computed from the camera list and GET /readyz.
 
 import { getJSON, request } from "./api.js";
@@ -18,6 +19,7 @@ export class StatusBar {
     this.online = root.querySelector("#status-online");
     this.viewers = root.querySelector("#status-viewers");
     this.health = root.querySelector("#status-health");
+    this.platforms = root.querySelector("#status-platforms");
     this.wall = root.querySelector("#status-wall");
     this.updated = root.querySelector("#status-updated");
     this.timer = null;
@@ -47,6 +49,7 @@ export class StatusBar {
       try {
         const s = await getJSON("/status");
         this.show(s.online, s.total, s.viewers, s.ready);
+        this.showPlatforms(s.platforms || []);
         return;
       } catch (err) {
         if (err.status === 401) return;
@@ -79,6 +82,23 @@ export class StatusBar {
     this.health.dataset.ready = String(Boolean(ready));
     this.online.dataset.level = online === total ? "all" : online === 0 ? "none" : "some";
     setText(this.updated, t("status.updated", { time: clock(Date.now() / 1000) }));
+  }
+
+  /** Each superior platform: 上级平台 name：已注册 / 未注册, since when or the last error on hover. */
+  showPlatforms(platforms) {
+    if (!this.platforms) return;
+    this.platforms.hidden = platforms.length === 0;
+    const items = platforms.map((p) => {
+      const item = document.createElement("b");
+      item.className = "status-platform";
+      item.dataset.registered = String(p.registered);
+      const state = t(p.registered ? "status.registered" : "status.unregistered");
+      item.textContent = t("status.platform", { name: p.name, state });
+      const since = p.since ? t("status.platformSince", { time: clock(Date.parse(p.since) / 1000) }) : "";
+      item.title = [since, p.last_error || ""].filter(Boolean).join(" · ");
+      return item;
+    });
+    this.platforms.replaceChildren(...items);
   }
 
   down() {

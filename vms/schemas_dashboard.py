@@ -24,6 +24,15 @@ class LayoutOut(BaseModel):
     updated_at: datetime | None
 
 
+class PlatformState(BaseModel):
+    """A GB/T 28181 superior platform cascading the caller's centre (admins only)."""
+
+    name: str
+    registered: bool
+    since: datetime | None
+    last_error: str | None
+
+
 class StatusOut(BaseModel):
     online: int
     """Cameras online, among those the caller may see."""
@@ -33,3 +42,5 @@ class StatusOut(BaseModel):
     """WebRTC and MJPEG viewers of those cameras, all users together."""
     ready: bool
     """The same verdict as ``/readyz``."""
+    platforms: list[PlatformState] = []
+    """The superior platforms of the caller's centre and their registration (admins only)."""

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Request
 from streams import IngestState, StreamManager
 from vms import layouts
 from vms.deps import ConfigDep, CurrentUser
+from vms.gb28181 import Cascade
 from vms.problems import Problem
 from vms.routes.health import readiness
-from vms.schemas_dashboard import LayoutIn, LayoutOut, StatusOut
+from vms.schemas_dashboard import LayoutIn, LayoutOut, PlatformState, StatusOut
 from vms.storage import Database
 
 log = logging.getLogger(__name__)
@@ -77,4 +78,17 @@ async def status(request: Request, config: ConfigDep, user: CurrentUser) -> Stat
             online += stats.state is IngestState.ONLINE
             viewers += stats.viewers
     reasons = await readiness(request.app)
-    return StatusOut(online=online, total=len(cameras), viewers=viewers, ready=not reasons)
+    cascade: Cascade | None = getattr(request.app.state, "gb28181", None)
+    platforms = [
+        PlatformState(
+            name=p.settings.name,
+            registered=p.status.registered,
+            since=p.status.since,
+            last_error=p.status.last_error,
+        )
+        for p in (cascade.platforms if cascade is not None and user.can("admin") else [])
+        if p.settings.centre == user.centre_id
+    ]
+    return StatusOut(
+        online=online, total=len(cameras), viewers=viewers, ready=not reasons, platforms=platforms
+    )
