@@ -288,12 +288,14 @@ async def test_status_counts_only_the_callers_cameras(live: RunningApp) -> None:
         "total": 2,
         "viewers": 0,
         "ready": True,
+        "platforms": [],
     }
     assert (await xingning.get("/api/v1/status")).json() == {
         "online": 2,
         "total": 4,
         "viewers": 0,
         "ready": True,
+        "platforms": [],  # no superior platform configured
     }
     async with _open(live, "legal-1", xingning) as ws:
         await _jpegs(ws, 1)
