@@ -349,11 +349,13 @@ class RecordingIndex:
         """The segment files of one camera stream that overlap ``[start, end)``, oldest first:
         indexed, closed but not indexed yet, and the one being written."""
         first, last = to_ms(start), to_ms(end)
+        # Taken before the query: a segment closed or indexed while it runs is still found.
+        unindexed = self._unindexed(camera_id, stream)
+        opened = self._open.get((camera_id, stream))
         found = {s.path: s.start_ms for s in await self.segments(camera_id, stream, start, end)}
-        for info in self._unindexed(camera_id, stream):
+        for info in unindexed:
             if to_ms(info.start) < last and to_ms(info.end) > first:
                 found.setdefault(info.path.resolve(), to_ms(info.start))
-        opened = self._open.get((camera_id, stream))
         if opened is not None and to_ms(opened.start) < last:
             found.setdefault(opened.path.resolve(), to_ms(opened.start))
         return sorted((SourceSegment(path, at) for path, at in found.items()), key=lambda s: s.start_ms)
