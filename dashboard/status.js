@@ -78,7 +78,7 @@ export class StatusBar {
     this.root.dataset.api = "up";
     setText(this.online, `${online}/${total}`);
     setText(this.viewers, String(viewers));
-    setText(this.health, ready ? "ready" : "not ready");
+    setText(this.health, t(ready ? "status.ready" : "status.notReady"));
     this.health.dataset.ready = String(Boolean(ready));
     this.online.dataset.level = online === total ? "all" : online === 0 ? "none" : "some";
     setText(this.updated, t("status.updated", { time: clock(Date.now() / 1000) }));
@@ -103,7 +103,7 @@ export class StatusBar {
 
   down() {
     this.root.dataset.api = "down";
-    setText(this.health, "not ready");
+    setText(this.health, t("status.notReady"));
     this.health.dataset.ready = "false";
     setText(this.updated, t("status.apiDown"));
   }

@@ -144,10 +144,12 @@ async def test_each_centre_sees_its_own_halls(site: Site, new_page: PageFactory)
 
         await show_hall(page, hall_to_play)
         await assert_decoding(page, cameras_of(hall_to_play))
+        await expect(page.locator("#status-health")).to_have_text("就绪", timeout=10_000)
 
         await page.locator("button#lang").click()
         await expect(page.locator("html")).to_have_attribute("lang", "en")
         await expect(page.locator("#centre-name")).to_have_text(CENTRE_NAMES[centre])
+        await expect(page.locator("#status-health")).to_have_text("ready", timeout=10_000)
         await page.locator("button#lang").click()
         await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
 
