@@ -47,7 +47,7 @@ from streams.analysis.diagnosis import Diagnosis
 from streams.analysis.verdict import Condition, Scores, Verdict
 from streams.hub import HubClosed
 from streams.outputs.base import OUTPUTS, Statistic, StreamContext, output_of
-from streams.outputs.decoder import Frame, NoPicture, encode_jpeg, to_bgr
+from streams.outputs.decoder import Frame, NoPicture, frame_to_jpeg, to_bgr
 from streams.outputs.frames import FrameSource, TimedFrame, in_thread
 from streams.specs import AnalysisSpec, StreamName
 
@@ -181,8 +181,9 @@ class AnalysisOutput:
             self.context.emit(PictureCleared(self.camera_id, self.context.stream, condition))
 
     async def _jpeg(self, frame: Frame) -> bytes:
-        image = await in_thread(to_bgr, frame, self.spec.picture_width)
-        return await in_thread(encode_jpeg, image, self.spec.jpeg_quality)
+        return await in_thread(
+            frame_to_jpeg, frame, quality=self.spec.jpeg_quality, max_width=self.spec.picture_width
+        )
 
     async def set_reference(self) -> bytes:
         """Take the last analysed picture as the view the camera should have; returns it as JPEG
