@@ -51,18 +51,28 @@ KEYFRAME_DECODE_SLOTS = 2
 """Keyframes decoded at once across all cameras: sixteen cameras analysed together queue
 their decodes instead of decoding (and holding a 1080p decoder's memory) all at once."""
 
-_keyframe_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+
+class PerLoopSemaphore:
+    """A semaphore of ``slots``, one per event loop: an asyncio semaphore binds itself to the
+    loop it first waits on, and tests run many loops in one process. Call it for the running
+    loop's."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._by_loop.get(loop)
+        if semaphore is None:
+            semaphore = self._by_loop[loop] = asyncio.Semaphore(self.slots)
+        return semaphore
 
 
-def keyframe_slots() -> asyncio.Semaphore:
-    """The running loop's semaphore of :data:`KEYFRAME_DECODE_SLOTS` (one per loop: tests run many)."""
-    loop = asyncio.get_running_loop()
-    slots = _keyframe_slots.get(loop)
-    if slots is None:
-        slots = _keyframe_slots[loop] = asyncio.Semaphore(KEYFRAME_DECODE_SLOTS)
-    return slots
+keyframe_slots = PerLoopSemaphore(KEYFRAME_DECODE_SLOTS)
+"""The running loop's semaphore of :data:`KEYFRAME_DECODE_SLOTS`."""
 
 
 _P = ParamSpec("_P")

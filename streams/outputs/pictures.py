@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncGenerator
 
 from streams.hub import Hub, HubClosed
 from streams.outputs.base import OUTPUTS, StreamContext, output_of
 from streams.outputs.decoder import Frame, NoPicture, frame_to_jpeg
-from streams.outputs.frames import FrameSource, FrameSubscription, TimedFrame, in_thread
+from streams.outputs.frames import (
+    FrameSource,
+    FrameSubscription,
+    PerLoopSemaphore,
+    TimedFrame,
+    in_thread,
+)
 from streams.packets import MediaPacket
 
 __all__ = [
@@ -52,22 +57,8 @@ MJPEG_CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
 DEFAULT_EXECUTOR_SLOTS = 2
 """Picture jobs (snapshot, MJPEG encode) running at once across all cameras, by default."""
 
-_default_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def default_executor_slots() -> asyncio.Semaphore:
-    """The semaphore shared by every :class:`PictureOutput` built without one.
-
-    One per event loop: an asyncio semaphore binds itself to the loop it first
-    waits on, and tests run many loops in one process.
-    """
-    loop = asyncio.get_running_loop()
-    slots = _default_slots.get(loop)
-    if slots is None:
-        slots = _default_slots[loop] = asyncio.Semaphore(DEFAULT_EXECUTOR_SLOTS)
-    return slots
+default_executor_slots = PerLoopSemaphore(DEFAULT_EXECUTOR_SLOTS)
+"""The semaphore shared by every :class:`PictureOutput` built without one."""
 
 
 def mjpeg_part(jpeg: bytes, boundary: str = MJPEG_BOUNDARY) -> bytes:
