@@ -32,6 +32,7 @@ from vms.access import Principal
 from vms.alarm_texts import describe
 from vms.alarms import AlarmCentre
 from vms.audit import AuditLog
+from vms.auth_types import aware
 from vms.storage import Database
 from vms.storage.tables import ReferencePicture
 
@@ -83,7 +84,7 @@ class DiagnosisService:
             except Exception:
                 log.exception("the reference picture of camera %s cannot be used", row.camera_id)
                 continue
-            self._references[row.camera_id] = ReferenceInfo(row.set_by, _aware(row.set_at))
+            self._references[row.camera_id] = ReferenceInfo(row.set_by, aware(row.set_at))
 
     async def set_reference(self, camera_id: str, principal: Principal) -> ReferenceInfo:
         """Take the camera's current picture as its reference, store and audit it. Raises
@@ -144,10 +145,6 @@ class DiagnosisService:
                 "picture": f"/api/v1/cameras/{camera_id}/reference.jpg",
             },
         }
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _iso(unix: float | None) -> str | None:
