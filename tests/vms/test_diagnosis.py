@@ -22,14 +22,16 @@ from vms.audit import AuditLog, AuditQuery
 FPS = 10
 
 
-def write_hall(path: Path, seconds: float, light: float = 1.0) -> Path:
-    """An MP4 of the synthetic hall at ``light`` times its brightness, a keyframe every 0.5 s."""
+def write_hall(path: Path, seconds: float, light: float = 1.0, shift: int = 0) -> Path:
+    """An MP4 of the synthetic hall at ``light`` times its brightness, seen ``shift`` pixels to
+    the side, a keyframe every 0.5 s."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
         stream.options = {"preset": "ultrafast", "g": str(FPS // 2), "bf": "0", "sc_threshold": "0"}
         for picture in raw_pictures(int(seconds * 25))[::3]:
             lit = np.clip(picture.astype(np.float32) * light, 0, 255).astype(np.uint8)
+            lit = np.roll(lit, shift, axis=1)
             for packet in stream.encode(av.VideoFrame.from_ndarray(lit, format="bgr24")):
                 out.mux(packet)
         for packet in stream.encode(None):
@@ -158,7 +160,9 @@ async def test_an_operator_sets_the_reference_picture(running: RunningApp) -> No
 
 async def test_the_reference_picture_survives_a_restart(clips: tuple[Path, Path], tmp_path: Path) -> None:
     """Set on one run, given back to the camera's analysis on the next: the health names who set
-    it, and the view matches it."""
+    it, and a camera turned aside while the service was down scores few features in place
+    (without the stored reference, its own first picture would become the reference and it
+    would score a healthy share)."""
     async with serve_app(site(*clips), tmp_path) as first:
         await first.wait_online("hall-1")
         operator = await first.user("xingning", "operator")
@@ -167,7 +171,8 @@ async def test_the_reference_picture_survives_a_restart(clips: tuple[Path, Path]
             return (await operator.post("/api/v1/cameras/hall-1/reference")).status_code == 200
 
         await until(reference_set, 10, "the reference is set once a picture was analysed")
-    async with serve_app(site(*clips), tmp_path) as second:
+    turned = write_hall(tmp_path / "turned.mp4", 8, shift=96)
+    async with serve_app(site(turned, clips[1]), tmp_path) as second:
         operator = await second.login("operator-xingning")
         health = (await operator.get("/api/v1/cameras/hall-1/health")).json()
         assert health["reference"]["set_by"] == "operator-xingning"
@@ -177,7 +182,7 @@ async def test_the_reference_picture_survives_a_restart(clips: tuple[Path, Path]
             return scores
 
         scores = await until(scored, 10, "a picture is analysed after the restart")
-        assert 0.3 < scores["in_place"] < 1.0, "judged against the stored reference, not declined"
+        assert scores["in_place"] < 0.3, "judged against the stored reference"
 
 
 async def test_unknown_and_invisible(running: RunningApp) -> None:
