@@ -191,8 +191,7 @@ class Camera(_Model):
     name: Text = Field(description="Display name.")
     hall: Slug = Field(description="Id of the hall the camera is in.")
     url: str = Field(
-        description="rtsp://, rtsps://, whep:// or wheps:// (a WHEP endpoint over HTTP or HTTPS, such as "
-        "another Hallwatch's /api/v1/cameras/<id>/whep), file:///path or demo://name; no credentials in it."
+        description="rtsp://, rtsps://, whep://, wheps://, file:///path or demo://name; no credentials in it."
     )
     sub_url: str | None = Field(
         default=None,

@@ -72,7 +72,7 @@ def check_source_url(url: str) -> None:
             "the URL has no scheme; write rtsp://host/path, rtsps://host/path, file:///absolute/path "
             "or demo://name",
         )
-    if scheme in ("http", "https"):
+    if scheme in ("http", "https") and parts.path.rstrip("/").endswith("/whep"):
         whep = "wheps" if scheme == "https" else "whep"
         raise invalid(
             "source_url",
