@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtp import RtpPacket, is_rtcp
 
+from streams.sources.whep.source import answer_as_offered
 from streams.webrtc import ice
 
 Signal = Callable[[str], Awaitable[str]]
@@ -141,7 +141,7 @@ class WhepClient:
             elif media.kind == "audio" and media.direction not in ("inactive", "recvonly"):
                 self.audio_codec = media.rtp.codecs[0].name if media.rtp.codecs else None
         self.pc.on("connectionstatechange", self._on_state)
-        applied = _as_offered_profile(answer_sdp, self.offer_sdp)
+        applied = answer_as_offered(answer_sdp, self.offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=applied, type="answer"))
         if self.decode:
             receiver = self.pc.getTransceivers()[0].receiver
@@ -298,15 +298,3 @@ class WhepClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-_PROFILE = re.compile(r"^(a=fmtp:(\d+) .*profile-level-id=)([0-9a-fA-F]{6})", re.MULTILINE)
-
-
-def _as_offered_profile(answer_sdp: str, offer_sdp: str) -> str:
-    """The answer with each H.264 profile-level-id put back to the one offered for its
-    payload type. The relay answers a stream's true profile (High, say) even under a
-    Constrained Baseline payload type; browsers decode it, but aiortc refuses any
-    answer whose profile it did not offer, although its decoder plays every profile."""
-    offered = {int(m[2]): m[3] for m in _PROFILE.finditer(offer_sdp)}
-    return _PROFILE.sub(lambda m: m[1] + offered.get(int(m[2]), m[3]), answer_sdp)

@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
-from vms.config_checks import check_source_url, inconsistencies, invalid
+from vms.config_checks import WHEP_SCHEMES, check_source_url, inconsistencies, invalid
 from vms.config_gb28181 import Gb28181Settings, gb28181_problems
 from vms.config_media import (
     AnalysisOverrides,
@@ -190,7 +190,9 @@ class Camera(_Model):
     id: Slug = Field(description="Stable id used in URLs.")
     name: Text = Field(description="Display name.")
     hall: Slug = Field(description="Id of the hall the camera is in.")
-    url: str = Field(description="rtsp://, rtsps://, file:///path or demo://name; no credentials in it.")
+    url: str = Field(
+        description="rtsp://, rtsps://, whep://, wheps://, file:///path or demo://name; no credentials in it."
+    )
     sub_url: str | None = Field(
         default=None,
         description="A second, smaller stream of the same camera (same credentials and transport): "
@@ -201,7 +203,7 @@ class Camera(_Model):
     on_demand: bool = Field(
         default=False,
         description="Pull the camera only while someone here watches it (or records it: a recorded "
-        "camera is pulled always), for a camera that is another Hallwatch's RTSP re-serve.",
+        "camera is pulled always), for a camera that is another Hallwatch's RTSP re-serve or WHEP endpoint.",
     )
     idle_timeout: Seconds = Field(
         default=10.0, description="An on_demand camera is disconnected this long after its last viewer."
@@ -213,6 +215,11 @@ class Camera(_Model):
         "AAC goes to MSE as it is and to WebRTC transcoded to Opus.",
     )
     credentials: Credentials | None = Field(default=None, description="RTSP user name and password.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="whep:// and wheps:// only: the API token sent as the bearer token of the WHEP "
+        "requests (for another Hallwatch, a token of a user who may watch the camera there).",
+    )
     ingest: IngestOverrides | None = Field(
         default=None, description="Replaces some of the site's ingest settings."
     )
@@ -244,11 +251,34 @@ class Camera(_Model):
 
     @model_validator(mode="after")
     def _credentials_need_rtsp(self) -> Self:
+        if self.credentials is not None and self.scheme in WHEP_SCHEMES:
+            raise invalid(
+                "credentials_unused",
+                f"a {self.scheme}:// camera logs in with an API token, not credentials; "
+                "write token: ... instead of credentials:",
+            )
         if self.credentials is not None and self.scheme not in ("rtsp", "rtsps"):
             raise invalid(
                 "credentials_unused",
                 f"credentials are only used by rtsp:// and rtsps:// cameras, this one is {self.scheme}://; "
                 "remove credentials: or fix the url",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _token_needs_whep(self) -> Self:
+        whep = self.scheme in WHEP_SCHEMES
+        if self.token is not None and not whep:
+            raise invalid(
+                "token_unused",
+                f"token is only used by whep:// and wheps:// cameras, this one is {self.scheme}://; "
+                "remove token: or fix the url",
+            )
+        if whep and self.audio:
+            raise invalid(
+                "whep_audio",
+                "audio is not pulled over WHEP; remove audio: true, or pull the upstream's RTSP "
+                "re-serve (rtsp://) for its sound",
             )
         return self
 
@@ -263,7 +293,7 @@ class Camera(_Model):
 
     @property
     def scheme(self) -> str:
-        """The URL scheme in lower case: rtsp, rtsps, file or demo."""
+        """The URL scheme in lower case: rtsp, rtsps, whep, wheps, file or demo."""
         return urlsplit(self.url).scheme.lower()
 
     @property

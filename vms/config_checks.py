@@ -21,7 +21,9 @@ import streams
 if TYPE_CHECKING:
     from vms.config import Config
 
-SOURCE_SCHEMES = ("rtsp", "rtsps", "file", "demo")
+SOURCE_SCHEMES = ("rtsp", "rtsps", "whep", "wheps", "file", "demo")
+WHEP_SCHEMES = ("whep", "wheps")
+_WHEP_EXAMPLE = "wheps://county.example:8443/api/v1/cameras/lobby/whep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ def invalid(kind: str, message: str) -> PydanticCustomError:
 
 
 _CREDENTIALS_FIX = "credentials: {username: ..., password: ...} under this camera"
+_TOKEN_FIX = "token: ... (the upstream's API token) under this camera"
 
 
 def split_url(url: str, kind: str) -> tuple[SplitResult, int | None]:
@@ -69,23 +72,34 @@ def check_source_url(url: str) -> None:
             "the URL has no scheme; write rtsp://host/path, rtsps://host/path, file:///absolute/path "
             "or demo://name",
         )
+    if scheme in ("http", "https") and parts.path.rstrip("/").endswith("/whep"):
+        whep = "wheps" if scheme == "https" else "whep"
+        raise invalid(
+            "source_url",
+            f"a camera URL names its protocol: for a WHEP endpoint write {whep}://host:port/path "
+            f"instead of {scheme}:// (wheps for HTTPS, whep for plain HTTP), "
+            f"e.g. {_WHEP_EXAMPLE}",
+        )
     if scheme not in SOURCE_SCHEMES:
         raise invalid(
             "source_url",
-            f"unsupported URL scheme '{parts.scheme}'; use rtsp://, rtsps://, file:/// or demo://",
+            f"unsupported URL scheme '{parts.scheme}'; use rtsp://, rtsps://, whep://, wheps://, file:/// "
+            "or demo://",
         )
+    fix = _TOKEN_FIX if scheme in WHEP_SCHEMES else _CREDENTIALS_FIX
     if parts.password is not None:
         raise invalid(
             "url_credentials",
-            f"the URL contains a password; remove 'user:password@' from the url and write {_CREDENTIALS_FIX}",
+            f"the URL contains a password; remove 'user:password@' from the url and write {fix}",
         )
     if parts.username is not None:
         raise invalid(
-            "url_credentials",
-            f"the URL contains a user name; remove 'user@' from the url and write {_CREDENTIALS_FIX}",
+            "url_credentials", f"the URL contains a user name; remove 'user@' from the url and write {fix}"
         )
     if scheme in ("rtsp", "rtsps"):
         _check_rtsp(parts, port)
+    elif scheme in WHEP_SCHEMES:
+        _check_whep(parts, port)
     elif scheme == "file":
         _check_file(parts)
     else:
@@ -98,6 +112,15 @@ def _check_rtsp(parts: SplitResult, port: int | None) -> None:
         raise invalid("source_url", f"the {parts.scheme.lower()} URL has no host; write it like {example}")
     if port == 0:
         raise invalid("source_url", "port 0 is not a camera port; use the camera's port (554 if unsure)")
+
+
+def _check_whep(parts: SplitResult, port: int | None) -> None:
+    if not parts.hostname:
+        raise invalid(
+            "source_url", f"the {parts.scheme.lower()} URL has no host; write it like {_WHEP_EXAMPLE}"
+        )
+    if port == 0:
+        raise invalid("source_url", "port 0 is not a WHEP server's port; use the port of its HTTP(S) service")
 
 
 def _check_demo(url: str) -> None:

@@ -42,18 +42,21 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
     ingest = config.ingest_for(camera.id)
     creds = camera.credentials
     hall = config.hall(camera.hall)
+    password = creds.password if creds else camera.token
 
     def source(url: str, label: str) -> SourceOptions:
         return SourceOptions(
             url=url,
             transport=camera.transport,
             username=creds.username if creds else None,
-            password=creds.password.get_secret_value() if creds else None,
+            password=password.get_secret_value() if password else None,
             connect_timeout=ingest.connect_timeout,
             read_timeout=ingest.read_timeout,
             keepalive_interval=ingest.keepalive_interval,
             label=label,
             audio=camera.audio,
+            ice_servers=ice_servers(config),
+            ice_host_addresses=tuple(str(a) for a in config.webrtc.ice_host_addresses),
         )
 
     label = f"{hall.id} / {camera.id}"
@@ -87,18 +90,22 @@ def camera_spec(config: Config, camera: Camera) -> CameraSpec:
     )
 
 
-def relay_settings(config: Config) -> RelaySettings:
-    webrtc, transcode = config.webrtc, config.transcode
-    ice_servers = [
+def ice_servers(config: Config) -> tuple[IceServer, ...]:
+    """The STUN/TURN servers of the service's ICE agents: for viewers and for WHEP cameras."""
+    return tuple(
         IceServer(
             urls=tuple(server.urls),
             username=server.username,
             credential=server.credential.get_secret_value() if server.credential else None,
         )
-        for server in webrtc.ice_servers
-    ]
+        for server in config.webrtc.ice_servers
+    )
+
+
+def relay_settings(config: Config) -> RelaySettings:
+    webrtc, transcode = config.webrtc, config.transcode
     return RelaySettings(
-        ice_servers=ice_servers,
+        ice_servers=list(ice_servers(config)),
         ice_host_addresses=[str(a) for a in webrtc.ice_host_addresses],
         max_viewers_per_camera=webrtc.max_viewers_per_camera,
         max_viewers_total=webrtc.max_viewers_total,

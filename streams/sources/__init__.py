@@ -1,6 +1,7 @@
 """Sources of encoded video, and the factory that picks one by URL scheme.
 
-``rtsp://`` and ``rtsps://`` reach IP cameras, ``file:`` loops a video file and
+``rtsp://`` and ``rtsps://`` reach IP cameras, ``whep://`` and ``wheps://`` another
+service's WebRTC egress (WHEP over HTTP or HTTPS), ``file:`` loops a video file and
 ``demo://`` is a synthetic camera. Building a source opens nothing: it connects
 when its :meth:`~streams.sources.base.Source.packets` generator is iterated.
 
@@ -15,7 +16,7 @@ from streams.sources.base import Source, SourceOptions
 
 __all__ = ["Source", "SourceOptions", "check_url", "open_source", "supported_schemes"]
 
-_SCHEMES = ("rtsp", "rtsps", "file", "demo")
+_SCHEMES = ("rtsp", "rtsps", "whep", "wheps", "file", "demo")
 
 
 def supported_schemes() -> tuple[str, ...]:
@@ -34,6 +35,10 @@ def open_source(options: SourceOptions) -> Source:
         from streams.sources.rtsp.source import RtspSource
 
         return RtspSource(options)
+    if scheme in ("whep", "wheps"):
+        from streams.sources.whep.source import WhepSource
+
+        return WhepSource(options)
     if scheme == "file":
         from streams.sources.file import FileSource
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from streams.packets import AudioInfo, MediaPacket
+
+if TYPE_CHECKING:
+    from streams.specs import IceServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class SourceOptions:
     transport: Literal["tcp", "udp"] = "tcp"
     username: str | None = None
     password: str | None = None
+    """The RTSP password, or the API token a WHEP source sends as its bearer token."""
     connect_timeout: float = 5.0
     read_timeout: float = 5.0
     keepalive_interval: float = 20.0
@@ -37,6 +41,11 @@ class SourceOptions:
     """Text drawn on synthetic pictures (demo sources), for example the hall and camera."""
     audio: bool = False
     """Also pull the camera's audio (RTSP only), yielded among the video packets; off by default."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN/TURN servers of a WHEP source's ICE agent; none by default."""
+    ice_host_addresses: tuple[str, ...] = ()
+    """The only addresses a WHEP source gathers host candidates on; empty: every interface
+    but loopback (aioice's choice)."""
 
 
 class Source(abc.ABC):

@@ -8,6 +8,8 @@ debug log only, redacted (:func:`streams.redact.redact_text`). What reaches
 fixed table, by error class, RTSP status code and the kind of socket error,
 with nothing interpolated but numbers and our own method names.
 
+A WHEP upstream (:mod:`streams.sources.whep`) has texts of its own, by HTTP status.
+
 Raise sites pass these texts as ``SourceError(detail, public=...)``;
 :func:`public_reason` maps any exception (ours, a source's that set no public
 text, or a bug) to one.
@@ -65,6 +67,24 @@ _STATUS: dict[int, str] = {
 }
 
 
+TOKEN_REFUSED = "the WHEP server refused the API token (401)"
+TOKEN_REQUIRED = "the WHEP server requires an API token and none is configured (401)"
+NOT_WHEP = "the WHEP server did not answer with an SDP answer"
+NO_H264 = "the WHEP server sends no H.264 video"
+WEBRTC_FAILED = "the WebRTC connection to the WHEP server failed"
+BAD_WHEP_URL = "the camera's URL is not a valid whep:// or wheps:// URL"
+
+_WHEP_STATUS: dict[int, str] = {
+    400: "the WHEP server rejected the offer (400)",
+    403: "the WHEP server forbids access to the camera (403)",
+    404: "the WHEP server has no such camera, or does not show it to this token (404)",
+    409: "the WHEP server cannot send this camera over WebRTC (409); pull its RTSP re-serve instead",
+    415: "the WHEP server does not take SDP offers at this URL (415)",
+    429: "the WHEP server allows this token no more viewers (429)",
+    503: "the WHEP server is at its viewer limit or unavailable (503)",
+}
+
+
 def _method(method: str) -> str:
     return method if method in _METHODS else "a"
 
@@ -80,6 +100,21 @@ def status_reason(method: str, status: int) -> str:
     if 500 <= status <= 599:
         return f"the camera failed with a server error ({status}) to {_method(method)}"
     return f"the camera answered {status} to {_method(method)}"
+
+
+def whep_status_reason(status: int, *, has_token: bool) -> str:
+    """The user's text for a WHEP offer answered with an error ``status``."""
+    if status == 401:
+        return TOKEN_REFUSED if has_token else TOKEN_REQUIRED
+    if status in _WHEP_STATUS:
+        return _WHEP_STATUS[status]
+    if 500 <= status <= 599:
+        return f"the WHEP server failed with a server error ({status})"
+    return f"the WHEP server answered the offer with {status}"
+
+
+def whep_no_answer_reason(timeout: float) -> str:
+    return f"no answer to the WHEP offer within {timeout:g} s"
 
 
 def connect_reason(err: BaseException, timeout: float) -> str:

@@ -185,8 +185,8 @@ def test_base_text_is_valid(site: Path) -> None:
         pytest.param(
             "url: demo://tax-1",
             "url: http://192.168.1.70/video.mjpg",
-            "site.yaml:14:5: cameras[0].url: unsupported URL scheme 'http'; use rtsp://, rtsps://, file:/// "
-            "or demo://",
+            "site.yaml:14:5: cameras[0].url: unsupported URL scheme 'http'; use rtsp://, rtsps://, whep://, "
+            "wheps://, file:/// or demo://",
             id="bad-scheme",
         ),
         pytest.param(
@@ -261,7 +261,7 @@ def test_base_text_is_valid(site: Path) -> None:
             "    hall: tax\n    username: viewer\n",
             "site.yaml:14:5: cameras[0]: unknown key 'username' here; it belongs under credentials: "
             "(allowed keys: id, name, hall, url, sub_url, transport, enabled, on_demand, idle_timeout, "
-            "audio, credentials, ingest, record, record_stream, retention_days, analysis)",
+            "audio, credentials, token, ingest, record, record_stream, retention_days, analysis)",
             id="key-in-wrong-section",
         ),
         pytest.param(
@@ -364,11 +364,11 @@ def test_one_mistake_one_message(site: Path, old: str, new: str, expected: str) 
 
 def test_unknown_key_is_reported_with_the_missing_key_it_hides(site: Path) -> None:
     assert problems(site, edited("url: demo://tax-1", "urll: demo://tax-1")) == [
-        "site.yaml:11:5: cameras[0]: missing required key 'url' (rtsp://, rtsps://, file:///path or "
-        "demo://name; no credentials in it); add a 'url:' line to this entry",
+        "site.yaml:11:5: cameras[0]: missing required key 'url' (rtsp://, rtsps://, whep://, wheps://, "
+        "file:///path or demo://name; no credentials in it); add a 'url:' line to this entry",
         "site.yaml:14:5: cameras[0]: unknown key 'urll'; did you mean 'url'? allowed keys: id, name, hall, "
-        "url, sub_url, transport, enabled, on_demand, idle_timeout, audio, credentials, ingest, record, "
-        "record_stream, retention_days, analysis",
+        "url, sub_url, transport, enabled, on_demand, idle_timeout, audio, credentials, token, ingest, "
+        "record, record_stream, retention_days, analysis",
     ]
 
 

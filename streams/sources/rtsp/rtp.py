@@ -121,6 +121,11 @@ class Depacketizer:
         raise NotImplementedError
 
     @property
+    def waiting_for_keyframe(self) -> bool:
+        """True from the start and after a loss until a keyframe completes: the moment to ask for one."""
+        return self._need_keyframe
+
+    @property
     def origin(self) -> int | None:
         """The RTP timestamp of the first access unit made (its pts is 0), None before."""
         return self._timeline.origin

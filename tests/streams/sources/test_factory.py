@@ -10,7 +10,7 @@ from streams.sources.file import FileSource
 
 
 def test_supported_schemes() -> None:
-    assert set(supported_schemes()) == {"rtsp", "rtsps", "file", "demo"}
+    assert set(supported_schemes()) == {"rtsp", "rtsps", "whep", "wheps", "file", "demo"}
 
 
 def test_demo_and_file_dispatch() -> None:
@@ -30,6 +30,6 @@ def test_rtsp_dispatch(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["http://user:secret@192.0.2.10/video", "hall1-cam1.mp4"])
 def test_unknown_scheme_names_the_supported_ones(url: str) -> None:
-    with pytest.raises(ValueError, match="supported: rtsp, rtsps, file, demo") as caught:
+    with pytest.raises(ValueError, match="supported: rtsp, rtsps, whep, wheps, file, demo") as caught:
         open_source(SourceOptions(url=url))
     assert "secret" not in str(caught.value)
