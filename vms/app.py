@@ -40,6 +40,7 @@ from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
 from vms.gb28181 import Cascade, MediaStarter
 from vms.gb28181.ps_media import PsMedia, RecordedMedia
+from vms.gb28181.subscription_store import SubscriptionStore
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
@@ -126,6 +127,7 @@ def create_app(
                 media=gb28181_media or ps_media,
                 record=viewing.record_soon,
                 recordings=RecordedMedia(config, recordings),
+                store=SubscriptionStore(db),
             )
             relay.add_listener(cascade.on_state)
             await relay.start()

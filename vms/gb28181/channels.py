@@ -28,6 +28,8 @@ class Node:
     """The camera or hall id in our configuration ('' for the group)."""
     address: str = ""
     group_id: str = ""
+    enabled: bool = True
+    """False for a camera disabled in the configuration: still listed, never ON."""
 
 
 class Directory:
@@ -62,6 +64,7 @@ class Directory:
             camera.id,
             address=hall.name,
             group_id=self.group.gb_id,
+            enabled=camera.enabled,
         )
 
     def items(self) -> list[Node]:

@@ -40,6 +40,7 @@ _ANSWERED = 256
 _T1, _T2 = 0.5, 4.0
 
 RequestHandler = Callable[["PlatformClient", SipMessage, Address], Coroutine[object, object, None]]
+Registered = Callable[["PlatformClient"], None]
 
 
 class CascadeError(Exception):
@@ -61,10 +62,14 @@ class PlatformStatus:
 class PlatformClient:
     """See the module docstring."""
 
-    def __init__(self, settings: PlatformSettings, handler: RequestHandler) -> None:
+    def __init__(
+        self, settings: PlatformSettings, handler: RequestHandler, *, registered: Registered | None = None
+    ) -> None:
+        """``registered`` is called each time a registration succeeds (not at its refreshes)."""
         self.settings = settings
         self.status = PlatformStatus()
         self._handler = handler
+        self._on_registered = registered
         self._transport: SipTransport | None = None
         self._pending: dict[str, asyncio.Future[SipMessage]] = {}
         self._answered: OrderedDict[tuple[str, str], SipMessage | None] = OrderedDict()
@@ -171,6 +176,8 @@ class PlatformClient:
         self.status.since = datetime.now(UTC)
         self.status.registrations += 1
         log.info("registered with platform %s (%s)", self.settings.name, self.settings.server_id)
+        if self._on_registered is not None:
+            self._on_registered(self)
 
     def _failed(self, reason: str) -> None:
         was = self.status.registered

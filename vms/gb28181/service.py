@@ -3,22 +3,21 @@
 :class:`Cascade` owns one :class:`~vms.gb28181.platform.PlatformClient` per platform
 and answers what each superior asks: Catalog, DeviceInfo and DeviceStatus queries
 (200 to the MESSAGE, then the result as MESSAGEs of our own), catalog subscriptions
-(NOTIFY ON/OFF when a shared camera's state changes; it listens to the stream
-manager), RecordInfo queries from the recordings (:mod:`vms.gb28181.records`), and
-INVITEs for live play, playback and download with their INFO controls
-(:mod:`vms.gb28181.invite`). A body that is not usable MANSCDP is answered 400 and
-counted as malformed. Event loop only.
+(:mod:`vms.gb28181.subscriptions`: NOTIFY ON/OFF when a shared camera's state changes,
+as it listens to the stream manager, and DEL/ADD/UPDATE after a registration for what
+the configuration changed since the superior was last told, kept in ``store``),
+RecordInfo queries from the recordings (:mod:`vms.gb28181.records`), and INVITEs for
+live play, playback and download with their INFO controls (:mod:`vms.gb28181.invite`).
+A body that is not usable MANSCDP is answered 400 and counted as malformed. Event
+loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +29,9 @@ from vms.gb28181.invite import LiveDialog, LiveDialogs
 from vms.gb28181.manscdp import Command, XmlError
 from vms.gb28181.media import MediaStarter, RecordStarter
 from vms.gb28181.platform import CascadeError, PlatformClient
-from vms.gb28181.sip import SipMessage, new_tag, response_to
+from vms.gb28181.sip import SipMessage
+from vms.gb28181.subscription_store import SubscriptionStore
+from vms.gb28181.subscriptions import CatalogSubscriptions
 from vms.gb28181.transport import Address
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,6 @@ log = logging.getLogger(__name__)
 _QUERIES = ("Catalog", "DeviceInfo", "DeviceStatus", "RecordInfo")
 ViewRecorder = Callable[..., None]
 """``record_soon(action, **fields)`` of :class:`vms.viewing.ViewingRecorder`."""
-MAX_SUBSCRIPTIONS = 16
-"""Catalog subscriptions one platform may hold."""
-
-
-@dataclass(slots=True)
-class Subscription:
-    call_id: str
-    local_tag: str
-    remote_tag: str
-    remote_uri: str
-    sn: int
-    expires_at: float
-    cseq: int = 1
 
 
 class Cascade:
@@ -65,6 +53,7 @@ class Cascade:
         media: MediaStarter | None,
         record: ViewRecorder,
         recordings: RecordStarter | None = None,
+        store: SubscriptionStore | None = None,
     ) -> None:
         self._config = config
         self._online = online
@@ -72,14 +61,13 @@ class Cascade:
         self._record = record
         self._recordings = recordings
         self.live = LiveDialogs(media, config.gb28181.max_sessions_total, self._recorded, recordings)
-        self.platforms = [PlatformClient(p, self._handle) for p in config.gb28181.platforms]
+        self.platforms = [
+            PlatformClient(p, self._handle, registered=self._registered) for p in config.gb28181.platforms
+        ]
         self._directories = {
             client.settings.name: Directory(config, client.settings) for client in self.platforms
         }
-        self._subscriptions: dict[str, dict[str, Subscription]] = {
-            p.settings.name: {} for p in self.platforms
-        }
-        self._notifies: set[asyncio.Task[None]] = set()
+        self.subscriptions = CatalogSubscriptions(self.platforms, self._directories, online, store)
 
     def start(self) -> None:
         for platform in self.platforms:
@@ -88,13 +76,14 @@ class Cascade:
     async def stop(self) -> None:
         """End live sessions (BYE), unregister, close. Idempotent."""
         await self.live.stop()
-        for task in list(self._notifies):
-            task.cancel()
-        await asyncio.gather(*self._notifies, return_exceptions=True)
+        await self.subscriptions.stop()
         await asyncio.gather(*(platform.stop() for platform in self.platforms))
 
     def directory(self, platform: PlatformClient) -> Directory:
         return self._directories[platform.settings.name]
+
+    def _registered(self, platform: PlatformClient) -> None:
+        self.subscriptions.registered(platform)
 
     # -- incoming requests ---------------------------------------------------------
 
@@ -205,75 +194,11 @@ class Cascade:
         if event != "catalog" or command is None or command.cmd_type != "Catalog":
             await platform.respond(request, 489, "Bad Event", warning="only Catalog subscriptions are served")
             return
-        expires_text = request.header("Expires") or "3600"
-        expires = int(expires_text) if expires_text.isdigit() else 3600
-        held = self._subscriptions[platform.settings.name]
-        existing = held.get(request.call_id)
-        tag = existing.local_tag if existing else new_tag()
-        if expires == 0:
-            held.pop(request.call_id, None)
-        elif existing is None and len(held) >= MAX_SUBSCRIPTIONS:
-            await platform.respond(request, 486, "Busy Here", warning="too many subscriptions")
-            return
-        else:
-            contact = request.header("Contact") or request.header("From") or ""
-            uri = (
-                contact[contact.find("<") + 1 : contact.find(">")]
-                if "<" in contact
-                else contact.split(";")[0]
-            )
-            held[request.call_id] = Subscription(
-                request.call_id, tag, request.tag("From") or "", uri, command.sn, time.monotonic() + expires
-            )
-        answer = response_to(request, 200, "OK", to_tag=tag)
-        answer.headers.append(("Expires", str(expires)))
-        await platform.reply(request, answer)
+        await self.subscriptions.subscribe(platform, request, command)
 
     def on_state(self, camera_id: str, old: IngestState, new: IngestState, error: str | None) -> None:
         """Stream-manager listener: NOTIFY ON/OFF to every subscriber that sees the camera."""
-        was, now = old.available, new.available
-        if was == now:
-            return
-        for platform in self.platforms:
-            node = self.directory(platform).camera_node(camera_id)
-            if node is None or not self._subscriptions[platform.settings.name]:
-                continue
-            task = asyncio.create_task(self._notify_all(platform, [node], "ON" if now else "OFF"))
-            self._notifies.add(task)
-            task.add_done_callback(self._notifies.discard)
-
-    async def _notify_all(self, platform: PlatformClient, nodes: list[Any], event: str) -> None:
-        held = self._subscriptions[platform.settings.name]
-        for key, subscription in list(held.items()):
-            if subscription.expires_at < time.monotonic():
-                held.pop(key, None)
-                continue
-            await self._notify(platform, subscription, nodes, event)
-
-    async def _notify(
-        self, platform: PlatformClient, sub: Subscription, nodes: list[Any], event: str
-    ) -> None:
-        directory = self.directory(platform)
-        body = queries.catalog_notify(
-            directory, platform.settings.local_id, sub.sn, nodes, event, self._online
-        )
-        sub.cseq += 1
-        message = platform.new_request(
-            "NOTIFY",
-            sub.remote_uri,
-            to=platform.server_uri,
-            to_tag=sub.remote_tag,
-            call_id=sub.call_id,
-            from_tag=sub.local_tag,
-            cseq=sub.cseq,
-            body=manscdp.render(body, platform.settings.encoding),
-        )
-        remaining = max(0, int(sub.expires_at - time.monotonic()))
-        message.headers += [("Event", "Catalog"), ("Subscription-State", f"active;expires={remaining}")]
-        with contextlib.suppress(TimeoutError, CascadeError, OSError):
-            answer = await platform.request(message)
-            if answer.status == 481:
-                self._subscriptions[platform.settings.name].pop(sub.call_id, None)
+        self.subscriptions.on_state(camera_id, old, new)
 
     # -- audit and status ------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The database schema: users, login sessions, API tokens, the audit trail, saved layouts,
-the store's own identity and heartbeat, the index of recorded segments, and exports.
+the store's own identity and heartbeat, the index of recorded segments, exports, reference
+pictures, and the superior platforms' catalog subscriptions with the catalog they were told.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -217,3 +218,42 @@ class ReferencePicture(Base):
     jpeg: Mapped[bytes] = mapped_column(LargeBinary)
     set_by: Mapped[str] = mapped_column(String(64))
     set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CatalogSubscription(Base):
+    """A superior platform's catalog subscription (a SIP dialog), kept so that it outlives a
+    restart: the NOTIFYs owed to it go out in the same dialog (:mod:`vms.gb28181.subscriptions`)."""
+
+    __tablename__ = "gb28181_subscriptions"
+
+    platform: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    local_tag: Mapped[str] = mapped_column(String(64))
+    remote_tag: Mapped[str] = mapped_column(String(128))
+    remote_uri: Mapped[str] = mapped_column(Text)
+    """Where NOTIFYs go: the SUBSCRIBE's Contact."""
+    route: Mapped[str] = mapped_column(Text)
+    """The route set (the SUBSCRIBE's Record-Route values, in order), a JSON list."""
+    sn: Mapped[int] = mapped_column(BigInteger)
+    """The SN of the SUBSCRIBE's query, which every NOTIFY carries."""
+    cseq: Mapped[int] = mapped_column(BigInteger)
+    """The CSeq of our last NOTIFY in the dialog."""
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
+    """When the subscription lapses, milliseconds since the Unix epoch."""
+
+
+class AnnouncedChannel(Base):
+    """One item of the catalog a superior platform was last told (the group, a hall or a
+    camera), without its live status: what the next start compares the configuration with."""
+
+    __tablename__ = "gb28181_catalog"
+
+    platform: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    """``group``, ``hall`` or ``camera``."""
+    name: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[str] = mapped_column(String(20))
+    attributes: Mapped[str] = mapped_column(Text)
+    """The item's other fields as announced (a JSON object of tag to text)."""
+    enabled: Mapped[bool] = mapped_column(Boolean)
