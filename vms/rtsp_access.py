@@ -82,7 +82,7 @@ class RtspAccess:
             detail = {"end": viewing.reason, "transport": viewing.transport, "stream": viewing.stream}
             self._viewing.viewing_ended(viewer, viewing.bytes_sent, detail=detail)
 
-        return Verdict(200, user=principal.username, on_end=ended)
+        return Verdict(200, user=principal.username, owner=str(principal.user_id), on_end=ended)
 
     async def _tokens(self, username: str) -> tuple[User | None, list[str]]:
         """The user and the HA1 of each of their live tokens."""
