@@ -3,10 +3,12 @@
 :class:`StreamManager` owns, per camera, one or two pulled streams (the main
 stream and, if the camera has one, a smaller sub-stream), each with its own hub,
 ingest and outputs (picture output, on-demand H.264 transcoder, and whatever else
-registers in :data:`~streams.outputs.base.OUTPUTS`), and owns the WebRTC and
-MSE outputs shared by all cameras, and the memory trimmer that gives freed
-memory back to the system when the last viewer has left
-(:mod:`streams.memory`). The control plane (``vms``) builds it from
+registers in :data:`~streams.outputs.base.OUTPUTS`), and owns the WebRTC, MSE
+and RTSP outputs shared by all cameras, the viewer ledger every live output
+takes its viewers' seats from (:attr:`StreamManager.viewers`: one count of
+viewers per camera, in total and per user, whatever the protocol), and the
+memory trimmer that gives freed memory back to the system when the last viewer
+has left (:mod:`streams.memory`). The control plane (``vms``) builds it from
 its configuration, starts and stops it from the app's lifespan, and asks it for
 viewer sessions, pictures and statistics.
 
@@ -28,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TypeVar
 
 from aiortc import RTCIceServer
@@ -53,9 +56,10 @@ from streams.specs import (
 )
 from streams.transcoding.audio_transcoder import AudioTranscoder
 from streams.transcoding.transcoder import Transcoder
-from streams.webrtc.output import CandidatePolicy, WebRtcOutput, WhepLimits, WhepSession
+from streams.viewers import Seat, ViewerLedger, ViewerLimits
+from streams.webrtc.output import CandidatePolicy, WebRtcOutput, WhepSession
 
-__all__ = ["StreamManager", "UnknownCamera"]
+__all__ = ["MjpegFeed", "StreamManager", "UnknownCamera"]
 
 T = TypeVar("T")
 
@@ -186,13 +190,8 @@ class StreamManager:
             spec.id: _Camera(spec, self.settings, self._on_state, outputs, self._on_output_event)
             for spec in cameras
         }
-        self.webrtc = WebRtcOutput(
-            ice_servers=[
-                RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-                for s in self.settings.ice_servers
-            ],
-            ice_host_addresses=list(self.settings.ice_host_addresses) or None,
-            limits=WhepLimits(
+        self.viewers = ViewerLedger(
+            ViewerLimits(
                 max_per_camera=self.settings.max_viewers_per_camera,
                 max_total=self.settings.max_viewers_total,
                 max_per_owner=self.settings.max_viewers_per_user,
@@ -200,8 +199,18 @@ class StreamManager:
                 max_pending_per_camera=self.settings.max_pending_per_camera,
                 max_pending_per_owner=self.settings.max_pending_per_user,
                 max_pending_total=self.settings.max_pending_total,
-                pending_timeout=self.settings.pending_timeout,
-            ),
+            )
+        )
+        """Every viewer's seat, whatever the protocol (:mod:`streams.viewers`); a GB/T 28181
+        :class:`~streams.outputs.ps_sender.PsOutput` of the control plane seats its sessions here too."""
+        self.webrtc = WebRtcOutput(
+            ice_servers=[
+                RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                for s in self.settings.ice_servers
+            ],
+            ice_host_addresses=list(self.settings.ice_host_addresses) or None,
+            viewers=self.viewers,
+            pending_timeout=self.settings.pending_timeout,
             candidates=CandidatePolicy(
                 max_candidates=self.settings.max_remote_candidates,
                 networks=tuple(ipaddress.ip_network(n) for n in self.settings.ice_remote_networks),
@@ -210,14 +219,8 @@ class StreamManager:
             disconnect_grace=self.settings.session_timeout,
             on_end=self._on_session_end,
         )
-        self.mse = MseOutput(
-            max_sessions_per_camera=self.settings.max_viewers_per_camera,
-            max_sessions_total=self.settings.max_viewers_total,
-        )
-        self.rtsp = RtspOutput(
-            max_sessions_per_camera=self.settings.max_viewers_per_camera,
-            max_sessions_total=self.settings.max_viewers_total,
-        )
+        self.mse = MseOutput(viewers=self.viewers)
+        self.rtsp = RtspOutput(self.viewers)
         """RTSP re-serve sessions (served by :class:`~streams.rtsp_server.server.RtspServer`)."""
         self.trimmer = MemoryTrimmer(
             self.viewer_count,
@@ -317,6 +320,7 @@ class StreamManager:
         mse_viewers = self.mse.session_count(camera_id)
         rtsp_viewers = self.rtsp.session_count(camera_id)
         mjpeg_viewers = sum(stream.pictures.viewer_count for stream in cam.streams)
+        gb28181_viewers = self.viewers.count(camera_id=camera_id, protocol="gb28181")
         return CameraStats(
             id=camera_id,
             state=ingest.state,
@@ -338,11 +342,12 @@ class StreamManager:
             packets=hub.stats.packets,
             bytes=hub.stats.bytes,
             dropped=hub.stats.dropped,
-            viewers=webrtc_viewers + mjpeg_viewers + mse_viewers + rtsp_viewers,
+            viewers=webrtc_viewers + mjpeg_viewers + mse_viewers + rtsp_viewers + gb28181_viewers,
             webrtc_viewers=webrtc_viewers,
             mjpeg_viewers=mjpeg_viewers,
             mse_viewers=mse_viewers,
             rtsp_viewers=rtsp_viewers,
+            gb28181_viewers=gb28181_viewers,
             reorders=hub.reorders,
             transcoding=any(t.running for stream in cam.streams for t in stream.transcoders),
             transcoder_starts=sum(t.starts for stream in cam.streams for t in stream.transcoders),
@@ -404,7 +409,13 @@ class StreamManager:
         pictures = sum(
             stream.pictures.viewer_count for cam in self._cameras.values() for stream in cam.streams
         )
-        return self.webrtc.busy_count() + self.mse.session_count() + self.rtsp.session_count() + pictures
+        return (
+            self.webrtc.busy_count()
+            + self.mse.session_count()
+            + self.rtsp.session_count()
+            + self.viewers.count(protocol="gb28181")
+            + pictures
+        )
 
     async def _playable(self, camera_id: str, stream: StreamName, *, h265: bool) -> Hub:
         """The hub a viewer of ``stream`` gets: the stream itself, or its H.264 transcode
@@ -428,13 +439,20 @@ class StreamManager:
         return await self.webrtc.close_session(session_id)
 
     async def mse_session(
-        self, camera_id: str, stream: StreamName = "main", *, h265: bool = False, audio: bool = True
+        self,
+        camera_id: str,
+        stream: StreamName = "main",
+        *,
+        h265: bool = False,
+        audio: bool = True,
+        owner: str | None = None,
     ) -> MseSession:
         """An MSE viewer session. ``h265``: the viewer's browser decodes H.265 (``hvc1``);
-        ``audio``: it plays AAC, so the camera's sound (if relayed) may come along."""
+        ``audio``: it plays AAC, so the camera's sound (if relayed) may come along;
+        ``owner``: as for :meth:`whep_offer`."""
         hub = await self._playable(camera_id, stream, h265=h265)
         audio_hub = self._camera(camera_id).stream(stream).audio_hub if audio else None
-        return self.mse.open(camera_id, hub, audio_hub)
+        return self.mse.open(camera_id, hub, audio_hub, owner=owner)
 
     def rtsp_media(self, camera_id: str, stream: StreamName = "main") -> tuple[Hub, Hub | None]:
         """The hubs an RTSP client gets: the stream's own video, as the camera sends it, and
@@ -445,8 +463,36 @@ class StreamManager:
     async def snapshot(self, camera_id: str) -> bytes:
         return await self._camera(camera_id).main.pictures.snapshot(timeout=self.settings.snapshot_timeout)
 
-    def mjpeg(self, camera_id: str, stream: StreamName = "main") -> AsyncIterator[bytes]:
-        return self._camera(camera_id).stream(stream).pictures.mjpeg()
+    def mjpeg(self, camera_id: str, stream: StreamName = "main", *, owner: str | None = None) -> MjpegFeed:
+        """An MJPEG viewer's pictures, seated now (so a full camera refuses it with
+        :class:`~streams.errors.CapacityError` before anything is sent); ``owner``: as for
+        :meth:`whep_offer`."""
+        pictures = self._camera(camera_id).stream(stream).pictures
+        seat = self.viewers.admit(camera_id, "mjpeg", owner)
+        return MjpegFeed(pictures.mjpeg(), self.viewers, seat)
+
+
+class MjpegFeed:
+    """One MJPEG viewer's pictures, holding its viewer seat until it is closed, ends, or
+    is dropped without ever being read."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], viewers: ViewerLedger, seat: Seat) -> None:
+        self._frames = frames
+        self._release = weakref.finalize(self, viewers.release, seat)
+
+    def __aiter__(self) -> MjpegFeed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._frames)
+        except BaseException:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        self._release()
+        await self._frames.aclose()
 
 
 def _required(outputs: dict[str, StreamOutput], kind: str, cls: type[T]) -> T:

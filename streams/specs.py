@@ -91,14 +91,17 @@ class RelaySettings:
     """Empty: no STUN/TURN server is ever asked (the default)."""
     ice_host_addresses: Sequence[str] = ()
     max_viewers_per_camera: int = 32
+    """Viewers of one camera at once, every protocol together (WebRTC, MSE, MJPEG, RTSP,
+    GB/T 28181 live sessions): :mod:`streams.viewers`."""
     max_viewers_total: int = 256
+    """Viewers of the whole relay at once, every protocol together."""
     session_timeout: float = 10.0
     """A connected WebRTC viewer that has been silent (no RTCP) this long after a few
     seconds' grace is closed."""
     max_viewers_per_user: int = 64
-    """WebRTC sessions (connected or connecting) of one user, all cameras."""
+    """Viewer sessions (WebRTC connected or connecting, MSE, MJPEG, RTSP) of one user, all cameras."""
     max_viewers_per_user_per_camera: int = 4
-    """WebRTC sessions (connected or connecting) of one user on one camera."""
+    """Viewer sessions of one user on one camera, every protocol together."""
     max_pending_per_camera: int = 8
     """WebRTC sessions of one camera answered but not yet connected."""
     max_pending_per_user: int = 32
@@ -168,6 +171,8 @@ class CameraStats:
     mjpeg_viewers: int
     mse_viewers: int
     rtsp_viewers: int
+    gb28181_viewers: int
+    """Live sessions of superior platforms (GB/T 28181 cascade)."""
     reorders: bool
     """The main stream has B-frames: WebRTC cannot play it, MSE can."""
     transcoding: bool

@@ -110,8 +110,7 @@ class AuthService:
         Raises :class:`LoginLocked` while the user or address is locked out (even for
         the right password) and :class:`LoginRefused` for any wrong credential.
         """
-        typed = username[:64]
-        await self._refuse_if_locked(username, source_addr)
+        await self.refuse_if_locked(username, source_addr)
         user = await self._account(username)
         if user is None:
             await self.passwords.verify_dummy()
@@ -122,16 +121,9 @@ class AuthService:
             ok = ok and not user.disabled
         # Checks queued behind the argon2 slots while a lockout began get the lockout's
         # answer whatever their outcome, so a burst learns nothing past the limit.
-        await self._refuse_if_locked(username, source_addr)
+        await self.refuse_if_locked(username, source_addr)
         if not ok:
-            self.limiter.record_failure(username, source_addr, known_user=user is not None)
-            await self.audit.record(
-                "login_failure",
-                username=typed,
-                centre_id=user.centre_id if user is not None else None,
-                source_addr=source_addr,
-                detail=reason,
-            )
+            await self.login_failed(username, user, source_addr, reason)
             raise LoginRefused("wrong username or password")
         assert user is not None
         self.limiter.record_success(username)
@@ -141,7 +133,33 @@ class AuthService:
         await self.audit.record("login_success", principal=result.principal, source_addr=source_addr)
         return result
 
-    async def _refuse_if_locked(self, username: str, source_addr: str | None) -> None:
+    async def login_failed(
+        self,
+        username: str,
+        user: User | None,
+        source_addr: str | None,
+        reason: str,
+        *,
+        protocol: str | None = None,
+    ) -> None:
+        """Count a wrong credential toward the lockout and record it (``protocol``: none for a
+        login over HTTP, ``rtsp`` for an RTSP Digest answer). Raises :class:`AuditError`
+        when it cannot be recorded (it is counted all the same)."""
+        self.limiter.record_failure(username, source_addr, known_user=user is not None)
+        await self.audit.record(
+            "login_failure",
+            username=username[:64],
+            centre_id=user.centre_id if user is not None else None,
+            source_addr=source_addr,
+            protocol=protocol,
+            detail=reason,
+        )
+
+    async def refuse_if_locked(
+        self, username: str, source_addr: str | None, *, protocol: str | None = None
+    ) -> None:
+        """Raise :class:`LoginLocked` while the username or the address is locked out, the
+        refusal summed into the audit trail (:mod:`vms.login_audit`)."""
         wait = self.limiter.retry_after(username, source_addr)
         if wait > 0:
             # Attributed to the targeted account's centre, and summed per address and target.
@@ -152,6 +170,7 @@ class AuthService:
                 target=Target(user.username, user.centre_id) if user is not None else None,
                 typed=username[:64],
                 detail=f"{wait:.0f} s left",
+                protocol=protocol,
             )
             raise LoginLocked(wait)
 

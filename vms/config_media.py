@@ -83,10 +83,14 @@ class WebRtcSettings(_Model):
         "add 127.0.0.1 for loopback-only setups and tests.",
     )
     max_viewers_per_camera: int = Field(
-        default=32, ge=1, description="WebRTC viewers one camera may have at once."
+        default=32,
+        ge=1,
+        description="Viewers one camera may have at once, every protocol together: WebRTC, MSE and "
+        "MJPEG (WebSocket or HTTP), RTSP re-serve and GB/T 28181 live sessions; beyond it the next "
+        "is refused (HTTP 503, WebSocket 4503, RTSP 453, SIP 486).",
     )
     max_viewers_total: int = Field(
-        default=256, ge=1, description="WebRTC viewers the whole service may have at once."
+        default=256, ge=1, description="Viewers the whole service may have at once, every protocol together."
     )
     session_timeout: Seconds = Field(
         default=10.0,
@@ -96,15 +100,15 @@ class WebRtcSettings(_Model):
         default=64,
         ge=1,
         le=100_000,
-        description="WebRTC sessions (connected or connecting) one user may hold at once, all cameras; "
-        "beyond it the offer is answered 429.",
+        description="Viewer sessions one user may hold at once, all cameras: WebRTC (connected or "
+        "connecting), MSE, MJPEG and RTSP; beyond it HTTP answers 429.",
     )
     max_viewers_per_user_per_camera: int = Field(
         default=4,
         ge=1,
         le=100_000,
-        description="WebRTC sessions (connected or connecting) one user may hold of one camera; "
-        "beyond it the offer is answered 429.",
+        description="Viewer sessions one user may hold of one camera, every protocol together; "
+        "beyond it HTTP answers 429.",
     )
     max_pending_per_camera: int = Field(
         default=8,

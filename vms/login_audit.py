@@ -3,7 +3,8 @@
 A locked-out address may send thousands of logins a second, each refused; one
 audit row apiece filled the trail (3,000 requests, 3,006 rows in 11 s, kept for
 months). :class:`RefusalAudit` writes at most one row per key and interval, a key
-being (action, source address, targeted account or none):
+being (action, source address, targeted account or none, protocol: none for HTTP,
+``rtsp`` for RTSP re-serve):
 
 - the first refusal of a key is written at once, so an attack shows immediately;
 - later ones within ``interval`` seconds are only counted; when the interval ends
@@ -43,7 +44,7 @@ UNATTRIBUTED_ACTIONS = frozenset({"login_failure", "login_locked"})
 MAX_SOURCES = 4096
 """Keys with an address counted one by one; more share their action and target's key."""
 
-_Key = tuple[str, str | None, str | None]
+_Key = tuple[str, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +108,21 @@ class RefusalAudit:
         return sum(window.count for window in self._windows.values())
 
     async def refused(
-        self, action: str, *, source_addr: str | None, target: Target | None, typed: str, detail: str
+        self,
+        action: str,
+        *,
+        source_addr: str | None,
+        target: Target | None,
+        typed: str,
+        detail: str,
+        protocol: str | None = None,
     ) -> None:
         """Note one refused login: written now if its key is new, else counted.
         After :meth:`stop`, every refusal is written at once."""
         now = datetime.now(UTC)
-        key: _Key = (action, source_addr, target.username if target else None)
+        key: _Key = (action, source_addr, target.username if target else None, protocol)
         if key not in self._windows and source_addr is not None and self._addressed >= self._max_sources:
-            key = (action, None, key[2])
+            key = (action, None, key[2], protocol)
         window = self._windows.get(key)
         if window is not None:
             window.add(typed, detail, now)
@@ -123,7 +131,7 @@ class RefusalAudit:
             self._open(key, _Window(self._clock(), target, typed))
             self._ensure_task()
         try:
-            await self._write(action, key[1], target, typed, detail)
+            await self._write(key, target, typed, detail)
         except AuditError as err:
             if key not in self._windows:
                 raise
@@ -188,14 +196,13 @@ class RefusalAudit:
             if window.count and due_before is not None:
                 self._open(key, _Window(self._clock(), window.target, None))
 
-    async def _write(
-        self, action: str, source_addr: str | None, target: Target | None, typed: str | None, detail: str
-    ) -> None:
+    async def _write(self, key: _Key, target: Target | None, typed: str | None, detail: str) -> None:
         await self._audit.record(
-            action,
+            key[0],
             username=target.username if target else typed,
             centre_id=target.centre_id if target else None,
-            source_addr=source_addr,
+            source_addr=key[1],
+            protocol=key[3],
             detail=detail,
         )
 
@@ -206,6 +213,7 @@ class RefusalAudit:
             username=target.username if target else window.typed,
             centre_id=target.centre_id if target else None,
             source_addr=key[1],
+            protocol=key[3],
             started_at=window.first,
             ended_at=window.last,
             detail={"count": window.count, "detail": window.detail},

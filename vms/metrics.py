@@ -141,6 +141,7 @@ def _relay_families(stats: Sequence[CameraStats], halls: dict[str, str]) -> list
         viewers.add_metric([*labels, "mjpeg"], float(s.mjpeg_viewers))
         viewers.add_metric([*labels, "mse"], float(s.mse_viewers))
         viewers.add_metric([*labels, "rtsp"], float(s.rtsp_viewers))
+        viewers.add_metric([*labels, "gb28181"], float(s.gb28181_viewers))
         transcoding.add_metric(labels, 1.0 if s.transcoding else 0.0)
     sessions.add_metric([], float(sum(s.webrtc_viewers for s in stats)))
     return [up, state, fps, *counters.values(), viewers, sessions, transcoding]

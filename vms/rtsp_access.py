@@ -14,9 +14,17 @@ created before this existed have no HA1: create a new one for RTSP.
 Basic authentication is not offered: RTSP here runs without TLS.
 
 Each answer is checked against the user's live tokens (at most 50); a wrong one
-counts as a failed login for the lockout of :mod:`vms.login_limiter`. An admitted
-client then needs the ``watch`` permission, and a camera outside its centre's
-halls answers 404 as if it did not exist. Every session is one ``view`` record with
+(unknown user, wrong token, disabled account) is a failed login like one over HTTP:
+it counts toward the lockout of :mod:`vms.login_limiter` and is a ``login_failure``
+row with protocol ``rtsp``, and while the user name or the address is locked out
+(by RTSP or HTTP failures alike) even a right answer is refused, summed into
+``login_locked`` rows (:mod:`vms.login_audit`). A request without credentials, the
+challenge it gets and a stale nonce are no failure: every client starts that way. An
+admitted client then needs the ``watch`` permission, and a camera outside its
+centre's halls answers 404 as if it did not exist; both are ``view_refused`` rows,
+summed like lockouts so that a recorder retrying a wrong camera every few seconds
+does not fill the trail. A refusal that cannot be recorded is logged and refused
+all the same. Every session is one ``view`` record with
 protocol ``rtsp`` (bytes, duration, transport, why it ended), and a viewing that
 could be recorded nowhere is not started (503).
 
@@ -25,6 +33,7 @@ Event loop only.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -32,13 +41,18 @@ from sqlalchemy import select
 
 from streams import RtspServer, RtspSettings, StreamManager
 from streams.rtsp_server import REALM, AccessRequest, RtspViewing, Verdict, ha1
-from vms.auth_types import aware, principal_of
+from vms.access import Principal
+from vms.audit import AuditError
+from vms.auth_types import LoginLocked, aware, principal_of
 from vms.config import Config
+from vms.login_audit import Target
 from vms.storage.tables import ApiToken, User
 from vms.viewing import RecordRefused, Viewer, ViewingRecorder
 
 if TYPE_CHECKING:
     from vms.auth import AuthService
+
+log = logging.getLogger(__name__)
 
 
 def rtsp_ha1(username: str, token: str) -> str:
@@ -59,17 +73,28 @@ class RtspAccess:
         username = credentials.username.strip().lower()
         if credentials.realm != REALM or len(username) > 64:
             return Verdict(401)
-        limiter = self._auth.limiter
-        if limiter.retry_after(username, peer) > 0:
+        try:
+            await self._auth.refuse_if_locked(username, peer, protocol="rtsp")
+        except LoginLocked:
+            return Verdict(401, reason="locked out")
+        except AuditError as err:
+            log.warning("RTSP login from %s refused (locked out), not recorded: %s", peer, err)
             return Verdict(401, reason="locked out")
         user, hashes = await self._tokens(username)
-        if user is None or user.disabled or not any(credentials.matches(h) for h in hashes):
-            limiter.record_failure(username, peer, known_user=user is not None)
+        matched = any(credentials.matches(h) for h in hashes)
+        if user is None or user.disabled or not matched:
+            reason = "unknown user" if user is None else "wrong token" if not matched else "account disabled"
+            try:
+                await self._auth.login_failed(username, user, peer, reason, protocol="rtsp")
+            except AuditError as err:
+                log.warning("RTSP login failure from %s not recorded: %s", peer, err)
             return Verdict(401)
         principal = principal_of(user, "token", None, self._auth.settings.viewer_permissions)
         if not principal.can("watch"):
+            await self._refused(principal, request, f"the role {principal.role} may not watch")
             return Verdict(403)
         if not principal.may_see_camera(self._config, request.camera_id):
+            await self._refused(principal, request, f"camera {request.camera_id[:64]} is outside the centre")
             return Verdict(404)
         try:
             self._viewing.check_recordable()
@@ -82,7 +107,20 @@ class RtspAccess:
             detail = {"end": viewing.reason, "transport": viewing.transport, "stream": viewing.stream}
             self._viewing.viewing_ended(viewer, viewing.bytes_sent, detail=detail)
 
-        return Verdict(200, user=principal.username, on_end=ended)
+        return Verdict(200, user=principal.username, owner=str(principal.user_id), on_end=ended)
+
+    async def _refused(self, principal: Principal, request: AccessRequest, detail: str) -> None:
+        try:
+            await self._auth.refusals.refused(
+                "view_refused",
+                source_addr=request.peer,
+                target=Target(principal.username, principal.centre_id),
+                typed=principal.username,
+                detail=detail,
+                protocol="rtsp",
+            )
+        except AuditError as err:
+            log.warning("RTSP viewer %s refused, not recorded: %s", principal.username, err)
 
     async def _tokens(self, username: str) -> tuple[User | None, list[str]]:
         """The user and the HA1 of each of their live tokens."""

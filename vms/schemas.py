@@ -53,6 +53,9 @@ class CameraState(BaseModel):
     webrtc_viewers: int
     mjpeg_viewers: int
     mse_viewers: int
+    rtsp_viewers: int
+    gb28181_viewers: int
+    """Live sessions of superior platforms (GB/T 28181 cascade)."""
     dropped_packets: int
     reorders: bool
     """The stream has B-frames: WebRTC cannot play it (409), MSE can."""

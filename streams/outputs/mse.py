@@ -50,6 +50,7 @@ from streams.outputs.mse_fragments import (
     SharedFragments,
 )
 from streams.packets import AudioInfo, MediaPacket
+from streams.viewers import Seat, ViewerLedger
 
 __all__ = [
     "MseFragment",
@@ -309,13 +310,13 @@ class MseOutput:
     def __init__(
         self,
         *,
-        max_sessions_per_camera: int = 32,
-        max_sessions_total: int = 256,
+        viewers: ViewerLedger | None = None,
         cache_fragments: int = DEFAULT_CACHE_FRAGMENTS,
         audio_timeout: float = DEFAULT_AUDIO_TIMEOUT,
     ) -> None:
-        self._max_per_camera = max_sessions_per_camera
-        self._max_total = max_sessions_total
+        self._viewers = viewers or ViewerLedger()
+        """Where each session takes its viewer seat (the relay's, shared with the other outputs)."""
+        self._seats: dict[str, Seat] = {}
         self._cache_fragments = cache_fragments
         self._audio_timeout = audio_timeout
         self._sessions: dict[str, MseSession] = {}
@@ -340,24 +341,29 @@ class MseOutput:
         """The audio hub's shared fragments while it has sessions (for figures and tests)."""
         return self._shared_audio.get(audio_hub)
 
-    def open(self, camera_id: str, hub: Hub, audio_hub: Hub | None = None) -> MseSession:
+    def open(
+        self, camera_id: str, hub: Hub, audio_hub: Hub | None = None, *, owner: str | None = None
+    ) -> MseSession:
         """A new session on ``hub``'s camera, with the AAC audio of ``audio_hub`` if it has
-        some (see the module docstring). Raises :class:`CapacityError` when a cap is reached
-        or the output is stopping, and :class:`~streams.hub.HubClosed` if ``hub`` is closed
-        (a closed audio hub just leaves the audio out)."""
+        some (see the module docstring); ``owner`` is an opaque key of the viewer, for the
+        per-owner caps. Raises :class:`CapacityError` when a viewer cap is reached or the
+        output is stopping, and :class:`~streams.hub.HubClosed` if ``hub`` is closed (a
+        closed audio hub just leaves the audio out)."""
         if self._stopped:
             raise CapacityError("the MSE output is shutting down")
-        if len(self._sessions) >= self._max_total:
-            raise CapacityError(f"the relay already serves {self._max_total} MSE viewers")
-        if self.session_count(camera_id) >= self._max_per_camera:
-            raise CapacityError(f"camera {camera_id} already has {self._max_per_camera} MSE viewers")
-        subscription = hub.subscribe()
+        seat = self._viewers.admit(camera_id, "mse", owner)
+        try:
+            subscription = hub.subscribe()
+        except HubClosed:
+            self._viewers.release(seat)
+            raise
         shared = self._shared.get(hub)
         if shared is None:  # the hub's first MSE viewer
             shared = self._shared[hub] = SharedFragments(self._cache_fragments)
         audio = self._subscribe_audio(audio_hub) if audio_hub is not None else None
         session = MseSession(camera_id, hub, subscription, shared, self._ended, audio, self._audio_timeout)
         self._sessions[session.id] = session
+        self._seats[session.id] = seat
         log.info("MSE session %s for %s opened", session.id, camera_id)
         return session
 
@@ -378,6 +384,7 @@ class MseOutput:
     def _ended(self, session: MseSession) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
+        self._viewers.release(self._seats.pop(session.id))
         log.info(
             "MSE session %s for %s ended (%s): %d fragments, %d bytes, %d dropped",
             session.id,

@@ -18,7 +18,10 @@ viewer. A send that cannot complete within ``send_timeout``, a socket error,
 or an ICMP error on the UDP socket ends the session; :meth:`PsSender.wait`
 returns why, so signalling can send its BYE.
 
-:class:`PsOutput` owns the sessions of the relay and one shared muxer per hub.
+:class:`PsOutput` owns the sessions of the relay and one shared muxer per hub;
+each live session holds a seat in the relay's viewer ledger (:mod:`streams.viewers`)
+while it lives, so a superior platform's sessions count against the same caps as
+every other viewer of the camera.
 Video only: the superior gets the camera's video stream (audio in PS is
 supported by the muxer, not yet routed here).
 
@@ -38,6 +41,7 @@ from typing import Literal, cast
 from streams.formats.ps_rtp import RtpStamper, SharedPsUnits
 from streams.hub import Hub, HubClosed
 from streams.packets import MediaPacket
+from streams.viewers import Seat, ViewerLedger
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -340,9 +344,12 @@ class PsSender(PsSession):
 class PsOutput:
     """Every GB/T 28181 media session of the relay, and the shared PS units of each hub they read."""
 
-    def __init__(self, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self, *, viewers: ViewerLedger | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    ) -> None:
+        self._viewers = viewers or ViewerLedger()
         self._connect_timeout = connect_timeout
-        self._senders: set[PsSender] = set()
+        self._senders: dict[PsSender, Seat] = {}
         self._shared: dict[Hub, SharedPsUnits] = {}
 
     def senders(self) -> list[PsSender]:
@@ -353,11 +360,20 @@ class PsOutput:
         return self._shared.get(hub)
 
     async def open(
-        self, hub: Hub, destination: tuple[str, int], transport: PsTransport, ssrc: int, *, start: bool = True
+        self,
+        camera_id: str,
+        hub: Hub,
+        destination: tuple[str, int],
+        transport: PsTransport,
+        ssrc: int,
+        *,
+        start: bool = True,
     ) -> PsSender:
-        """A session sending ``hub``'s video, started (or, with ``start=False``, only prepared:
-        its socket open, nothing sent before :meth:`PsSender.start`). Raises OSError if its
-        socket cannot be opened."""
+        """A session sending ``hub``'s video (of camera ``camera_id``), started (or, with
+        ``start=False``, only prepared: its socket open, nothing sent before
+        :meth:`PsSender.start`). Raises :class:`~streams.errors.CapacityError` at a viewer
+        cap, and OSError if its socket cannot be opened."""
+        seat = self._viewers.admit(camera_id, "gb28181")
         shared = self._shared.get(hub)
         if shared is None:
             shared = self._shared[hub] = SharedPsUnits()
@@ -370,7 +386,7 @@ class PsOutput:
             connect_timeout=self._connect_timeout,
             on_end=self._ended,
         )
-        self._senders.add(sender)
+        self._senders[sender] = seat
         try:
             await (sender.start() if start else sender.prepare())
         except OSError:
@@ -379,7 +395,9 @@ class PsOutput:
         return sender
 
     def _ended(self, sender: PsSender) -> None:
-        self._senders.discard(sender)
+        seat = self._senders.pop(sender, None)
+        if seat is not None:
+            self._viewers.release(seat)
         if not any(s.hub is sender.hub for s in self._senders):
             self._shared.pop(sender.hub, None)
 

@@ -52,6 +52,9 @@ class Verdict:
     status: int
     user: str | None = None
     """Who was admitted: a session is only ever used by the user who set it up."""
+    owner: str | None = None
+    """An opaque key of that user for the per-user viewer caps, the same the other
+    protocols' viewers are seated under (:mod:`streams.viewers`)."""
     reason: str = ""
     on_end: Callable[[RtspViewing], None] | None = None
 

@@ -2,8 +2,9 @@
 
 :class:`RtspOutput` belongs to the stream manager, beside the WebRTC and MSE
 outputs, so RTSP viewers count in the camera's statistics and keep the memory
-trimmer waiting. Its caps are the same settings as theirs (viewers per camera,
-viewers in total), counted separately. The RTP packets of an access unit are
+trimmer waiting, and each session holds a seat in the relay's viewer ledger
+(:mod:`streams.viewers`), so the caps on viewers per camera, in total and per
+user count RTSP clients together with every other protocol. The RTP packets of an access unit are
 built once per hub, framed and with their headers but for what each session
 sets (:class:`~streams.rtsp_server.payloads.SharedTemplates`), and shared by
 every session reading that hub: another viewer costs a copy of them with its
@@ -20,7 +21,9 @@ from typing import Protocol
 from streams.errors import CapacityError
 from streams.hub import Hub
 from streams.packets import Codec
+from streams.rtsp_server.access import Verdict
 from streams.rtsp_server.payloads import SharedTemplates, packetizer_of
+from streams.viewers import Seat, ViewerLedger
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 class Session(Protocol):
     id: str
     camera_id: str
+    verdict: Verdict
 
     def hubs(self) -> list[Hub]: ...
 
@@ -37,10 +41,10 @@ class Session(Protocol):
 class RtspOutput:
     """See the module docstring."""
 
-    def __init__(self, *, max_sessions_per_camera: int = 32, max_sessions_total: int = 256) -> None:
-        self._max_per_camera = max_sessions_per_camera
-        self._max_total = max_sessions_total
+    def __init__(self, viewers: ViewerLedger | None = None) -> None:
+        self._viewers = viewers or ViewerLedger()
         self._sessions: dict[str, Session] = {}
+        self._seats: dict[str, Seat] = {}
         self._shared: dict[tuple[Hub, int], SharedTemplates] = {}
         self._stopped = False
 
@@ -53,18 +57,19 @@ class RtspOutput:
         return list(self._sessions.values())
 
     def add(self, session: Session) -> None:
-        """Count a new session. Raises :class:`CapacityError` at a cap or while stopping."""
+        """Count a new session, seated as its verdict's owner. Raises :class:`CapacityError`
+        at a viewer cap or while stopping."""
         if self._stopped:
             raise CapacityError("the RTSP output is shutting down")
-        if len(self._sessions) >= self._max_total:
-            raise CapacityError(f"the relay already serves {self._max_total} RTSP viewers")
-        if self.session_count(session.camera_id) >= self._max_per_camera:
-            raise CapacityError(f"camera {session.camera_id} already has {self._max_per_camera} RTSP viewers")
+        self._seats[session.id] = self._viewers.admit(session.camera_id, "rtsp", session.verdict.owner)
         self._sessions[session.id] = session
 
     def remove(self, session: Session) -> None:
         """Forget an ended session, and the shared packets of hubs nobody reads any more."""
         self._sessions.pop(session.id, None)
+        seat = self._seats.pop(session.id, None)
+        if seat is not None:
+            self._viewers.release(seat)
         reading = {hub for s in self._sessions.values() for hub in s.hubs()}
         for key in [key for key in self._shared if key[0] not in reading]:
             del self._shared[key]

@@ -1,1 +1,1 @@
-"""WebRTC (WHEP) viewers: offers checked and answered, caps, ICE, and the RTP fan-out to every session."""
+"""WebRTC (WHEP) viewers: offers checked and answered, ICE, and the RTP fan-out to every session."""

@@ -9,8 +9,8 @@ units into RTP.
 Admission (``create_session``): the offer must be SDP, with a receiving video
 m-line offering H.264 with ``packetization-mode=1`` and, for every m-line, a DTLS
 fingerprint and role and ICE credentials (:mod:`streams.webrtc.offer_checks`);
-then the caps of :mod:`streams.webrtc.caps` give it a pending seat, which
-becomes a live one when its connection is up. Its remote ICE candidates are
+then the relay's viewer ledger (:mod:`streams.viewers`) gives it a pending seat,
+which becomes a live one when its connection is up. Its remote ICE candidates are
 filtered and capped by :mod:`streams.webrtc.remote_candidates`.
 
 Negotiation: the output waits briefly for the camera's first keyframe, which tells the
@@ -29,10 +29,10 @@ reads a :class:`~streams.webrtc.track.HubTrack`.
 Lifecycle: each session has one supervising task, owned here (plus, on the
 fast path, the viewer's sending task, which the supervisor starts and ends). It ends the
 session when asked (``close_session``/``stop``), when ICE or the connection
-fails or closes, when the connection is not up within the caps'
+fails or closes, when the connection is not up within
 ``pending_timeout`` (a viewer that vanished before ICE completed, or an offer
-that was never meant to connect), when its camera's live seats were all taken
-while it connected, or when a connected viewer that
+that was never meant to connect), when its camera's live seats (of every protocol) were
+all taken while it connected, or when a connected viewer that
 is being sent media has been silent (no RTCP nor any other packet) for
 ``silence_timeout`` ("disconnected") and then ``disconnect_grace`` more seconds.
 Ending closes the peer connection and the hub subscription.
@@ -61,21 +61,22 @@ from aiortc.stats import RTCTransportStats
 from streams.errors import CapacityError, NegotiationError, StreamNotReady, WrongOutput
 from streams.hub import Hub
 from streams.packets import StreamInfo
+from streams.viewers import Seat, ViewerLedger
 from streams.webrtc import audio as webrtc_audio
 from streams.webrtc import ice, negotiation, offer_checks
-from streams.webrtc.caps import Ledger, Seat, WhepLimits
 from streams.webrtc.fanout import FastPathUnavailable, FastRtpSender, IdleTrack, SharedPacketizer
 from streams.webrtc.remote_candidates import CandidateGuard, CandidatePolicy
 from streams.webrtc.session import SessionStats, WhepSession
 from streams.webrtc.track import HubTrack
 
-__all__ = ["CandidatePolicy", "SessionStats", "StreamNotReady", "WebRtcOutput", "WhepLimits", "WhepSession"]
+__all__ = ["CandidatePolicy", "SessionStats", "StreamNotReady", "WebRtcOutput", "WhepSession"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NEGOTIATION_TIMEOUT = 5.0
 DEFAULT_SILENCE_TIMEOUT = 3.0
 DEFAULT_DISCONNECT_GRACE = 5.0
+DEFAULT_PENDING_TIMEOUT = 5.0
 _CLOSE_TIMEOUT = 5.0
 
 
@@ -87,7 +88,8 @@ class WebRtcOutput:
         *,
         ice_servers: Sequence[RTCIceServer] | None = None,
         ice_host_addresses: Sequence[str] | None = None,
-        limits: WhepLimits | None = None,
+        viewers: ViewerLedger | None = None,
+        pending_timeout: float = DEFAULT_PENDING_TIMEOUT,
         candidates: CandidatePolicy | None = None,
         info_timeout: float = 5.0,
         negotiation_timeout: float = DEFAULT_NEGOTIATION_TIMEOUT,
@@ -99,7 +101,8 @@ class WebRtcOutput:
         self._on_end = on_end
         self._ice_servers = list(ice_servers or [])
         self._ice_host_addresses = list(ice_host_addresses or [])
-        self._ledger = Ledger(limits or WhepLimits())
+        self._viewers = viewers or ViewerLedger()
+        self._pending_timeout = pending_timeout
         self._candidates = candidates or CandidatePolicy()
         self._info_timeout = info_timeout
         self._negotiation_timeout = negotiation_timeout
@@ -156,16 +159,16 @@ class WebRtcOutput:
         media = negotiation.video_media(description)
         offer_checks.check_transport(offer_sdp)
         audio = webrtc_audio.plan_audio(description, audio_hub, camera_id)
-        seat = self._ledger.admit(camera_id, owner)
+        seat = self._viewers.admit(camera_id, "webrtc", owner, pending=True)
         try:
             info = await self._stream_info(camera_id, hub)
             choice = negotiation.select_h264(media, info.profile_level_id)
             session = await self._negotiate(camera_id, hub, offer_sdp, choice, audio, seat)
         except BaseException:
-            self._ledger.release(seat)
+            self._viewers.release(seat)
             raise
         if self._stopped:  # stop() ran while this offer was being answered
-            self._ledger.release(seat)
+            self._viewers.release(seat)
             session._track.stop()
             if session.audio is not None:
                 session.audio.stop()
@@ -202,10 +205,6 @@ class WebRtcOutput:
             session._request_close("relay stopping")
         if self._supervisors:
             await asyncio.gather(*self._supervisors, return_exceptions=True)
-
-    @property
-    def _pending_timeout(self) -> float:
-        return self._ledger.limits.pending_timeout
 
     # -- negotiation ------------------------------------------------------
 
@@ -293,7 +292,7 @@ class WebRtcOutput:
             session.end_reason = reason
             session._ended = True
             self._sessions.pop(session.id, None)
-            self._ledger.release(session.seat)
+            self._viewers.release(session.seat)
             if session._fanout is not None:
                 session._fanout.cancel()
                 await asyncio.wait([session._fanout])
@@ -346,7 +345,7 @@ class WebRtcOutput:
             now = time.monotonic()
             if state == "connected":
                 if session._connected_at is None:
-                    if (refused := self._ledger.promote(session.seat)) is not None:
+                    if (refused := self._viewers.promote(session.seat)) is not None:
                         return refused
                     session._connected_at = now
                     if self._fast_path:

@@ -16,8 +16,8 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from streams.hub import Hub
+from streams.viewers import Seat
 from streams.webrtc.audio import AudioHubTrack
-from streams.webrtc.caps import Seat
 from streams.webrtc.fanout import FastRtpSender
 
 

@@ -1,7 +1,8 @@
 """Sessions for superior platforms: INVITE, ACK, BYE and the media session between.
 
 :class:`LiveDialogs` answers an INVITE for a shared camera: 404 for a channel the
-platform may not see, 486 beyond the platform's or the site's cap, 488 or 415 for
+platform may not see, 486 beyond the platform's or the site's cap or when the camera
+(or the relay) already has all the viewers it may have, whatever their protocol, 488 or 415 for
 an SDP we cannot serve, each with the reason in a ``Warning`` header; else ``100``,
 the media session opened, and ``200`` with our SDP (retransmitted over UDP until
 the ACK). ``s=Play`` sends the live stream (a :class:`~vms.gb28181.media.MediaStarter`);
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from streams import StreamError, UnknownCamera
+from streams import CapacityError, StreamError, UnknownCamera
 from vms.gb28181 import manscdp, sdp
 from vms.gb28181.channels import Directory
 from vms.gb28181.media import MediaSession, MediaStarter, MediaTarget, PlaybackSession, RecordStarter
@@ -191,6 +192,8 @@ class LiveDialogs:
             return await self._media.open(camera_id, target)
         except UnknownCamera as err:
             raise sdp.OfferError(404, str(err)) from err
+        except CapacityError as err:
+            raise sdp.OfferError(486, str(err)) from err
         except (StreamError, OSError) as err:
             raise sdp.OfferError(503, f"the camera cannot be sent now: {err}") from err
 

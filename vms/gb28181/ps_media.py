@@ -5,9 +5,11 @@ over the relay's PS-over-RTP output (:class:`streams.PsOutput`), and
 A session is prepared when the INVITE is answered (its socket open, a ``tcp-passive``
 one already listening, so the SDP answer carries a real port) and starts sending at the
 ACK: a live one from the GOP cache's keyframe, sending the camera's main stream as it
-arrives; a playback one from the keyframe at or before the range's start, of the stream
-the camera records (:meth:`vms.config.Config.record_stream`), read from the segments
-:class:`~vms.recordings.RecordingIndex` lists when the INVITE comes.
+arrives, seated among the camera's viewers (it counts against the relay's viewer caps
+with every other protocol, and a full camera refuses it with
+:class:`~streams.CapacityError`); a playback one from the keyframe at or before the
+range's start, of the stream the camera records (:meth:`vms.config.Config.record_stream`),
+read from the segments :class:`~vms.recordings.RecordingIndex` lists when the INVITE comes.
 
 Event loop only.
 """
@@ -69,12 +71,12 @@ class PsMedia:
 
     def __init__(self, manager: StreamManager) -> None:
         self._manager = manager
-        self.output = PsOutput()
+        self.output = PsOutput(viewers=manager.viewers)
 
     async def open(self, camera_id: str, target: MediaTarget) -> MediaSession:
         hub = self._manager.hub(camera_id)
         sender = await self.output.open(
-            hub, (target.host, target.port), target.transport, target.ssrc, start=False
+            camera_id, hub, (target.host, target.port), target.transport, target.ssrc, start=False
         )
         return _Session(sender)
 

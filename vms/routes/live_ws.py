@@ -104,8 +104,8 @@ async def mse_ws(
 ) -> None:
     """Fragmented MP4 for Media Source Extensions; see the module docstring."""
 
-    async def open_feed(manager: StreamManager) -> Feed:
-        session = await manager.mse_session(camera_id, stream, h265=hevc, audio=audio)
+    async def open_feed(manager: StreamManager, owner: str) -> Feed:
+        session = await manager.mse_session(camera_id, stream, h265=hevc, audio=audio, owner=owner)
         return _mse_messages(session, transcoded=session.hub is not manager.hub(camera_id, stream))
 
     await _serve(websocket, camera_id, "mse", open_feed)
@@ -115,8 +115,8 @@ async def mse_ws(
 async def mjpeg_ws(websocket: WebSocket, camera_id: str, stream: StreamName = "main") -> None:
     """Motion JPEG, one binary message per picture; see the module docstring."""
 
-    async def open_feed(manager: StreamManager) -> Feed:
-        return manager.mjpeg(camera_id, stream)
+    async def open_feed(manager: StreamManager, owner: str) -> Feed:
+        return manager.mjpeg(camera_id, stream, owner=owner)
 
     await _serve(websocket, camera_id, "mjpeg", open_feed)
 
@@ -142,8 +142,13 @@ async def _mse_messages(session: MseSession, *, transcoded: bool) -> AsyncGenera
 
 
 async def _serve(
-    websocket: WebSocket, camera_id: str, protocol: str, open_feed: Callable[[StreamManager], Awaitable[Feed]]
+    websocket: WebSocket,
+    camera_id: str,
+    protocol: str,
+    open_feed: Callable[[StreamManager, str], Awaitable[Feed]],
 ) -> None:
+    """Serve one viewer the feed ``open_feed`` opens, seated as its user (``str(user_id)``,
+    as for WHEP: the per-user viewer caps count every protocol)."""
     if not same_origin(websocket.headers):
         log.warning(
             "refused a %s WebSocket for %s from origin %r (host %r)",
@@ -156,7 +161,7 @@ async def _serve(
         return
     try:
         principal, manager, viewing = await admit(websocket, camera_id)
-        feed = await open_feed(manager)
+        feed = await open_feed(manager, str(principal.user_id))
     except Problem as problem:
         await websocket.accept()
         await close_socket(websocket, 4000 + problem.status, problem.detail)

@@ -136,11 +136,13 @@ async def mjpeg(
     stream: StreamName = "main",
 ) -> StreamingResponse:
     """Motion JPEG at a capped frame rate; decoding is shared by every viewer of the camera.
-    The viewing is recorded in the audit trail when the viewer leaves."""
+    The viewing is recorded in the audit trail when the viewer leaves. A viewer counts
+    against the same caps as those of every other protocol: 429 over one of the user's
+    own, 503 over the camera's or the service's."""
     visible_camera(config, user, camera_id)
     viewing = _live_viewing(request)
     viewer = Viewer(user, camera_id, "mjpeg", _client(request), datetime.now(UTC))
-    frames = manager.mjpeg(camera_id, stream)
+    frames = manager.mjpeg(camera_id, stream, owner=str(user.user_id))
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0

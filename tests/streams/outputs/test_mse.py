@@ -20,6 +20,7 @@ from streams.errors import CapacityError
 from streams.hub import Hub
 from streams.outputs.mse import MseFragment, MseInit, MseMessage, MseOutput, MseSession
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
+from streams.viewers import ViewerLedger, ViewerLimits
 from tests.media import encode_h264
 from tests.streams.formats.test_fmp4_audio import encode_aac
 
@@ -123,13 +124,13 @@ async def test_resolution_change_yields_a_new_init() -> None:
 
 async def test_capacity_limits() -> None:
     hub_a, hub_b = Hub("a"), Hub("b")
-    output = MseOutput(max_sessions_per_camera=2, max_sessions_total=3)
+    output = MseOutput(viewers=ViewerLedger(ViewerLimits(max_per_camera=2, max_total=3)))
     first = output.open("a", hub_a)
     output.open("a", hub_a)
-    with pytest.raises(CapacityError, match="camera a"):
+    with pytest.raises(CapacityError, match=r"^camera a already has 2 viewers \(MSE 2\)$"):
         output.open("a", hub_a)
     output.open("b", hub_b)
-    with pytest.raises(CapacityError, match="3 MSE viewers"):
+    with pytest.raises(CapacityError, match=r"^the relay already serves 3 viewers \(MSE 3\)$"):
         output.open("b", hub_b)
     assert (output.session_count("a"), output.session_count("b"), output.session_count()) == (2, 1, 3)
     first.close()

@@ -101,7 +101,7 @@ async def test_a_session_starts_from_the_gop_cache_and_delivers_every_frame(
         hub.publish(packet)
     await receiver.listen(transport)
     output = PsOutput()
-    sender = await output.open(hub, ("127.0.0.1", receiver.port), transport, SSRC)
+    sender = await output.open("hall-1", hub, ("127.0.0.1", receiver.port), transport, SSRC)
     if transport == "tcp-passive":
         sender_port = sender.local_port
         assert sender_port is not None

@@ -31,9 +31,10 @@ from streams.codecs import h264
 from streams.errors import CapacityError, NegotiationError, StreamError
 from streams.hub import Hub
 from streams.packets import CLOCK_RATE, MediaPacket
+from streams.viewers import ViewerLedger, ViewerLimits
 from streams.webrtc import ice
 from streams.webrtc.fanout import FastPathUnavailable, FastRtpSender
-from streams.webrtc.output import StreamNotReady, WebRtcOutput, WhepLimits
+from streams.webrtc.output import StreamNotReady, WebRtcOutput
 from tests.media import encode_h264
 from tests.whep_client import WhepClient
 
@@ -392,8 +393,8 @@ async def test_no_keyframe_yet_is_a_stream_error() -> None:
 
 async def test_caps_are_capacity_errors() -> None:
     # Offers without candidates never connect: these sessions stay pending.
-    limits = WhepLimits(max_pending_per_camera=2, max_pending_total=3)
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=limits)
+    limits = ViewerLimits(max_pending_per_camera=2, max_pending_total=3)
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, viewers=ViewerLedger(limits))
     async with feeding(baseline_stream(), "a") as a, feeding(baseline_stream(), "b") as b:
         for _ in range(2):
             await out.create_session("a", a.hub, CHROMIUM_OFFER)
@@ -527,7 +528,7 @@ async def test_vanished_viewer_is_reaped_within_the_grace_bound() -> None:
 
 
 async def test_viewer_that_never_connects_is_reaped() -> None:
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=WhepLimits(pending_timeout=0.5))
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, pending_timeout=0.5)
     async with feeding(baseline_stream()) as feeder:
         session = await out.create_session("cam", feeder.hub, CHROMIUM_OFFER)  # no candidates
         assert session.state == "connecting"

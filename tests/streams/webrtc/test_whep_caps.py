@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from streams.errors import CapacityError, OwnerCapacityError
-from streams.webrtc.caps import Ledger
-from streams.webrtc.output import WebRtcOutput, WhepLimits
+from streams.viewers import ViewerLedger, ViewerLimits
+from streams.webrtc.output import WebRtcOutput
 from tests.streams.webrtc.test_webrtc import CHROMIUM_OFFER, LOOPBACK, baseline_stream, eventually, feeding
 from tests.whep_client import WhepClient
 
@@ -15,13 +15,13 @@ from tests.whep_client import WhepClient
 async def test_pending_offers_of_one_owner_leave_the_camera_to_others() -> None:
     """One owner's offers that never connect reach their own cap; the camera's live
     slots stay free, and another owner joins and plays."""
-    limits = WhepLimits(max_per_camera=2, max_per_owner_per_camera=3, pending_timeout=30)
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=limits)
+    limits = ViewerLimits(max_per_camera=2, max_per_owner_per_camera=3)
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, viewers=ViewerLedger(limits), pending_timeout=30)
     try:
         async with feeding(baseline_stream()) as feeder:
             for _ in range(3):  # no candidates: these never connect
                 await out.create_session("cam", feeder.hub, CHROMIUM_OFFER, owner="mallory")
-            with pytest.raises(OwnerCapacityError, match="3 WebRTC sessions of camera cam"):
+            with pytest.raises(OwnerCapacityError, match=r"3 viewer sessions \(WebRTC 3\) of camera cam"):
                 await out.create_session("cam", feeder.hub, CHROMIUM_OFFER, owner="mallory")
             assert [s.state for s in out.sessions()] == ["connecting"] * 3
 
@@ -37,8 +37,8 @@ async def test_pending_offers_of_one_owner_leave_the_camera_to_others() -> None:
 
 
 async def test_pending_sessions_expire_and_free_their_seats() -> None:
-    limits = WhepLimits(max_pending_per_owner=2, pending_timeout=0.5)
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=limits)
+    limits = ViewerLimits(max_pending_per_owner=2)
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, viewers=ViewerLedger(limits), pending_timeout=0.5)
     try:
         async with feeding(baseline_stream()) as feeder:
             first = [await out.create_session("cam", feeder.hub, CHROMIUM_OFFER, owner="u") for _ in range(2)]
@@ -54,7 +54,7 @@ async def test_pending_sessions_expire_and_free_their_seats() -> None:
 async def test_a_viewer_that_connects_after_the_camera_filled_is_closed() -> None:
     """Pending seats do not take live slots: both offers are answered, the first to
     connect takes the camera's only slot, the other is closed when it connects."""
-    out = WebRtcOutput(ice_host_addresses=LOOPBACK, limits=WhepLimits(max_per_camera=1))
+    out = WebRtcOutput(ice_host_addresses=LOOPBACK, viewers=ViewerLedger(ViewerLimits(max_per_camera=1)))
     clients = [WhepClient(decode=False), WhepClient(decode=False)]
     try:
         async with feeding(baseline_stream()) as feeder:
@@ -69,51 +69,12 @@ async def test_a_viewer_that_connects_after_the_camera_filled_is_closed() -> Non
                 await client.apply_answer(answer)
             assert await eventually(lambda: sum(s.end_reason is not None for s in sessions) == 1, within=10)
             (closed,) = [s for s in sessions if s.end_reason is not None]
-            assert closed.end_reason == "camera cam reached 1 WebRTC viewers while this one connected"
+            assert closed.end_reason == "camera cam reached 1 viewers (WebRTC 1) while this one connected"
             (playing,) = [c for c, s in zip(clients, sessions, strict=True) if s is not closed]
             assert await playing.wait_frames(5, within=10)
-            with pytest.raises(CapacityError, match="camera cam already has 1 WebRTC viewers"):
+            with pytest.raises(CapacityError, match=r"camera cam already has 1 viewers \(WebRTC 1\)"):
                 await out.create_session("cam", feeder.hub, CHROMIUM_OFFER, owner="u2")
     finally:
         for client in clients:
             await client.close()
         await out.stop()
-
-
-def test_ledger_caps_of_one_owner() -> None:
-    ledger = Ledger(WhepLimits(max_per_owner=3, max_per_owner_per_camera=2, max_pending_per_owner=2))
-    seats = [ledger.admit("a", "u"), ledger.admit("a", "u")]
-    with pytest.raises(OwnerCapacityError, match="you already have 2 WebRTC sessions of camera a"):
-        ledger.admit("a", "u")
-    with pytest.raises(OwnerCapacityError, match="2 WebRTC sessions still connecting"):
-        ledger.admit("b", "u")
-    assert [ledger.promote(seat) for seat in seats] == [None, None]
-    ledger.admit("b", "u")
-    with pytest.raises(OwnerCapacityError, match="you already have 3 WebRTC sessions; close one first"):
-        ledger.admit("c", "u")
-    ledger.admit("c", "v")  # another owner
-    ledger.admit("c", None)  # no owner: capped per camera and in total only
-    ledger.release(seats[0])
-    ledger.release(seats[0])  # idempotent
-    ledger.admit("c", "u")
-
-
-def test_ledger_caps_of_cameras_and_the_relay() -> None:
-    ledger = Ledger(WhepLimits(max_per_camera=2, max_total=3, max_pending_per_camera=2, max_pending_total=3))
-    a = [ledger.admit("a", None), ledger.admit("a", None)]
-    with pytest.raises(CapacityError, match="camera a already has 2 WebRTC viewers connecting") as caught:
-        ledger.admit("a", "u")
-    assert not isinstance(caught.value, OwnerCapacityError)
-    assert [ledger.promote(seat) for seat in a] == [None, None]
-    with pytest.raises(CapacityError, match=r"camera a already has 2 WebRTC viewers$"):
-        ledger.admit("a", "u")
-    b, c, d = ledger.admit("b", None), ledger.admit("c", None), ledger.admit("d", None)
-    with pytest.raises(CapacityError, match="the relay already has 3 WebRTC viewers connecting"):
-        ledger.admit("e", None)
-    assert ledger.promote(b) is None
-    assert ledger.promote(c) == "the relay reached 3 WebRTC viewers while this one connected"
-    with pytest.raises(CapacityError, match="the relay already serves 3 WebRTC viewers"):
-        ledger.admit("e", None)
-    ledger.release(b)
-    assert ledger.promote(d) is None
-    assert (ledger.count(live=True), ledger.count(live=False)) == (3, 1)
