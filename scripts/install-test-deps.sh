@@ -4,7 +4,8 @@
 # tests start their own throwaway cluster with its initdb and pg_ctl), and
 # Debian's Chromium with a CJK font for the dashboard tests (Playwright, a Python
 # package, drives /usr/bin/chromium; it never downloads a browser of its own), and
-# nginx, for the test that plays video through the README's reverse-proxy example.
+# nginx, for the test that plays video through the README's reverse-proxy example,
+# and SIPp (sip-tester), which plays a GB/T 28181 superior platform in the cascade tests.
 # Idempotent; run as root on Debian. Python packages are installed elsewhere.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ packages=(
     chromium
     fonts-droid-fallback
     nginx-light
+    sip-tester
 )
 
 missing=()
@@ -66,3 +68,8 @@ echo "PostgreSQL: OK"
 /usr/bin/chromium --headless --no-sandbox --disable-gpu --version >/dev/null 2>&1 \
     || { echo "/usr/bin/chromium does not run" >&2; exit 1; }
 echo "Chromium: OK"
+
+# sipp -v prints its version and exits 99.
+[[ "$(sipp -v 2>&1 || true)" == *"SIPp v"* ]] \
+    || { echo "sipp (sip-tester) does not run" >&2; exit 1; }
+echo "SIPp: OK"

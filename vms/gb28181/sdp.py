@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 CONTENT_TYPE = "application/sdp"
+DISCARD_PORT = 9
+"""The port an active TCP end (it connects; it listens on none) gives by convention: the
+discard port, as in RFC 4145 and RFC 6544. Port 0 would reject the stream (RFC 3264, 6)."""
 MediaTransport = Literal["udp", "tcp-active", "tcp-passive"]
 """How we send: RTP over UDP; over TCP connecting to the superior (``tcp-active``,
 its offer said ``a=setup:passive``) or waiting for it to connect (``tcp-passive``)."""
@@ -137,6 +140,8 @@ def _connection(fields: dict[str, list[str]]) -> str:
 
 def answer(offer: Offer, *, local_id: str, host: str, port: int) -> str:
     """Our answer: PS over RTP from ``host:port``, sendonly, the offer's SSRC."""
+    if offer.transport == "tcp-active" and not port:
+        port = DISCARD_PORT
     proto = "RTP/AVP" if offer.transport == "udp" else "TCP/RTP/AVP"
     family = "IP6" if ":" in host else "IP4"
     lines = [

@@ -132,7 +132,8 @@ def decode(data: bytes) -> list[tuple[int | None, int, int]]:
 
 
 def ffprobe_video(path: Path) -> dict[str, str]:
-    """ffprobe's codec name and packet count of the first video stream; fails on any error."""
+    """ffprobe's codec name, dimensions, and packet and decoded frame counts of the first video
+    stream; fails on any error."""
     result = subprocess.run(
         [
             "ffprobe",
@@ -141,10 +142,11 @@ def ffprobe_video(path: Path) -> dict[str, str]:
             "-f",
             "mpeg",
             "-count_packets",
+            "-count_frames",
             "-select_streams",
             "v:0",
             "-show_entries",
-            "stream=codec_name,nb_read_packets,width,height",
+            "stream=codec_name,nb_read_packets,nb_read_frames,width,height",
             "-of",
             "json",
             str(path),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -17,64 +16,10 @@ from streams.outputs.ps_sender import PsOutput, PsSender, PsTransport
 from streams.packets import MediaPacket
 from tests.media import encode_h264
 from tests.streams.formats import ps_checks
+from tests.streams.outputs.ps_receiver import Receiver
 
 SSRC = 100_000_001
 CACHED = 10
-
-
-class Receiver:
-    """The superior platform's end: a UDP socket, a TCP listener, or (passive) a TCP client."""
-
-    def __init__(self) -> None:
-        self.datagrams: list[bytes] = []
-        self.stream = bytearray()
-        self.closed = asyncio.Event()
-        self.resume = asyncio.Event()
-        self.resume.set()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._udp: asyncio.DatagramTransport | None = None
-
-    async def listen(self, transport: PsTransport, rcvbuf: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        if transport == "udp":
-            receiver = self
-
-            class Collect(asyncio.DatagramProtocol):
-                def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-                    receiver.datagrams.append(data)
-
-            self._udp, _ = await loop.create_datagram_endpoint(Collect, local_addr=("127.0.0.1", 0))
-            self.port = self._udp.get_extra_info("sockname")[1]
-        elif transport == "tcp-active":
-            sock = socket.socket()
-            if rcvbuf is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.bind(("127.0.0.1", 0))
-            self._server = await asyncio.start_server(self.read, sock=sock)
-            self.port = sock.getsockname()[1]
-
-    async def connect(self, port: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        self._reading = asyncio.create_task(self.read(reader, writer))
-
-    async def read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.resume.wait()
-        while chunk := await reader.read(65536):
-            self.stream += chunk
-        writer.close()
-        self.closed.set()
-
-    def packets(self) -> list[ps_checks.Rtp]:
-        raw = self.datagrams or ps_checks.rfc4571_frames(bytes(self.stream))
-        return [ps_checks.parse_rtp(p) for p in raw]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        if self._udp is not None:
-            self._udp.close()
 
 
 @pytest.fixture
