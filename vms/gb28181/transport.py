@@ -5,6 +5,12 @@ source)`` and every piece it cannot use to ``on_garbage(reason, source)``. Over 
 datagram is one message; over TCP messages are framed by their ``Content-Length``
 (a frame that cannot be delimited closes the connection, since nothing after it can
 be trusted). ``on_closed`` is called once when a TCP connection ends. Event loop only.
+
+Over UDP, answers go where the request came from, not to the configured superior
+address: a request's top ``Via`` is stamped on arrival with ``received`` (and ``rport``
+when the sender asked for it, RFC 3581), and an answer, which copies that ``Via``, is
+sent to the address it names (RFC 3261 18.2.2). A superior that sends from another
+port than it listens on still gets its answers.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class UdpTransport(SipTransport, asyncio.DatagramProtocol):
         except SipParseError as err:
             self._on_garbage(str(err), source)
             return
+        if message.is_request:
+            stamp_via(message, source)
         self._on_message(message, source)
 
     def error_received(self, exc: Exception) -> None:
@@ -76,7 +84,8 @@ class UdpTransport(SipTransport, asyncio.DatagramProtocol):
     async def send(self, message: SipMessage) -> None:
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("the UDP socket is closed")
-        self._transport.sendto(message.to_bytes(), self._remote)
+        to = self._remote if message.is_request else answer_address(message, self._remote)
+        self._transport.sendto(message.to_bytes(), to)
 
     async def close(self) -> None:
         if self._transport is not None:
@@ -169,3 +178,42 @@ class TcpTransport(SipTransport):
         self._writer.close()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
+
+
+def stamp_via(request: SipMessage, source: Address) -> None:
+    """Note in ``request``'s top ``Via`` the address it came from: ``received`` when it
+    differs from the sent-by host or ``rport`` was asked for, and ``rport``'s value."""
+    top, comma, others = (request.header("Via") or "").partition(",")
+    protocol, host, _, params = _via(top)
+    if not protocol:
+        return
+    asked = "rport" in params
+    kept = [f"{k}={v}" if v else k for k, v in params.items() if k not in ("received", "rport")]
+    if asked or host != source[0]:
+        kept.append(f"received={source[0]}")
+    if asked:
+        kept.append(f"rport={source[1]}")
+    request.set_header("Via", ";".join([top.split(";")[0].strip(), *kept]) + comma + others)
+
+
+def answer_address(answer: SipMessage, default: Address) -> Address:
+    """Where an answer goes over UDP: its top ``Via``'s ``received`` host (else its sent-by
+    host) and ``rport`` (else its sent-by port); ``default`` if it has no Via."""
+    protocol, host, port, params = _via((answer.header("Via") or "").partition(",")[0])
+    if not protocol:
+        return default
+    rport = params.get("rport", "")
+    return params.get("received") or host, int(rport) if rport.isdigit() else port
+
+
+def _via(value: str) -> tuple[str, str, int, dict[str, str]]:
+    """``(protocol, sent-by host, port (5060 if none), parameters)`` of one Via value;
+    an empty protocol when it is not one."""
+    head, *parts = [p.strip() for p in value.split(";")]
+    protocol, _, sent_by = head.partition(" ")
+    sent_by = sent_by.strip()
+    host, colon, port = sent_by.rpartition(":")
+    if not colon or not port.isdigit() or host.endswith(":"):
+        host, port = sent_by, "5060"
+    params = {k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in parts if p)}
+    return (protocol if sent_by else ""), host.strip("[]"), int(port), params

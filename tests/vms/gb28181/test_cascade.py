@@ -220,6 +220,55 @@ async def test_device_info_and_status() -> None:
         assert answer.status == 404 and "no device" in answer.h("Warning")
 
 
+class _Inbox(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.received.put_nowait(data)
+
+
+async def test_answers_over_udp_go_where_the_via_says() -> None:
+    """A superior that sends from another port than it listens on gets its answer at the
+    source port when it asks with ``rport`` (RFC 3581), else at the Via's sent-by port
+    (RFC 3261 18.2.2); never at the configured superior address."""
+    loop = asyncio.get_running_loop()
+    async for h in harness("udp"):
+        await h.registered()
+        platform = h.cascade.platforms[0].contact
+        sender, sending = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        listener, listening = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", 0))
+        try:
+            listen_port = listener.get_extra_info("sockname")[1]
+            for rport, inbox in ((";rport", sending), ("", listening)):
+                call_id = f"via-{len(rport)}"
+                sender.sendto(
+                    build(
+                        f"MESSAGE {h.uri} SIP/2.0",
+                        [
+                            ("Via", f"SIP/2.0/UDP 127.0.0.1:{listen_port}{rport};branch=z9hG4bK{call_id}"),
+                            ("From", f"<sip:{SERVER_ID}@{REALM}>;tag=via"),
+                            ("To", f"<{h.uri}>"),
+                            ("Call-ID", call_id),
+                            ("CSeq", "1 MESSAGE"),
+                            ("Content-Type", "Application/MANSCDP+xml"),
+                        ],
+                        query("DeviceInfo", 9),
+                    ),
+                    platform,
+                )
+                async with asyncio.timeout(5):
+                    answer = (await inbox.received.get()).decode()
+                assert answer.startswith("SIP/2.0 200") and f"Call-ID: {call_id}" in answer
+                if rport:
+                    sender_port = sender.get_extra_info("sockname")[1]
+                    assert f"rport={sender_port}" in answer and "received=127.0.0.1" in answer
+            assert sending.received.empty() and listening.received.empty()
+        finally:
+            sender.close()
+            listener.close()
+
+
 async def test_catalog_subscription_notifies_a_camera_going_offline() -> None:
     async for h in harness("tcp"):
         await h.registered()
