@@ -6,9 +6,11 @@ keyframe) and yields each video access unit with the wall clock it was recorded 
 from the keyframe at or before the asked start in its file (the first keyframe after
 it when the start falls in a gap or after the file's last keyframe) until the first
 access unit at or beyond the asked end. Media time runs on across files, gaps
-squeezed out, so a sender may pace on it. This is what an output needs that sends
-packets rather than the fMP4 fragments of :mod:`streams.recording.playback`
-(GB/T 28181 playback, as MPEG-PS over RTP).
+squeezed out, so a sender may pace on it; it starts at 0, or, given an ``origin_ms``,
+at the first access unit's distance from that wall clock (0 if it is before it), so
+that a sender seeking in a range keeps media time as the position in the range.
+This is what an output needs that sends packets rather than the fMP4 fragments of
+:mod:`streams.recording.playback` (GB/T 28181 playback, as MPEG-PS over RTP).
 
 A segment is read from its start: finding a moment late in a long segment costs a
 demux of the file up to it (no decoding). H.264 only, as the file source; sound is
@@ -57,12 +59,12 @@ def _existing(path: Path) -> Path:
 
 
 async def recorded_packets(
-    segments: AsyncIterable[SourceSegment], start_ms: int, end_ms: int
+    segments: AsyncIterable[SourceSegment], start_ms: int, end_ms: int, origin_ms: int | None = None
 ) -> AsyncGenerator[RecordedPacket, None]:
     """The video access units of ``segments`` (in order) covering ``[start_ms, end_ms)``;
     see the module docstring. Yields nothing when nothing is recorded there."""
-    base = 0
-    """Output ticks where the next file's first access unit lands."""
+    base: int | None = None
+    """Output ticks where the next file's first access unit lands; None before the first."""
     started = False
     async for source in segments:
         try:
@@ -88,12 +90,19 @@ async def recorded_packets(
                             continue
                         started, due = True, preroll
                     for kept in due:
+                        if base is None:
+                            base = _base(source.start_ms + kept.dts * 1000 // CLOCK_RATE, origin_ms)
                         first = kept.dts if first is None else first
                         yield _recorded(kept, base - first, source.start_ms)
-            if first is not None:
+            if first is not None and base is not None:
                 base += reader.end - first
         finally:
             await asyncio.to_thread(reader.close)
+
+
+def _base(wall_ms: int, origin_ms: int | None) -> int:
+    """Output ticks where the first access unit, recorded at ``wall_ms``, lands."""
+    return 0 if origin_ms is None else max(0, wall_ms - origin_ms) * CLOCK_RATE // 1000
 
 
 def _recorded(unit: _Unit, offset: int, file_start_ms: int) -> RecordedPacket:
