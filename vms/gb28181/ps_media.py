@@ -5,12 +5,12 @@ over the relay's PS-over-RTP output (:class:`streams.PsOutput`), and
 A session is prepared when the INVITE is answered (its socket open, a ``tcp-passive``
 one already listening, so the SDP answer carries a real port) and starts sending at the
 ACK: a live one from the GOP cache's keyframe, sending the camera's main stream as it
-arrives; a playback one from the keyframe at or before the range's start, of the stream
-the camera records (:meth:`vms.config.Config.record_stream`), read from the segments
+arrives, with its sound when that is relayed and a program stream can carry it; a
+playback one from the keyframe at or before the range's start, of the stream the
+camera records (:meth:`vms.config.Config.record_stream`), read from the segments
 :class:`~vms.recordings.RecordingIndex` lists when the INVITE comes. A seek in a
 playback lists them again from the point asked, as the INVITE did from its start,
-and the media time stays the position in the range (see
-:class:`~streams.PsPlayback`).
+and the media time stays the position in the range (see :class:`~streams.PsPlayback`).
 
 Event loop only.
 """
@@ -83,9 +83,9 @@ class PsMedia:
         self.output = PsOutput()
 
     async def open(self, camera_id: str, target: MediaTarget) -> MediaSession:
-        hub = self._manager.hub(camera_id)
+        hub, audio_hub = self._manager.rtsp_media(camera_id)
         sender = await self.output.open(
-            hub, (target.host, target.port), target.transport, target.ssrc, start=False
+            hub, (target.host, target.port), target.transport, target.ssrc, audio_hub=audio_hub, start=False
         )
         return _Session(sender)
 
