@@ -18,6 +18,9 @@ makes it the position in the range, so it jumps with the seek (forward or back),
 a file read from another point does; receivers of the field (ZLMediaKit's stamp
 correction, FFmpeg) take a jump as a discontinuity.
 
+Sound: the recorded AAC frames go into the program stream with the video (the
+muxer's PSM lists the sound of the file being sent, from its first keyframe on).
+
 When the recording has been sent to its end (the asked range's, or where nothing
 more is recorded) the session ends by itself with :data:`END_OF_RECORDING` and
 :attr:`PsPlayback.finished` is True, so signalling can tell the superior the file
@@ -31,6 +34,8 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator
 
+from streams.formats.mpeg_ps import PsMuxer
+from streams.formats.ps_rtp import SharedPsUnits
 from streams.outputs.ps_sender import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_SEND_TIMEOUT,
@@ -38,7 +43,7 @@ from streams.outputs.ps_sender import (
     PsTransport,
     _Link,
 )
-from streams.packets import CLOCK_RATE
+from streams.packets import CLOCK_RATE, AudioInfo
 from streams.recording.packets import RecordedPacket
 
 __all__ = ["END_OF_RECORDING", "MAX_LAG", "PsPlayback"]
@@ -81,6 +86,8 @@ class PsPlayback(PsSession):
         """Set when a wait for the pace should look again (pause, resume, scale, seek)."""
         self._anchor: tuple[float, int] | None = None
         """``(time.monotonic(), media ticks)`` the pace counts from; None: the next unit sets it."""
+        self._audio: AudioInfo | None = None
+        """The sound the muxer lists."""
         self.finished = False
         """True once the recording was sent to its end."""
         self.position_ms: int | None = None
@@ -140,7 +147,7 @@ class PsPlayback(PsSession):
                     recorded = await anext(self._packets, None)
                 if recorded is None:
                     break
-                if await self._due(recorded.packet.decode_ts):
+                if await self._due(recorded.packet.decode_ts) and self._muxes(recorded):
                     await self._send(link, recorded.packet)
                     self.position_ms = recorded.wall_ms
         finally:
@@ -148,6 +155,16 @@ class PsPlayback(PsSession):
             await self._drop_seek()
         self.finished = True
         return END_OF_RECORDING
+
+    def _muxes(self, recorded: RecordedPacket) -> bool:
+        """Whether the unit goes into the program stream: a keyframe of a file with other sound
+        starts a muxer listing that sound; sound the muxer does not list is left out."""
+        if recorded.packet.is_audio:
+            return recorded.audio is not None and recorded.audio == self._audio
+        if recorded.packet.keyframe and recorded.audio != self._audio:
+            self._audio = recorded.audio
+            self._shared = SharedPsUnits(PsMuxer(recorded.audio))
+        return True
 
     async def _due(self, ticks: int) -> bool:
         """Wait while paused, then until ``ticks`` is due at the current scale; False when a

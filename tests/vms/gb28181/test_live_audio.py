@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from streams import IngestState, StreamManager
@@ -88,54 +86,6 @@ async def capture(media: PsMedia, camera: str, seconds: float, tmp_path: Path) -
     return path
 
 
-ENTRIES = ("stream=codec_type,codec_name",)
-
-
-def probe(path: Path) -> list[tuple[str, str]]:
-    """``(codec_type, codec_name)`` of every stream ffprobe finds in the program stream."""
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-f", "mpeg", "-of", "csv=p=0", "-show_entries", *ENTRIES, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    rows = [tuple(line.split(",")) for line in result.stdout.split()]
-    return sorted((kind, name) for name, kind in rows)
-
-
-def stream_times(data: bytes) -> tuple[list[int], list[int], list[bytes], list[bytes]]:
-    """PTS of the video and the audio PES, and every system header and PSM."""
-    video, audio, systems, maps = [], [], [], []
-    for sid, packet in ps_checks.ps_packets(data):
-        if sid == ps_checks.SYSTEM:
-            systems.append(packet)
-        elif sid == ps_checks.PSM:
-            maps.append(packet)
-        elif sid in (ps_checks.VIDEO, ps_checks.AUDIO) and (pts := ps_checks.pes_times(packet)[0]):
-            (video if sid == ps_checks.VIDEO else audio).append(pts)
-    return video, audio, systems, maps
-
-
-def sound_of(data: bytes, decoder: str) -> tuple[np.ndarray, int]:
-    """The audio PES payloads decoded by ``decoder``: mono samples and their rate."""
-    context = av.CodecContext.create(decoder, "r")
-    assert isinstance(context, av.AudioCodecContext)
-    if decoder != "aac":
-        context.sample_rate, context.layout = 8000, "mono"
-    payload = b"".join(p[9 + p[8] :] for sid, p in ps_checks.ps_packets(data) if sid == ps_checks.AUDIO)
-    packets = context.parse(payload) if decoder == "aac" else [av.Packet(payload)]  # ADTS: parsed
-    frames = [f for packet in packets for f in context.decode(packet)]
-    samples = np.concatenate([f.to_ndarray()[0].astype(np.float64) for f in frames])
-    return samples, frames[0].sample_rate
-
-
-def tone(samples: np.ndarray, rate: int) -> float:
-    """The frequency of a sine, from its zero crossings."""
-    crossings = np.count_nonzero(np.diff(np.signbit(samples)))
-    return crossings / 2 / (len(samples) / rate)
-
-
 @pytest.mark.parametrize("codec", list(CODECS))
 async def test_the_camera_sound_travels_in_the_program_stream(
     manager: StreamManager, codec: str, tmp_path: Path
@@ -146,8 +96,8 @@ async def test_the_camera_sound_travels_in_the_program_stream(
     finally:
         await media.stop()
     stream_type, decoder = CODECS[codec]
-    assert probe(path) == [("audio", "aac" if codec == "aac" else "mp2"), ("video", "h264")]
-    video, audio, systems, maps = stream_times(path.read_bytes())
+    assert ps_checks.probe_streams(path) == [("audio", "aac" if codec == "aac" else "mp2"), ("video", "h264")]
+    video, audio, systems, maps = ps_checks.stream_times(path.read_bytes())
     assert maps and all(ps_checks.psm_streams(m) == [(0x1B, 0xE0), (stream_type, 0xC0)] for m in maps)
     assert systems and all(s[12] == 0xE0 and s[15] == 0xC0 for s in systems), "both streams listed"
     assert len(audio) >= 2 * 25, "at least 2 s of sound (20 to 64 ms frames)"
@@ -155,10 +105,10 @@ async def test_the_camera_sound_travels_in_the_program_stream(
     with av.open(str(path), format="mpeg") as container:
         pictures = list(container.decode(video=0))
     assert len(pictures) >= 50 and pictures[0].key_frame
-    samples, rate = sound_of(path.read_bytes(), decoder)
+    samples, rate = ps_checks.sound_of(path.read_bytes(), decoder)
     assert rate == (48_000 if codec == "aac" else 8_000)
     assert len(samples) >= 2.5 * rate
-    assert tone(samples, rate) == pytest.approx(TONE, rel=0.05)
+    assert ps_checks.tone(samples, rate) == pytest.approx(TONE, rel=0.05)
 
 
 async def test_opus_sound_is_left_out_and_said_once(
@@ -173,6 +123,6 @@ async def test_opus_sound_is_left_out_and_said_once(
         await media.stop()
     said = [r.getMessage() for r in caplog.records if "cannot be carried" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("opus/audio: opus sound cannot be carried")
-    assert probe(first) == [("video", "h264")]
-    _, audio, _, maps = stream_times(first.read_bytes())
+    assert ps_checks.probe_streams(first) == [("video", "h264")]
+    _, audio, _, maps = ps_checks.stream_times(first.read_bytes())
     assert not audio and all(ps_checks.psm_streams(m) == [(0x1B, 0xE0)] for m in maps)
