@@ -296,7 +296,7 @@ class PsSession:
 
 class PsSender(PsSession):
     """A session sending a hub's video (and its audio hub's sound) as it arrives; see the
-    module docstring. With ``audio_hub``, ``shared`` must mux its sound: ``PsMuxer(audio)``."""
+    module docstring. With ``audio_hub``, a ``shared`` given must mux its sound (``PsMuxer(audio)``)."""
 
     def __init__(
         self,
@@ -313,18 +313,19 @@ class PsSender(PsSession):
         queue_packets: int | None = None,
         on_end: Callable[[PsSender], None] | None = None,
     ) -> None:
+        audio = None if audio_hub is None else audio_hub.audio
         super().__init__(
             destination,
             transport,
             ssrc,
-            shared=shared,
+            shared=shared or SharedPsUnits(PsMuxer(audio)),
             bind_host=bind_host,
             connect_timeout=connect_timeout,
             send_timeout=send_timeout,
         )
         self.hub = hub
         self.audio_hub = audio_hub
-        self.audio = None if audio_hub is None else audio_hub.audio
+        self.audio = audio
         """The sound carried, as described when the session opened."""
         self._queue_packets = queue_packets
         self._on_end = on_end
