@@ -33,7 +33,6 @@ unit, done inline.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -41,6 +40,7 @@ from collections.abc import AsyncIterator, Callable
 
 from streams.errors import CapacityError
 from streams.hub import Hub, HubClosed, Subscription
+from streams.outputs.interleave import AudioEnded, Interleaved
 from streams.outputs.mse_fragments import (
     DEFAULT_CACHE_FRAGMENTS,
     MseFragment,
@@ -66,56 +66,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AUDIO_TIMEOUT = 3.0
 """Seconds without audio, while video goes on, that end a session with an audio track."""
-
-
-class _Reader:
-    """A subscription read alongside another one: the packet taken but not yet handed on, and
-    the task waiting for the next one while the session waits for either."""
-
-    def __init__(self, subscription: Subscription) -> None:
-        self.subscription = subscription
-        self._next: MediaPacket | None = None
-        self._task: asyncio.Task[MediaPacket] | None = None
-
-    @property
-    def idle(self) -> bool:
-        """Nothing held, nothing waited for: the subscription can be read directly."""
-        return self._next is None and self._task is None
-
-    def peek(self) -> MediaPacket | None:
-        """The next packet if one is at hand. Raises :class:`HubClosed`."""
-        if self._next is None:
-            task = self._task
-            if task is None:
-                self._next = self.subscription.get_nowait()
-            elif task.done():
-                self._task = None
-                self._next = task.result()
-        return self._next
-
-    def take(self) -> MediaPacket:
-        packet, self._next = self._next, None
-        assert packet is not None
-        return packet
-
-    def waiter(self) -> asyncio.Task[MediaPacket]:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self.subscription.get())
-        return self._task
-
-    def pending(self) -> int:
-        task = self._task
-        ready = task is not None and task.done() and not task.cancelled() and task.exception() is None
-        return self.subscription.pending() + (self._next is not None) + ready
-
-    def close(self) -> None:
-        task, self._task, self._next = self._task, None, None
-        if task is not None:
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled():
-                task.exception()  # retrieved: a HubClosed here is expected
-        self.subscription.close()
 
 
 class MseSession:
@@ -152,12 +102,11 @@ class MseSession:
         self.audio_sent = 0
         """Audio fragments among ``fragments_sent``."""
         self._sub = subscription
-        self._video = _Reader(subscription)
+        self._packets = Interleaved(subscription, None if audio is None else audio[1])
         self._shared = shared
         self._on_end = on_end
         self._init: MseInit | None = None
         self._held: MseFragment | None = None
-        self._audio = None if audio is None else _Reader(audio[1])
         self._audio_shared = None if audio is None else audio[2]
         self._audio_info: AudioInfo | None = None
         """The audio track's description, once the first init message has one."""
@@ -176,8 +125,7 @@ class MseSession:
 
     def pending(self) -> int:
         """Messages at hand (queued packets, plus a fragment held back behind an init message)."""
-        audio = 0 if self._audio is None else self._audio.pending()
-        return self._video.pending() + audio + (self._held is not None)
+        return self._packets.pending() + (self._held is not None)
 
     def __aiter__(self) -> AsyncIterator[MseMessage]:
         return self
@@ -202,36 +150,18 @@ class MseSession:
 
     async def _next_packet(self) -> MediaPacket:
         """The next packet of either subscription, the earlier arrival first. Raises
-        :class:`HubClosed` when the video hub closes."""
-        if self._audio is None and self._video.idle:
-            return await self._sub.get()
-        while True:
-            video = self._video.peek()
-            audio = None
-            if self._audio is not None:
-                try:
-                    audio = self._audio.peek()
-                except HubClosed:
-                    self._audio_gone()
-                    if self.ended is not None:
-                        raise
-                    continue
-            if video is not None and (audio is None or video.received <= audio.received):
-                return self._video.take()
-            if audio is not None and self._audio is not None:
-                return self._audio.take()
-            if self.ended is not None:
-                raise HubClosed
-            waiters = {self._video.waiter()}
-            if self._audio is not None:
-                waiters.add(self._audio.waiter())
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        :class:`HubClosed` when the video hub closes, or the audio hub of a sound track."""
+        try:
+            return await self._packets.get()
+        except AudioEnded:
+            self._end("audio stream ended")
+            raise HubClosed from None
 
     def _video_message(self, packet: MediaPacket) -> MseMessage | None:
         if self._audio_info is not None and time.monotonic() - self._audio_seen > self._audio_timeout:
             self._end("audio stopped")
             return None
-        if self._init is None and packet.keyframe and self._audio is not None:
+        if self._init is None and packet.keyframe and self._packets.has_audio:
             self._choose_audio()
         found = self._shared.get(packet, self._audio_info)
         if found is None:
@@ -268,17 +198,10 @@ class MseSession:
         ):
             self._audio_info = info
             self._audio_seen = now
+            self._packets.audio_required = True
         else:
             log.debug("MSE session %s: no audio flowing, video only", self.id)
-            self._audio_gone()
-
-    def _audio_gone(self) -> None:
-        """The audio subscription ended: without a track, leave it; with one, end the session."""
-        if self._audio_info is not None:
-            self._end("audio stream ended")
-        elif self._audio is not None:
-            self._audio.close()
-            self._audio = None
+            self._packets.drop_audio()
 
     def _count(self, message: MseMessage) -> MseMessage:
         self.bytes_sent += len(message.data)
@@ -295,9 +218,7 @@ class MseSession:
         if self.ended is None:
             self.ended = time.time()
             self.end_reason = reason
-            self._video.close()
-            if self._audio is not None:
-                self._audio.close()
+            self._packets.close()
             self._on_end(self)
 
     def __repr__(self) -> str:

@@ -18,12 +18,18 @@ viewer. A send that cannot complete within ``send_timeout``, a socket error,
 or an ICMP error on the UDP socket ends the session; :meth:`PsSender.wait`
 returns why, so signalling can send its BYE.
 
-:class:`PsOutput` owns the sessions of the relay and one shared muxer per hub;
-each live session holds a seat in the relay's viewer ledger (:mod:`streams.viewers`)
-while it lives, so a superior platform's sessions count against the same caps as
-every other viewer of the camera.
-Video only: the superior gets the camera's video stream (audio in PS is
-supported by the muxer, not yet routed here).
+:class:`PsOutput` owns the sessions of the relay and one shared muxer per hub
+(and sound); each live session holds a seat in the relay's viewer ledger
+(:mod:`streams.viewers`) while it lives, so a superior platform's sessions count
+against the same caps as every other viewer of the camera. Sound: a session opened
+with the camera's audio hub, when that hub carries AAC or G.711 (the codecs GB/T
+28181 puts in a program stream), also reads an audio subscription, interleaved with
+the video in arrival order (:class:`~streams.outputs.interleave.Interleaved`); the
+PSM and system header list the audio stream and each frame is a PES of stream id
+0xC0 on the video's 90 kHz clock. Whether sound is carried is decided when the
+session opens, from the audio hub's description then; frames of another description
+later are left out. Sound of another codec (Opus) is not carried: the session sends
+video only, and the log says so once per camera.
 
 Event loop only; muxing and stamping are byte copies done inline.
 """
@@ -38,9 +44,11 @@ import time
 from collections.abc import Callable
 from typing import Literal, cast
 
+from streams.formats.mpeg_ps import STREAM_TYPES, PsMuxer
 from streams.formats.ps_rtp import RtpStamper, SharedPsUnits
 from streams.hub import Hub, HubClosed
-from streams.packets import MediaPacket
+from streams.outputs.interleave import Interleaved
+from streams.packets import AudioInfo, MediaPacket
 from streams.viewers import Seat, ViewerLedger
 
 __all__ = [
@@ -290,7 +298,8 @@ class PsSession:
 
 
 class PsSender(PsSession):
-    """A session sending a hub's video as it arrives; see the module docstring."""
+    """A session sending a hub's video (and its audio hub's sound) as it arrives; see the
+    module docstring. With ``audio_hub``, a ``shared`` given must mux its sound (``PsMuxer(audio)``)."""
 
     def __init__(
         self,
@@ -299,6 +308,7 @@ class PsSender(PsSession):
         transport: PsTransport,
         ssrc: int,
         *,
+        audio_hub: Hub | None = None,
         shared: SharedPsUnits | None = None,
         bind_host: str = "0.0.0.0",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -306,16 +316,20 @@ class PsSender(PsSession):
         queue_packets: int | None = None,
         on_end: Callable[[PsSender], None] | None = None,
     ) -> None:
+        audio = None if audio_hub is None else audio_hub.audio
         super().__init__(
             destination,
             transport,
             ssrc,
-            shared=shared,
+            shared=shared or SharedPsUnits(PsMuxer(audio)),
             bind_host=bind_host,
             connect_timeout=connect_timeout,
             send_timeout=send_timeout,
         )
         self.hub = hub
+        self.audio_hub = audio_hub
+        self.audio = audio
+        """The sound carried, as described when the session opened."""
         self._queue_packets = queue_packets
         self._on_end = on_end
         self.skips = 0
@@ -324,14 +338,21 @@ class PsSender(PsSession):
     async def _feed(self, link: _Link) -> str:
         subscription = self.hub.subscribe(maxsize=self._queue_packets)
         try:
+            sound = None if self.audio_hub is None else self.audio_hub.subscribe()
+        except HubClosed:
+            sound = None
+        packets = Interleaved(subscription, sound)
+        try:
             while True:
-                await self._send(link, await subscription.get())
+                packet = await packets.get()
+                if not packet.is_audio or self.audio_hub is None or self.audio_hub.audio == self.audio:
+                    await self._send(link, packet)
                 self.dropped, self.skips = subscription.dropped, subscription.skips
         except HubClosed:
             return "camera stream ended"
         finally:
             self.dropped, self.skips = subscription.dropped, subscription.skips
-            subscription.close()
+            packets.close()
 
     def _end(self, reason: str) -> None:
         if self.end_reason is not None:
@@ -350,14 +371,16 @@ class PsOutput:
         self._viewers = viewers or ViewerLedger()
         self._connect_timeout = connect_timeout
         self._senders: dict[PsSender, Seat] = {}
-        self._shared: dict[Hub, SharedPsUnits] = {}
+        self._shared: dict[tuple[Hub, AudioInfo | None], SharedPsUnits] = {}
+        self._uncarried: set[Hub] = set()
+        """Audio hubs whose sound the log already said cannot be carried."""
 
     def senders(self) -> list[PsSender]:
         return list(self._senders)
 
-    def shared(self, hub: Hub) -> SharedPsUnits | None:
-        """The hub's shared PS units while it has sessions (for figures and tests)."""
-        return self._shared.get(hub)
+    def shared(self, hub: Hub, audio: AudioInfo | None = None) -> SharedPsUnits | None:
+        """The hub's shared PS units (with that sound) while it has sessions (for figures and tests)."""
+        return self._shared.get((hub, audio))
 
     async def open(
         self,
@@ -367,21 +390,25 @@ class PsOutput:
         transport: PsTransport,
         ssrc: int,
         *,
+        audio_hub: Hub | None = None,
         start: bool = True,
     ) -> PsSender:
-        """A session sending ``hub``'s video (of camera ``camera_id``), started (or, with
-        ``start=False``, only prepared: its socket open, nothing sent before
-        :meth:`PsSender.start`). Raises :class:`~streams.errors.CapacityError` at a viewer
-        cap, and OSError if its socket cannot be opened."""
+        """A session sending ``hub``'s video (of camera ``camera_id``), and ``audio_hub``'s
+        sound if it can be carried, started (or, with ``start=False``, only prepared: its
+        socket open, nothing sent before :meth:`PsSender.start`). Raises
+        :class:`~streams.errors.CapacityError` at a viewer cap, and OSError if its socket
+        cannot be opened."""
         seat = self._viewers.admit(camera_id, "gb28181")
-        shared = self._shared.get(hub)
+        audio = self._carried(audio_hub)
+        shared = self._shared.get((hub, audio))
         if shared is None:
-            shared = self._shared[hub] = SharedPsUnits()
+            shared = self._shared[hub, audio] = SharedPsUnits(PsMuxer(audio))
         sender = PsSender(
             hub,
             destination,
             transport,
             ssrc,
+            audio_hub=audio_hub if audio is not None else None,
             shared=shared,
             connect_timeout=self._connect_timeout,
             on_end=self._ended,
@@ -394,12 +421,26 @@ class PsOutput:
             raise
         return sender
 
+    def _carried(self, audio_hub: Hub | None) -> AudioInfo | None:
+        """The sound of ``audio_hub`` a program stream can carry now, if any."""
+        audio = None if audio_hub is None else audio_hub.audio
+        if audio_hub is None or audio is None or audio.codec in STREAM_TYPES:
+            return audio
+        if audio_hub not in self._uncarried:
+            self._uncarried.add(audio_hub)
+            log.warning(
+                "%s: %s sound cannot be carried in a GB/T 28181 program stream; its sessions send video only",
+                audio_hub.name,
+                audio.codec,
+            )
+        return None
+
     def _ended(self, sender: PsSender) -> None:
         seat = self._senders.pop(sender, None)
         if seat is not None:
             self._viewers.release(seat)
-        if not any(s.hub is sender.hub for s in self._senders):
-            self._shared.pop(sender.hub, None)
+        if not any(s.hub is sender.hub and s.audio == sender.audio for s in self._senders):
+            self._shared.pop((sender.hub, sender.audio), None)
 
     async def stop(self) -> None:
         """End every session. Idempotent."""

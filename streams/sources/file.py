@@ -32,7 +32,7 @@ from av.bitstream import BitStreamFilterContext
 
 from streams.codecs.h264 import ParameterSets, join_nals, split_nals
 from streams.errors import SourceError, SourceProtocolError, SourceUnreachable, UnsupportedCodec
-from streams.packets import CLOCK_RATE, MediaPacket
+from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from streams.sources._pacing import Pacer
 from streams.sources.base import Source, SourceOptions
 
@@ -61,23 +61,29 @@ def path_from_url(url: str) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class _Unit:
-    """One access unit with timestamps in 90 kHz ticks from the start of the file."""
+    """One access unit (or, ``audio``, one AAC frame) with timestamps in 90 kHz ticks from
+    the start of the file's video."""
 
     data: bytes
     keyframe: bool
     pts: int
     dts: int
+    audio: bool = False
 
 
 class _Reader:
     """Demuxes one pass over the file (blocking: worker threads only).
+
+    With ``audio``, the file's AAC track (if it has one: :attr:`audio_info`) is read
+    too, its frames interleaved with the video as the file stores them, from the first
+    keyframe on, on the video's timeline.
 
     ``close`` waits for a ``read`` still running in another thread (its caller may
     have been cancelled while the thread carried on), so the container is never
     closed under a reader.
     """
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: Path, timeout: float, *, audio: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
@@ -101,7 +107,9 @@ class _Reader:
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
             self._interval = max(1, round(CLOCK_RATE / rate))
             self._time_base: Fraction = stream.time_base or Fraction(1, CLOCK_RATE)
-            self._packets = self._container.demux(stream)
+            track: tuple[Any, AudioInfo | None] = _aac_track(self._container) if audio else (None, None)
+            self._audio, self.audio_info = track
+            self._packets = self._container.demux(stream, *([self._audio] if self._audio else []))
         except BaseException:
             self._container.close()
             raise
@@ -128,6 +136,10 @@ class _Reader:
         try:
             for packet in self._packets:
                 if packet.size == 0:
+                    continue
+                if packet.stream is self._audio:
+                    if self._started and packet.pts is not None:
+                        units.append(self._audio_unit(packet))
                     continue
                 for filtered in self._filter.filter(packet):
                     unit = self._unit(filtered)
@@ -160,10 +172,26 @@ class _Reader:
         self.end = max(self.end, dts + max(1, duration))
         return _Unit(data=join_nals(nals), keyframe=keyframe, pts=max(pts, dts), dts=dts)
 
+    def _audio_unit(self, packet: av.Packet[Any]) -> _Unit:
+        assert self._audio is not None and packet.pts is not None
+        seconds = packet.pts * self._audio.time_base - (self._base or 0) * self._time_base
+        ticks = int(seconds * CLOCK_RATE)
+        return _Unit(data=bytes(packet), keyframe=True, pts=ticks, dts=ticks, audio=True)
+
     def _ticks(self, value: int, *, relative: bool = True) -> int:
         if relative:
             value -= self._base or 0
         return int(value * self._time_base * CLOCK_RATE)
+
+
+def _aac_track(container: Any) -> tuple[Any, AudioInfo | None]:
+    """The container's first audio stream and its description, if it is AAC."""
+    for stream in container.streams.audio:
+        context = stream.codec_context
+        if context.name == "aac" and context.extradata:
+            info = AudioInfo("aac", context.sample_rate, context.channels, bytes(context.extradata))
+            return stream, info
+    return None, None
 
 
 def _parameter_sets(extradata: bytes | None) -> ParameterSets:

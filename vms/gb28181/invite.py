@@ -8,8 +8,9 @@ the media session opened, and ``200`` with our SDP (retransmitted over UDP until
 the ACK). ``s=Play`` sends the live stream (a :class:`~vms.gb28181.media.MediaStarter`);
 ``s=Playback`` and ``s=Download`` send the recording between the ``t=`` times (a
 :class:`~vms.gb28181.media.RecordStarter`; 404 with the reason when nothing is
-recorded there), playback at real time (INFO with MANSRTSP pauses, resumes and
-changes its scale, see :mod:`vms.gb28181.playback`), download at ``a=downloadspeed``.
+recorded there), playback at real time (INFO with MANSRTSP pauses, resumes,
+changes its scale and seeks, answered with the MANSRTSP response, see
+:mod:`vms.gb28181.playback`), download at ``a=downloadspeed``.
 The ACK starts the media; a BYE from the superior, or the media ending by itself
 (then we send BYE; at the end of a recording a MediaStatus 121 MESSAGE first), ends
 the dialog, and every dialog that had a session is recorded as a ``view`` by
@@ -30,9 +31,17 @@ from typing import Literal
 from streams import CapacityError, StreamError, UnknownCamera
 from vms.gb28181 import manscdp, sdp
 from vms.gb28181.channels import Directory
-from vms.gb28181.media import MediaSession, MediaStarter, MediaTarget, PlaybackSession, RecordStarter
+from vms.gb28181.media import (
+    InvalidRange,
+    MediaSession,
+    MediaStarter,
+    MediaTarget,
+    PlaybackSession,
+    RecordStarter,
+)
 from vms.gb28181.platform import CascadeError, PlatformClient
-from vms.gb28181.playback import Control, ControlError, media_status, parse_control
+from vms.gb28181.playback import CONTENT_TYPE as MANSRTSP
+from vms.gb28181.playback import Control, ControlError, media_status, parse_control, rtsp_response
 from vms.gb28181.records import gb_time
 from vms.gb28181.sip import SipMessage, new_tag, response_to, uri_user
 from vms.gb28181.transport import Address
@@ -270,8 +279,17 @@ class LiveDialogs:
         except ControlError as err:
             await platform.respond(request, 488, "Not Acceptable Here", warning=str(err))
             return
-        await platform.respond(request, 200, "OK")
+        position = None
+        if control.position is not None:
+            try:
+                position = await playback.seek(control.position)
+            except InvalidRange as err:
+                body = (MANSRTSP, rtsp_response(control, 457, "Invalid Range"))
+                await platform.respond(request, 457, "Invalid Range", warning=str(err), body=body)
+                return
         _apply(control, playback)
+        body = (MANSRTSP, rtsp_response(control, position=position))
+        await platform.respond(request, 200, "OK", body=body)
         if control.method == "TEARDOWN":
             await self.end(dialog, "TEARDOWN from the platform")
 

@@ -10,8 +10,9 @@ sends BYE. The media plane's PS sender implements this; nothing here imports it.
 
 Playback and download (``s=Playback``, ``s=Download``) ask a :class:`RecordStarter`
 instead: it lists what is recorded and opens a :class:`PlaybackSession` over a
-range of the recordings, which a superior may pause, resume and play at another
-scale, and which says whether it ended because the recording did (``finished``).
+range of the recordings, which a superior may pause, resume, play at another
+scale and seek in (:class:`InvalidRange` when it cannot), and which says whether
+it ended because the recording did (``finished``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ class PlaybackSession(MediaSession, Protocol):
     def set_scale(self, scale: float) -> None:
         """Play at ``scale`` (positive) times real time from now on."""
         ...
+
+    async def seek(self, position: float) -> float:
+        """Go on from the keyframe at or before ``position`` seconds after the range's start;
+        where that keyframe is (seconds after the start, 0 before it). Raises
+        :class:`InvalidRange` when the position is outside the range or nothing is recorded
+        from there to its end."""
+        ...
+
+
+class InvalidRange(ValueError):
+    """A seek the playback cannot serve; the text says why."""
 
 
 Span = tuple[datetime, datetime]

@@ -332,10 +332,15 @@ class PlatformClient:
         *,
         warning: str | None = None,
         to_tag: str | None = None,
+        body: tuple[str, bytes] | None = None,
     ) -> None:
+        """Answer ``request``; ``body`` is a content type and the bytes of that type."""
         answer = response_to(request, status, reason, to_tag=to_tag)
         if warning:
             answer.headers.append(("Warning", f'399 hallwatch "{warning}"'))
+        if body is not None:
+            answer.headers.append(("Content-Type", body[0]))
+            answer.body = body[1]
         await self.reply(request, answer)
 
     # -- receiving ------------------------------------------------------------------

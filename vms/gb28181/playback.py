@@ -2,10 +2,14 @@
 
 A superior controls a playback dialog with an INFO whose body
 (``Content-Type: Application/MANSRTSP``) is an RTSP-like request: ``PLAY`` (resume;
-with ``Scale: 2.0`` play faster or slower), ``PAUSE`` or ``TEARDOWN``. Seeking with
-``Range: npt=<seconds>-`` is not served: only ``npt=now-`` (go on from here) is
-accepted, anything else is refused with the reason. :func:`parse_control` reads the
-body or raises :class:`ControlError`.
+with ``Scale: 2.0`` play faster or slower; with ``Range: npt=<seconds>-`` seek to that
+many seconds after the playback's ``t=`` start, ``npt=now-`` going on from here),
+``PAUSE`` or ``TEARDOWN``. :func:`parse_control` reads the body or raises
+:class:`ControlError`. The INFO is answered with the MANSRTSP response in its body
+(:func:`rtsp_response`): ``RTSP/1.0 200 OK`` with the request's ``CSeq`` and, after a
+seek, the ``Range`` actually played from (the keyframe at or before the point asked);
+a point outside the playback's interval gets ``457 Invalid Range`` (RFC 2326, 11.3.10),
+as the SIP status too.
 
 When the recording of a playback or download has been sent to its end, the lower
 platform tells the superior with a MESSAGE whose body is
@@ -15,6 +19,7 @@ platform tells the superior with a MESSAGE whose body is
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Literal
@@ -37,6 +42,9 @@ class ControlError(ValueError):
 class Control:
     method: Method
     scale: float | None = None
+    position: float | None = None
+    """Seconds after the playback's start to seek to (``Range: npt=<seconds>-``); None: from here."""
+    cseq: str = ""
 
 
 def parse_control(body: bytes) -> Control:
@@ -50,10 +58,24 @@ def parse_control(body: bytes) -> Control:
         name.strip().lower(): value.strip() for name, _, value in (x.partition(":") for x in lines[1:])
     }
     scale = _scale(headers.get("scale"))
-    where = headers.get("range", "").replace(" ", "").lower()
-    if method == "PLAY" and where not in ("", "npt=now-", "npt=now"):
-        raise ControlError(f"seeking ({where[:30]}) is not served; only Range: npt=now-")
-    return Control(method, scale)  # type: ignore[arg-type]  # checked above
+    position = _position(headers.get("range", "")) if method == "PLAY" else None
+    cseq = headers.get("cseq", "")[:10]
+    return Control(method, scale, position, cseq if cseq.isdigit() else "")  # type: ignore[arg-type]  # checked
+
+
+def _position(text: str) -> float | None:
+    """The start of a ``Range: npt=<start>-[<end>]``, in seconds; None for ``now`` or no range."""
+    where = text.replace(" ", "").lower()
+    if where in ("", "npt=now-", "npt=now"):
+        return None
+    start = where.removeprefix("npt=").partition("-")[0] if where.startswith("npt=") else ""
+    try:
+        position = float(start)
+    except ValueError:
+        raise ControlError(f"Range {text[:30]} is not served; only npt=<seconds>- or npt=now-") from None
+    if not math.isfinite(position) or position < 0:
+        raise ControlError(f"Range {text[:30]} is not a point of the playback")
+    return position
 
 
 def _scale(text: str | None) -> float | None:
@@ -66,6 +88,16 @@ def _scale(text: str | None) -> float | None:
     if not MIN_SCALE <= scale <= MAX_SCALE:
         raise ControlError(f"Scale {scale:g} is not served; from {MIN_SCALE:g} to {MAX_SCALE:g} forward only")
     return scale
+
+
+def rtsp_response(
+    control: Control, status: int = 200, reason: str = "OK", position: float | None = None
+) -> bytes:
+    """The MANSRTSP answer to ``control``: its status, its CSeq and the range played from."""
+    lines = [f"RTSP/1.0 {status} {reason}", f"CSeq: {control.cseq or '0'}"]
+    if position is not None:
+        lines.append(f"Range: npt={position:.3f}-")
+    return ("\r\n".join(lines) + "\r\n").encode()
 
 
 def media_status(channel_id: str, sn: int) -> ET.Element:

@@ -5,11 +5,14 @@ over the relay's PS-over-RTP output (:class:`streams.PsOutput`), and
 A session is prepared when the INVITE is answered (its socket open, a ``tcp-passive``
 one already listening, so the SDP answer carries a real port) and starts sending at the
 ACK: a live one from the GOP cache's keyframe, sending the camera's main stream as it
-arrives, seated among the camera's viewers (it counts against the relay's viewer caps
-with every other protocol, and a full camera refuses it with
+arrives, with its sound when that is relayed and a program stream can carry it,
+seated among the camera's viewers (it counts against the relay's viewer caps with
+every other protocol, and a full camera refuses it with
 :class:`~streams.CapacityError`); a playback one from the keyframe at or before the
 range's start, of the stream the camera records (:meth:`vms.config.Config.record_stream`),
 read from the segments :class:`~vms.recordings.RecordingIndex` lists when the INVITE comes.
+A seek in a playback lists them again from the point asked, as the INVITE did from its
+start, and the media time stays the position in the range (see :class:`~streams.PsPlayback`).
 
 Event loop only.
 """
@@ -18,12 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
-from streams import PsOutput, PsPlayback, PsSession, SourceSegment, StreamManager, recorded_packets
+from streams import (
+    PsOutput,
+    PsPlayback,
+    PsSession,
+    RecordedPacket,
+    SourceSegment,
+    StreamManager,
+    recorded_packets,
+)
 from vms.config import Config
-from vms.gb28181.media import MediaSession, MediaTarget, PlaybackSession, Span
+from vms.gb28181.media import InvalidRange, MediaSession, MediaTarget, PlaybackSession, Span
 from vms.recordings import RecordingIndex, to_ms
 
 
@@ -74,9 +85,15 @@ class PsMedia:
         self.output = PsOutput(viewers=manager.viewers)
 
     async def open(self, camera_id: str, target: MediaTarget) -> MediaSession:
-        hub = self._manager.hub(camera_id)
+        hub, audio_hub = self._manager.rtsp_media(camera_id)
         sender = await self.output.open(
-            camera_id, hub, (target.host, target.port), target.transport, target.ssrc, start=False
+            camera_id,
+            hub,
+            (target.host, target.port),
+            target.transport,
+            target.ssrc,
+            audio_hub=audio_hub,
+            start=False,
         )
         return _Session(sender)
 
@@ -84,12 +101,18 @@ class PsMedia:
         await self.output.stop()
 
 
+Opener = Callable[[datetime], Awaitable[AsyncGenerator[RecordedPacket, None]]]
+"""The recorded units of a playback's range from a moment in it on."""
+
+
 class _Playback(_Session):
     """A :class:`~streams.PsPlayback`, seen as a :class:`~vms.gb28181.media.PlaybackSession`."""
 
-    def __init__(self, sender: PsPlayback) -> None:
+    def __init__(self, sender: PsPlayback, start: datetime, end: datetime, opener: Opener) -> None:
         super().__init__(sender)
         self._playback = sender
+        self._start, self._end = start, end
+        self._opener = opener
 
     @property
     def finished(self) -> bool:
@@ -103,6 +126,15 @@ class _Playback(_Session):
 
     def set_scale(self, scale: float) -> None:
         self._playback.set_scale(scale)
+
+    async def seek(self, position: float) -> float:
+        length = (self._end - self._start).total_seconds()
+        if not 0 <= position < length:
+            raise InvalidRange(f"npt={position:g} is outside the playback's {length:g} s")
+        first = await self._playback.seek(await self._opener(self._start + timedelta(seconds=position)))
+        if first is None:
+            raise InvalidRange(f"nothing is recorded from npt={position:g} to the playback's end")
+        return max(0.0, first.wall_ms / 1000 - self._start.timestamp())
 
 
 class RecordedMedia:
@@ -122,15 +154,18 @@ class RecordedMedia:
     async def open_recording(
         self, camera_id: str, target: MediaTarget, start: datetime, end: datetime, scale: float | None
     ) -> PlaybackSession:
-        sources = await self._index.playable(camera_id, self._stream(camera_id), start, end)
-        packets = recorded_packets(_each(sources), to_ms(start), to_ms(end))
+        async def opener(at: datetime) -> AsyncGenerator[RecordedPacket, None]:
+            sources = await self._index.playable(camera_id, self._stream(camera_id), at, end)
+            return recorded_packets(_each(sources), to_ms(at), to_ms(end), origin_ms=to_ms(start))
+
+        packets = await opener(start)
         sender = PsPlayback(packets, (target.host, target.port), target.transport, target.ssrc, scale=scale)
         try:
             await sender.prepare()
         except OSError:
             await packets.aclose()
             raise
-        return _Playback(sender)
+        return _Playback(sender, start, end, opener)
 
 
 async def _each(sources: Sequence[SourceSegment]) -> AsyncIterator[SourceSegment]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 
 PACK, SYSTEM, PSM, VIDEO, AUDIO = 0xBA, 0xBB, 0xBC, 0xE0, 0xC0
 
@@ -159,3 +160,51 @@ def ffprobe_video(path: Path) -> dict[str, str]:
     assert result.stderr == ""
     stream: dict[str, str] = json.loads(result.stdout)["streams"][0]
     return stream
+
+
+ENTRIES = ("stream=codec_type,codec_name",)
+
+
+def probe_streams(path: Path) -> list[tuple[str, str]]:
+    """``(codec_type, codec_name)`` of every stream ffprobe finds in the program stream."""
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-f", "mpeg", "-of", "csv=p=0", "-show_entries", *ENTRIES, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    rows = [tuple(line.split(",")) for line in result.stdout.split()]
+    return sorted((kind, name) for name, kind in rows)
+
+
+def stream_times(data: bytes) -> tuple[list[int], list[int], list[bytes], list[bytes]]:
+    """PTS of the video and the audio PES, and every system header and PSM."""
+    video, audio, systems, maps = [], [], [], []
+    for sid, packet in ps_packets(data):
+        if sid == SYSTEM:
+            systems.append(packet)
+        elif sid == PSM:
+            maps.append(packet)
+        elif sid in (VIDEO, AUDIO) and (pts := pes_times(packet)[0]):
+            (video if sid == VIDEO else audio).append(pts)
+    return video, audio, systems, maps
+
+
+def sound_of(data: bytes, decoder: str) -> tuple[np.ndarray, int]:
+    """The audio PES payloads decoded by ``decoder``: mono samples and their rate."""
+    context = av.CodecContext.create(decoder, "r")
+    assert isinstance(context, av.AudioCodecContext)
+    if decoder != "aac":
+        context.sample_rate, context.layout = 8000, "mono"
+    payload = b"".join(p[9 + p[8] :] for sid, p in ps_packets(data) if sid == AUDIO)
+    packets = context.parse(payload) if decoder == "aac" else [av.Packet(payload)]  # ADTS: parsed
+    frames = [f for packet in packets for f in context.decode(packet)]
+    samples = np.concatenate([f.to_ndarray()[0].astype(np.float64) for f in frames])
+    return samples, frames[0].sample_rate
+
+
+def tone(samples: np.ndarray, rate: int) -> float:
+    """The frequency of a sine, from its zero crossings."""
+    crossings = np.count_nonzero(np.diff(np.signbit(samples)))
+    return crossings / 2 / (len(samples) / rate)

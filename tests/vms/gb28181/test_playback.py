@@ -6,6 +6,7 @@ ends one with BYE, asks for a range with no recording, and reads the cascade's m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 import secrets
@@ -20,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from tests.app_fixtures import RunningApp, serve_app
+from tests.streams.formats import ps_checks
 from tests.vms.gb28181.superior import PASSWORD, REALM, SERVER_ID, Msg, Superior, build
 from tests.vms.gb28181.test_live_media import RtpReceiver, ps_payload
 from vms.gb28181 import Cascade
@@ -101,6 +103,14 @@ class Site:
         uri = f"sip:{self.channel}@{REALM}"
         call_id = self.superior.request("INVITE", uri, body, content_type="application/sdp")
         return call_id, await self.superior.next_response(call_id)
+
+    async def play_six_seconds(self, port: int) -> tuple[str, Msg]:
+        """A playback of the recording's first whole six seconds, answered and acknowledged."""
+        begin = math.ceil(self.recorded[0].timestamp())
+        call_id, answer = await self.invite("Playback", begin, begin + 6, port)
+        assert answer.status == 200, answer.first
+        self.in_dialog("ACK", call_id, answer, 1)
+        return call_id, answer
 
     async def no_sessions(self) -> None:
         for _ in range(250):
@@ -230,12 +240,9 @@ async def test_download_goes_faster_than_real_time(recorded: Site, tmp_path: Pat
 
 
 async def test_pause_resume_and_bye_mid_playback(recorded: Site, tmp_path: Path) -> None:
-    begin = math.ceil(recorded.recorded[0].timestamp())
     transport, rtp, port = await receiver()
     try:
-        call_id, answer = await recorded.invite("Playback", begin, begin + 6, port)
-        assert answer.status == 200, answer.first
-        recorded.in_dialog("ACK", call_id, answer, 1)
+        call_id, answer = await recorded.play_six_seconds(port)
         await asyncio.sleep(0.8)
         recorded.in_dialog("INFO", call_id, answer, 2, b"PAUSE RTSP/1.0\r\nCSeq: 1\r\nPauseTime: now\r\n")
         assert (await recorded.superior.next_response(call_id)).status == 200
@@ -249,7 +256,8 @@ async def test_pause_resume_and_bye_mid_playback(recorded: Site, tmp_path: Path)
         seek = b"PLAY RTSP/1.0\r\nCSeq: 3\r\nRange: npt=100-\r\n"
         recorded.in_dialog("INFO", call_id, answer, 4, seek)
         refused = await recorded.superior.next_response(call_id)
-        assert refused.status == 488 and "seeking" in refused.h("Warning")
+        assert refused.status == 457 and "outside the playback's 6 s" in refused.h("Warning")
+        assert refused.body.startswith(b"RTSP/1.0 457 Invalid Range\r\nCSeq: 3\r\n")
         await asyncio.sleep(0.5)
         assert len(rtp.packets) > paused
         recorded.in_dialog("BYE", call_id, answer, 5)
@@ -264,6 +272,51 @@ async def test_pause_resume_and_bye_mid_playback(recorded: Site, tmp_path: Path)
         )
     finally:
         transport.close()
+
+
+def video_units(packets: list[bytes]) -> list[tuple[int, bool]]:
+    """``(pts, keyframe)`` of each video PES with a PTS, keyframe when a PSM came before it."""
+    units, mapped = [], False
+    for sid, packet in ps_checks.ps_packets(ps_payload(packets, 1100000001)):
+        if sid == ps_checks.PSM:
+            mapped = True
+        elif sid == ps_checks.VIDEO and (pts := ps_checks.pes_times(packet)[0]) is not None:
+            units.append((pts, mapped))
+            mapped = False
+    return units
+
+
+async def test_seeking_goes_on_from_the_keyframe_before_the_point(recorded: Site, tmp_path: Path) -> None:
+    transport, rtp, port = await receiver()
+    try:
+        call_id, answer = await recorded.play_six_seconds(port)
+        await asyncio.sleep(0.6)
+        seek = b"PLAY RTSP/1.0\r\nCSeq: 7\r\nRange: npt=4.5-\r\n"
+        recorded.in_dialog("INFO", call_id, answer, 2, seek)
+        seeked = await recorded.superior.next_response(call_id)
+        sought = time.monotonic()
+        assert seeked.status == 200 and seeked.h("Content-Type") == "Application/MANSRTSP"
+        found = re.fullmatch(r"RTSP/1.0 200 OK\r\nCSeq: 7\r\nRange: npt=([\d.]+)-\r\n", seeked.body.decode())
+        assert found is not None, seeked.body
+        position = float(found.group(1))
+        assert 3.4 <= position <= 4.5, "the keyframe at or before 4.5 s, keyframes every second"
+        await recorded.media_status(5)
+        took = time.monotonic() - sought
+        recorded.in_dialog("BYE", call_id, answer, 3)
+        assert (await recorded.superior.next_response(call_id)).status == 200
+        await recorded.no_sessions()
+        units = video_units(rtp.packets)
+        frames = decoded(rtp.packets, tmp_path)
+    finally:
+        transport.close()
+    assert 6 - position - 0.3 <= took <= 6 - position + 1.0, "the rest of the range at real time"
+    jump = next(i for i, (a, b) in enumerate(itertools.pairwise(units), 1) if b[0] - a[0] > 0.5 * 90_000)
+    before, (pts, keyframe) = units[jump - 1][0], units[jump]
+    assert units[0] == (0, True) and 0.4 * 90_000 <= before <= 1.5 * 90_000
+    assert keyframe and pts == pytest.approx(position * 90_000, abs=90)
+    assert all(b[0] - a[0] == 3600 for a, b in itertools.pairwise(units[jump:])), "paced on from there"
+    assert len(units) - jump == pytest.approx((6 - position) * FPS, abs=2)
+    assert len(frames) == len(units), "every unit decodes, before and after the jump"
 
 
 async def test_a_range_without_recording_is_404(recorded: Site) -> None:
