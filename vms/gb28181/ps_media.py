@@ -19,7 +19,15 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from streams import PsOutput, PsPlayback, PsSession, SourceSegment, StreamManager, recorded_packets
+from streams import (
+    DEFAULT_RTCP_TIMEOUT,
+    PsOutput,
+    PsPlayback,
+    PsSession,
+    SourceSegment,
+    StreamManager,
+    recorded_packets,
+)
 from vms.config import Config
 from vms.gb28181.media import MediaSession, MediaTarget, PlaybackSession, Span
 from vms.recordings import RecordingIndex, to_ms
@@ -67,9 +75,9 @@ class _Session:
 class PsMedia:
     """Live sessions of the manager's cameras, sharing one PS mux per camera."""
 
-    def __init__(self, manager: StreamManager) -> None:
+    def __init__(self, manager: StreamManager, *, rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT) -> None:
         self._manager = manager
-        self.output = PsOutput()
+        self.output = PsOutput(rtcp_timeout=rtcp_timeout)
 
     async def open(self, camera_id: str, target: MediaTarget) -> MediaSession:
         hub = self._manager.hub(camera_id)
