@@ -318,6 +318,7 @@ class RtspServer:
             for session in conn.sessions.values():
                 if any(_sent_by(t, address, on_rtcp_port, about) for t in session.tracks.values()):
                     session.touch()
+                    session.rtcp_reports += sum(isinstance(item, rtcp.Report) for item in items)
                     if any(isinstance(item, rtcp.Bye) for item in items):
                         session.leaving = "client sent RTCP BYE"
                         self._wake.set()

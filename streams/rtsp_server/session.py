@@ -160,6 +160,8 @@ class RtspSession:
         self.last_seen = time.monotonic()
         self.tracks: dict[int, Track] = {}
         self.ended: float | None = None
+        self.rtcp_reports = 0
+        """RTCP reports heard from the client over UDP."""
         self.leaving: str | None = None
         """Why the client asked to leave outside RTSP (an RTCP BYE); the server then stops it."""
         self._on_stopped = on_stopped
