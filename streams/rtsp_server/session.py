@@ -19,8 +19,8 @@ After the first packet and every few seconds the pump also sends the track's
 RTCP sender report (:mod:`streams.formats.rtcp`): on the odd interleaved
 channel, or from the server's RTCP port to the client's. A sender report ties
 the track's RTP clock to the wall clock through the instant its latest access
-unit arrived, the same instant for every track of the session, so a client
-lines up sound and picture.
+unit reached the relay; sound and picture arrive on the same clock, so a client
+lines them up from the reports.
 
 ``stop`` (TEARDOWN, the connection gone, the keep-alive timeout, the relay
 stopping) cancels and awaits the pumps, leaves the hubs and reports the
