@@ -22,7 +22,7 @@ from streams.manager import StreamManager, UnknownCamera
 from streams.outputs.mse import MseFragment, MseInit, MseSession
 from streams.outputs.pictures import MJPEG_BOUNDARY, NoPicture, mjpeg_part
 from streams.outputs.ps_playback import PsPlayback
-from streams.outputs.ps_sender import PsOutput, PsSender, PsSession
+from streams.outputs.ps_sender import DEFAULT_RTCP_TIMEOUT, PsOutput, PsSender, PsSession
 from streams.recording import (
     ExportError,
     ExportResult,
@@ -64,6 +64,7 @@ from streams.specs import (
 from streams.webrtc.output import WhepSession
 
 __all__ = [
+    "DEFAULT_RTCP_TIMEOUT",
     "MJPEG_BOUNDARY",
     "AnalysisOutput",
     "AnalysisSpec",

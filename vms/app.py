@@ -119,7 +119,7 @@ def create_app(
             exporter = ExportService(db, config, recordings, audit_log)
             await exporter.start()
             stack.push_async_callback(exporter.stop)
-            ps_media = PsMedia(relay)
+            ps_media = PsMedia(relay, rtcp_timeout=config.gb28181.rtcp_timeout)
             cascade = Cascade(
                 config,
                 online=lambda camera_id: relay.stats(camera_id).state.available,

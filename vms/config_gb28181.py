@@ -131,6 +131,13 @@ class Gb28181Settings(_Model):
     max_sessions_total: int = Field(
         default=64, ge=0, le=4096, description="Live cascade sessions of all platforms at once; beyond: 486."
     )
+    rtcp_timeout: Seconds = Field(
+        default=30.0,
+        description=(
+            "Seconds without RTCP after which a live UDP session ends, once its superior has sent "
+            "RTCP (six report intervals); a superior that never sends RTCP is not held to it."
+        ),
+    )
     channel_ids: dict[str, GbId] = Field(
         default_factory=dict,
         description="Fixed channel IDs by camera or hall id, replacing the derived ones.",

@@ -15,8 +15,10 @@ Backpressure is the hub's: the only queue is the subscription (bounded in
 packets and in lag); while the socket cannot take more, the session stops
 reading it, and the hub skips it forward to the next keyframe, as for any
 viewer. A send that cannot complete within ``send_timeout``, a socket error,
-or an ICMP error on the UDP socket ends the session; :meth:`PsSender.wait`
-returns why, so signalling can send its BYE.
+a TCP connection the superior closed, or an ICMP error on the UDP socket ends
+the session; over UDP so do the superior's RTCP BYE and, once it sent RTCP,
+its RTCP silence (:mod:`~streams.outputs.ps_udp`, which also sends our sender
+reports). :meth:`PsSender.wait` returns why, so signalling can send its BYE.
 
 :class:`PsOutput` owns the sessions of the relay and one shared muxer per hub
 (and sound); each live session holds a seat in the relay's viewer ledger
@@ -38,21 +40,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import Literal, Protocol
 
 from streams.formats.mpeg_ps import STREAM_TYPES, PsMuxer
 from streams.formats.ps_rtp import RtpStamper, SharedPsUnits
+from streams.formats.rtcp import SenderClock
 from streams.hub import Hub, HubClosed
 from streams.outputs.interleave import Interleaved
-from streams.packets import AudioInfo, MediaPacket
+from streams.outputs.ps_udp import DEFAULT_RTCP_TIMEOUT, UdpLink
+from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from streams.viewers import Seat, ViewerLedger
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_RTCP_TIMEOUT",
     "DEFAULT_SEND_TIMEOUT",
     "PsOutput",
     "PsSender",
@@ -69,52 +73,12 @@ DEFAULT_SEND_TIMEOUT = 5.0
 """Seconds a send may wait for the socket to take it before the session ends."""
 
 
-class _Link:
+class _Link(Protocol):
     """Where a session's packets go: a connected socket of one of the transports."""
 
-    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
-        raise NotImplementedError
+    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _UdpLink(asyncio.DatagramProtocol, _Link):
-    def __init__(self, send_timeout: float) -> None:
-        self._send_timeout = send_timeout
-        self._transport: asyncio.DatagramTransport | None = None
-        self._error: Exception | None = None
-        self._resumed: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def error_received(self, exc: Exception) -> None:
-        self._error = exc
-
-    def pause_writing(self) -> None:
-        self._resumed = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._resumed is not None and not self._resumed.done():
-            self._resumed.set_result(None)
-        self._resumed = None
-
-    async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
-        if self._error is not None:
-            raise self._error
-        transport = self._transport
-        assert transport is not None
-        view = memoryview(buffer)
-        for start, end in itertools.pairwise(starts):
-            transport.sendto(view[start:end])
-        if self._resumed is not None:
-            async with asyncio.timeout(self._send_timeout):
-                await self._resumed
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+    def close(self) -> None: ...
 
 
 class _TcpLink(_Link):
@@ -150,10 +114,13 @@ class PsSession:
         bind_host: str = "0.0.0.0",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT,
     ) -> None:
         self.destination = destination
         self.transport = transport
         self._stamper = RtpStamper(ssrc, framed=transport != "udp")
+        self._clock = SenderClock(ssrc, CLOCK_RATE)
+        self._rtcp_timeout = rtcp_timeout
         self._shared = shared or SharedPsUnits()
         self._bind_host = bind_host
         self._connect_timeout = connect_timeout
@@ -191,11 +158,15 @@ class PsSession:
         self._prepared = True
         loop = asyncio.get_running_loop()
         if self.transport == "udp":
-            transport, link = await loop.create_datagram_endpoint(
-                lambda: _UdpLink(self._send_timeout), remote_addr=self.destination
+            link = UdpLink(
+                self.destination,
+                self._clock,
+                send_timeout=self._send_timeout,
+                rtcp_timeout=self._rtcp_timeout,
+                on_gone=self._gone,
             )
+            self.local_port = await link.open(self._bind_host)
             self._link = link
-            self.local_port = transport.get_extra_info("sockname")[1]
         elif self.transport == "tcp-passive":
             self._accepted = loop.create_future()
             self._server = await asyncio.start_server(self._accept, self._bind_host, 0)
@@ -205,7 +176,7 @@ class PsSession:
         """Open the socket if :meth:`prepare` did not, and start sending. Raises OSError if the
         socket cannot be opened."""
         await self.prepare()
-        if self._task is None:
+        if self._task is None and self.end_reason is None:
             self.started = time.monotonic()
             self._task = asyncio.create_task(self._run(), name=f"ps-sender-{self.ssrc}")
 
@@ -250,13 +221,26 @@ class PsSession:
 
     async def _send(self, link: _Link, packet: MediaPacket) -> None:
         """One access unit, as this session's RTP packets."""
-        buffer, starts = self._stamper.stamp(self._shared.unit(packet))
+        unit = self._shared.unit(packet)
+        buffer, starts = self._stamper.stamp(unit)
         await link.send(buffer, starts)
+        self._clock.sent(unit.timestamp, self._stands_for(packet), len(starts) - 1, len(unit.data))
         if self.first_packet is None:
             self.first_packet = time.monotonic()
         self.units += 1
         self.packets += len(starts) - 1
         self.bytes += len(buffer)
+
+    def _stands_for(self, packet: MediaPacket) -> float:
+        """The instant (``time.monotonic()``) a unit's RTP timestamp stands for in the sender
+        reports: when it is sent, unless a subclass knows better."""
+        return time.monotonic()
+
+    def _gone(self, reason: str) -> None:
+        """The superior is gone (RTCP told): end now, whatever the task is waiting for."""
+        self._end(reason)
+        if self._task is not None:
+            self._task.cancel()
 
     def _end(self, reason: str) -> None:
         if self.end_reason is not None:
@@ -313,6 +297,7 @@ class PsSender(PsSession):
         bind_host: str = "0.0.0.0",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT,
         queue_packets: int | None = None,
         on_end: Callable[[PsSender], None] | None = None,
     ) -> None:
@@ -325,6 +310,7 @@ class PsSender(PsSession):
             bind_host=bind_host,
             connect_timeout=connect_timeout,
             send_timeout=send_timeout,
+            rtcp_timeout=rtcp_timeout,
         )
         self.hub = hub
         self.audio_hub = audio_hub
@@ -334,6 +320,9 @@ class PsSender(PsSession):
         self._on_end = on_end
         self.skips = 0
         """Times the hub skipped this session forward to a keyframe."""
+
+    def _stands_for(self, packet: MediaPacket) -> float:
+        return packet.received
 
     async def _feed(self, link: _Link) -> str:
         subscription = self.hub.subscribe(maxsize=self._queue_packets)
@@ -366,10 +355,15 @@ class PsOutput:
     """Every GB/T 28181 media session of the relay, and the shared PS units of each hub they read."""
 
     def __init__(
-        self, *, viewers: ViewerLedger | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+        self,
+        *,
+        viewers: ViewerLedger | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT,
     ) -> None:
         self._viewers = viewers or ViewerLedger()
         self._connect_timeout = connect_timeout
+        self._rtcp_timeout = rtcp_timeout
         self._senders: dict[PsSender, Seat] = {}
         self._shared: dict[tuple[Hub, AudioInfo | None], SharedPsUnits] = {}
         self._uncarried: set[Hub] = set()
@@ -411,6 +405,7 @@ class PsOutput:
             audio_hub=audio_hub if audio is not None else None,
             shared=shared,
             connect_timeout=self._connect_timeout,
+            rtcp_timeout=self._rtcp_timeout,
             on_end=self._ended,
         )
         self._senders[sender] = seat

@@ -12,7 +12,10 @@ framing its sessions use (``$`` frames for TCP interleaved, none for UDP), a
 template of its RTP packets (:mod:`streams.formats.rtp_template`), packetized
 and built once. :class:`RtpTrack` is one client's track: its own SSRC,
 sequence numbers and timestamp origin, all random (RFC 3550, 5.1), written
-into a copy of the template.
+into a copy of the template, and what its sender reports say
+(:class:`~streams.formats.rtcp.SenderClock`). The first packet's sequence
+number and timestamp are chosen before it is sent, so that ``PLAY`` can
+announce them in ``RTP-Info``.
 
 Pure computation on bytes; the shared templates are used on the event loop
 only, a track belongs to one session.
@@ -22,9 +25,11 @@ from __future__ import annotations
 
 import secrets
 import struct
+import time
 from collections.abc import Callable
 
 from streams.codecs import h264
+from streams.formats.rtcp import SenderClock
 from streams.formats.rtp_template import Framing, RtpTemplate, UnitCache, build_template, stamp
 from streams.packets import CLOCK_RATE, Codec, MediaPacket
 from streams.webrtc.packetizer import PAYLOAD_MAX, packetize_h264
@@ -110,29 +115,50 @@ class RtpTrack:
     """One client's RTP stream of one track. See the module docstring."""
 
     def __init__(
-        self, payload_type: int, clock_rate: int, *, sequence: int | None = None, origin: int | None = None
+        self,
+        payload_type: int,
+        clock_rate: int,
+        *,
+        sequence: int | None = None,
+        first_timestamp: int | None = None,
     ) -> None:
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.ssrc = secrets.randbits(32)
-        self._seq = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
-        self._origin = secrets.randbits(32) if origin is None else origin & 0xFFFFFFFF
-        self.packets_sent = 0
-        self.octets_sent = 0
-        self.last_timestamp: int | None = None
+        self.report = SenderClock(self.ssrc, clock_rate)
+        self.next_sequence = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
+        """The sequence number of the next packet: before the first, what RTP-Info announces."""
+        self.first_timestamp = (
+            secrets.randbits(32) if first_timestamp is None else first_timestamp & 0xFFFFFFFF
+        )
+        """The first packet's timestamp, which RTP-Info announces before it is sent."""
+        self._origin: int | None = None
+
+    @property
+    def packets_sent(self) -> int:
+        return self.report.packets
+
+    @property
+    def octets_sent(self) -> int:
+        return self.report.octets
 
     def timestamp(self, pts: int) -> int:
-        """The RTP timestamp of a 90 kHz ``pts`` in this track's clock."""
+        """The RTP timestamp of a 90 kHz ``pts`` in this track's clock: the first one asked
+        for is :attr:`first_timestamp`, the others follow at the clock's rate."""
         ticks = pts if self.clock_rate == CLOCK_RATE else pts * self.clock_rate // CLOCK_RATE
+        if self._origin is None:
+            self._origin = self.first_timestamp - ticks
         return (ticks + self._origin) & 0xFFFFFFFF
 
-    def stamp(self, template: RtpTemplate, pts: int, channel: int = 0) -> bytearray:
+    def stamp(self, template: RtpTemplate, pts: int, channel: int = 0, at: float | None = None) -> bytearray:
         """This track's RTP packets of one access unit: a copy of its ``template`` with the
-        track's sequence numbers, timestamp and SSRC (and the interleaved ``channel``)."""
+        track's sequence numbers, timestamp and SSRC (and the interleaved ``channel``).
+        ``at`` (``time.monotonic()``, now if not given) is the instant the unit stands for
+        in the sender reports: when it arrived."""
         timestamp = self.timestamp(pts)
-        self.last_timestamp = timestamp
-        buffer = stamp(template, self._seq, timestamp, self.ssrc, channel)
-        self._seq = (self._seq + template.packet_count) & 0xFFFF
-        self.packets_sent += template.packet_count
-        self.octets_sent += template.payload_bytes
+        buffer = stamp(template, self.next_sequence, timestamp, self.ssrc, channel)
+        self.next_sequence = (self.next_sequence + template.packet_count) & 0xFFFF
+        self.report.sent(
+            timestamp, time.monotonic() if at is None else at, template.packet_count, template.payload_bytes
+        )
         return buffer

@@ -12,10 +12,18 @@ parameter sets), ``SETUP`` (TCP interleaved, or UDP with the client's port
 pair), ``PLAY``, ``TEARDOWN``, and ``GET_PARAMETER``/``SET_PARAMETER`` as
 keep-alives. ``DESCRIBE``, ``SETUP`` and ``PLAY`` need Digest credentials
 (:mod:`.digest`), which the control plane's authorizer judges (:mod:`.access`);
-sessions belong to the connection that set them up. A UDP session that hears
-nothing from its client (request or RTCP) for ``session_timeout`` seconds is
-ended; a TCP session lives as long as its connection, and a connection that
-sets nothing up is closed after the same time.
+sessions belong to the connection that set them up. ``PLAY`` answers with
+``RTP-Info``: each track's URL and the sequence number and RTP timestamp its
+first packet will carry (RFC 2326, 12.33).
+
+RTCP (:mod:`streams.formats.rtcp`): every track sends sender reports (see
+:mod:`.session`), and what clients send back is read. A UDP session that hears
+nothing from its client for ``session_timeout`` seconds is ended; a request on
+its connection, or an RTCP packet from the client's RTCP port (or about one of
+the session's streams) keeps it alive, as live555 and MediaMTX have it, so a
+client that sends only receiver reports stays. An RTCP BYE, over UDP or on an
+interleaved channel, ends the session. A TCP session lives as long as its
+connection, and a connection that sets nothing up is closed after the same time.
 
 Event loop only; every connection's task and the housekeeping task are owned
 by the server and awaited by :meth:`stop`.
@@ -34,6 +42,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from streams.errors import CapacityError, StreamError
+from streams.formats import rtcp
 from streams.hub import HubClosed
 from streams.packets import CLOCK_RATE, Codec
 from streams.rtsp_server import sdp
@@ -95,6 +104,7 @@ class RtspServer:
         self._udp = UdpPorts(settings.host, self._heard) if settings.udp else None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._housekeeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -147,6 +157,7 @@ class RtspServer:
                     message = await read_message(reader)
                 if isinstance(message, Interleaved):
                     _touch(conn)
+                    await _interleaved_rtcp(conn, message)
                     continue
                 response = await self._answer(conn, message)
                 conn.writer.write(response.encode(message.cseq))
@@ -241,7 +252,7 @@ class RtspServer:
                 return Response(453)
             conn.sessions[session.id] = session
         shared = self._manager.rtsp.templates(media_hub, codec, rtp.payload_type)
-        session.tracks[index] = Track(media_hub, codec, rtp, sink, shared)
+        session.tracks[index] = Track(media_hub, codec, rtp, sink, shared, request.uri)
         transport = f"{answer};ssrc={rtp.ssrc:08X}"
         return Response(200, {"Transport": transport, "Session": f"{session.id};timeout={self._timeout()}"})
 
@@ -250,18 +261,20 @@ class RtspServer:
             if "RTP/AVP/TCP" in choice.upper():
                 found = _CHANNELS.search(choice)
                 channel = int(found.group(1)) if found else 2 * index
-                answer = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
-                return answer, TcpSink(conn.writer, channel, self.settings.write_timeout)
+                rtcp_channel = int(found.group(2)) if found and found.group(2) else channel + 1
+                answer = f"RTP/AVP/TCP;unicast;interleaved={channel}-{rtcp_channel}"
+                return answer, TcpSink(conn.writer, channel, rtcp_channel, self.settings.write_timeout)
             ports = _CLIENT_PORTS.search(choice)
-            if self._udp is not None and self._udp.rtp is not None and ports and conn.peer is not None:
+            udp = self._udp
+            if udp is not None and udp.rtp is not None and udp.rtcp is not None and ports and conn.peer:
                 rtp_port = int(ports.group(1))
                 rtcp_port = int(ports.group(2) or rtp_port + 1)
-                server_rtp, server_rtcp = self._udp.ports
+                server_rtp, server_rtcp = udp.ports
                 answer = (
                     f"RTP/AVP;unicast;client_port={rtp_port}-{rtcp_port};"
                     f"server_port={server_rtp}-{server_rtcp}"
                 )
-                return answer, UdpSink(self._udp.rtp, (conn.peer, rtp_port))
+                return answer, UdpSink(udp.rtp, udp.rtcp, (conn.peer, rtp_port), (conn.peer, rtcp_port))
         return "", None
 
     def _play(self, conn: _Connection, request: Request, verdict: Verdict) -> Response:
@@ -271,11 +284,12 @@ class RtspServer:
         if session.verdict.user != verdict.user:
             return Response(455)
         session.touch()
+        rtp_info = ",".join(track.rtp_info() for _, track in sorted(session.tracks.items()))
         try:
             session.play()
         except HubClosed:
             return Response(503)
-        return Response(200, {"Session": session.id, "Range": "npt=now-"})
+        return Response(200, {"Session": session.id, "Range": "npt=now-", "RTP-Info": rtp_info})
 
     # -- sessions -------------------------------------------------------------------
 
@@ -293,29 +307,65 @@ class RtspServer:
     def _timeout(self) -> int:
         return max(1, round(self.settings.session_timeout))
 
-    def _heard(self, address: tuple[str, int]) -> None:
+    def _heard(self, data: bytes, address: tuple[str, int], on_rtcp_port: bool) -> None:
+        """A datagram from a client: it is still there, and with an RTCP BYE it leaves."""
+        items: list[rtcp.Report | rtcp.Bye] = []
+        if on_rtcp_port:
+            with contextlib.suppress(rtcp.BadRtcp):
+                items = rtcp.parse(data)
+        about = {ssrc for item in items if isinstance(item, rtcp.Report) for ssrc in item.about}
         for conn in self._connections.values():
             for session in conn.sessions.values():
-                if any(
-                    isinstance(t.sink, UdpSink) and t.sink.address[0] == address[0]
-                    for t in session.tracks.values()
-                ):
+                if any(_sent_by(t, address, on_rtcp_port, about) for t in session.tracks.values()):
                     session.touch()
+                    session.rtcp_reports += sum(isinstance(item, rtcp.Report) for item in items)
+                    if any(isinstance(item, rtcp.Bye) for item in items):
+                        session.leaving = "client sent RTCP BYE"
+                        self._wake.set()
 
     async def _expire(self) -> None:
+        interval = min(_HOUSEKEEPING, self.settings.session_timeout / 2)
         while True:
-            await asyncio.sleep(_HOUSEKEEPING)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            self._wake.clear()
             limit = time.monotonic() - self.settings.session_timeout
             for conn in list(self._connections.values()):
                 for session in list(conn.sessions.values()):
                     udp = any(isinstance(t.sink, UdpSink) for t in session.tracks.values())
-                    if (udp and session.last_seen < limit) or session.ended is not None:
+                    if session.leaving is not None:
+                        await session.stop(session.leaving)
+                    elif (udp and session.last_seen < limit) or session.ended is not None:
                         await session.stop("keep-alive timeout")
 
 
 def _touch(conn: _Connection) -> None:
     for session in conn.sessions.values():
         session.touch()
+
+
+def _sent_by(track: Track, address: tuple[str, int], on_rtcp_port: bool, about: set[int]) -> bool:
+    """Whether a datagram from ``address`` comes from the client of ``track``: from its own
+    RTP or RTCP port, or from its host with a report about the track's stream."""
+    sink = track.sink
+    if not isinstance(sink, UdpSink):
+        return False
+    if address == (sink.rtcp_address if on_rtcp_port else sink.address):
+        return True
+    return address[0] == sink.address[0] and track.rtp.ssrc in about
+
+
+async def _interleaved_rtcp(conn: _Connection, frame: Interleaved) -> None:
+    """An RTCP BYE on a session's RTCP channel ends that session."""
+    for session in list(conn.sessions.values()):
+        if any(
+            isinstance(t.sink, TcpSink) and t.sink.rtcp_channel == frame.channel
+            for t in session.tracks.values()
+        ):
+            with contextlib.suppress(rtcp.BadRtcp):
+                if any(isinstance(item, rtcp.Bye) for item in rtcp.parse(frame.data)):
+                    await session.stop("client sent RTCP BYE")
 
 
 def _target(uri: str) -> _Target | None:

@@ -15,6 +15,13 @@ into the copy and hands it to the track's transport:
 - UDP: datagrams from the server's RTP port to the client's, a slice of the
   buffer each, never waiting.
 
+After the first packet and every few seconds the pump also sends the track's
+RTCP sender report (:mod:`streams.formats.rtcp`): on the odd interleaved
+channel, or from the server's RTCP port to the client's. A sender report ties
+the track's RTP clock to the wall clock through the instant its latest access
+unit reached the relay; sound and picture arrive on the same clock, so a client
+lines them up from the reports.
+
 ``stop`` (TEARDOWN, the connection gone, the keep-alive timeout, the relay
 stopping) cancels and awaits the pumps, leaves the hubs and reports the
 viewing once.
@@ -28,11 +35,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streams.formats.rtcp import REPORT_INTERVAL
 from streams.formats.rtp_template import Framing
 from streams.hub import Hub, HubClosed, Subscription
 from streams.packets import Codec
@@ -46,14 +55,17 @@ DEFAULT_WRITE_TIMEOUT = 10.0
 
 
 class TcpSink:
-    """Interleaved ``$`` frames on the RTSP connection."""
+    """Interleaved ``$`` frames on the RTSP connection: RTP on ``channel``, RTCP on ``rtcp_channel``."""
 
     kind = "tcp"
     framing: Framing = "interleaved"
 
-    def __init__(self, writer: asyncio.StreamWriter, channel: int, write_timeout: float) -> None:
+    def __init__(
+        self, writer: asyncio.StreamWriter, channel: int, rtcp_channel: int, write_timeout: float
+    ) -> None:
         self._writer = writer
         self.channel = channel
+        self.rtcp_channel = rtcp_channel
         self._write_timeout = write_timeout
 
     async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
@@ -61,25 +73,40 @@ class TcpSink:
         async with asyncio.timeout(self._write_timeout):
             await self._writer.drain()
 
+    def send_rtcp(self, packet: bytes) -> None:
+        self._writer.write(b"$" + bytes((self.rtcp_channel,)) + len(packet).to_bytes(2, "big") + packet)
+
     def abort(self) -> None:
         self._writer.transport.abort()
 
 
 class UdpSink:
-    """Datagrams from the server's RTP socket to the client's RTP port."""
+    """Datagrams from the server's RTP socket to the client's RTP port, and from its RTCP
+    socket to the client's RTCP port."""
 
     kind = "udp"
     framing: Framing = "none"
     channel = 0
 
-    def __init__(self, transport: asyncio.DatagramTransport, address: tuple[str, int]) -> None:
-        self._transport = transport
+    def __init__(
+        self,
+        rtp: asyncio.DatagramTransport,
+        rtcp: asyncio.DatagramTransport,
+        address: tuple[str, int],
+        rtcp_address: tuple[str, int],
+    ) -> None:
+        self._rtp = rtp
+        self._rtcp = rtcp
         self.address = address
+        self.rtcp_address = rtcp_address
 
     async def send(self, buffer: bytearray, starts: tuple[int, ...]) -> None:
         view = memoryview(buffer)
         for start, end in itertools.pairwise(starts):
-            self._transport.sendto(view[start:end], self.address)
+            self._rtp.sendto(view[start:end], self.address)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        self._rtcp.sendto(packet, self.rtcp_address)
 
 
 Sink = TcpSink | UdpSink
@@ -92,6 +119,25 @@ class Track:
     rtp: RtpTrack
     sink: Sink
     shared: SharedTemplates
+    control: str
+    """The URL the client set the track up with, which ``RTP-Info`` names."""
+    next_report: float = 0.0
+    """``time.monotonic()`` after which the next sender report goes out."""
+
+    def rtp_info(self) -> str:
+        """The track's ``RTP-Info`` entry (RFC 2326, 12.33): what its first packet will carry."""
+        return f"url={self.control};seq={self.rtp.next_sequence};rtptime={self.rtp.first_timestamp}"
+
+    def report_due(self) -> None:
+        """Send a sender report if one is due: after the first packet, then every
+        :data:`~streams.formats.rtcp.REPORT_INTERVAL` seconds, randomized (RFC 3550, 6.2)."""
+        now = time.monotonic()
+        if now < self.next_report:
+            return
+        report = self.rtp.report.report(time.time(), now)
+        if report is not None:
+            self.sink.send_rtcp(report)
+            self.next_report = now + REPORT_INTERVAL * random.uniform(0.5, 1.5)
 
 
 class RtspSession:
@@ -114,6 +160,10 @@ class RtspSession:
         self.last_seen = time.monotonic()
         self.tracks: dict[int, Track] = {}
         self.ended: float | None = None
+        self.rtcp_reports = 0
+        """RTCP reports heard from the client over UDP."""
+        self.leaving: str | None = None
+        """Why the client asked to leave outside RTSP (an RTCP BYE); the server then stops it."""
         self._on_stopped = on_stopped
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,8 +206,9 @@ class RtspSession:
             while True:
                 packet = await subscription.get()
                 template = track.shared.unit(packet).template(track.sink.framing)
-                buffer = track.rtp.stamp(template, packet.pts, track.sink.channel)
+                buffer = track.rtp.stamp(template, packet.pts, track.sink.channel, packet.received)
                 await track.sink.send(buffer, template.starts)
+                track.report_due()
         except HubClosed:
             self._finish("camera stream ended")
         except TimeoutError:

@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from datetime import datetime, timedelta
 
 from streams import (
+    DEFAULT_RTCP_TIMEOUT,
     PsOutput,
     PsPlayback,
     PsSession,
@@ -80,9 +81,9 @@ class _Session:
 class PsMedia:
     """Live sessions of the manager's cameras, sharing one PS mux per camera."""
 
-    def __init__(self, manager: StreamManager) -> None:
+    def __init__(self, manager: StreamManager, *, rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT) -> None:
         self._manager = manager
-        self.output = PsOutput(viewers=manager.viewers)
+        self.output = PsOutput(viewers=manager.viewers, rtcp_timeout=rtcp_timeout)
 
     async def open(self, camera_id: str, target: MediaTarget) -> MediaSession:
         hub, audio_hub = self._manager.rtsp_media(camera_id)

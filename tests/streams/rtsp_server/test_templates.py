@@ -36,8 +36,8 @@ def test_stamped_templates_equal_packets_built_per_session(
 ) -> None:
     shared = SharedTemplates(packetizer_of(codec), payload_type)
     tracks = [
-        RtpTrack(payload_type, clock_rate, sequence=65_530, origin=ORIGIN),
-        RtpTrack(payload_type, clock_rate, sequence=1234, origin=7),
+        RtpTrack(payload_type, clock_rate, sequence=65_530, first_timestamp=ORIGIN),
+        RtpTrack(payload_type, clock_rate, sequence=1234, first_timestamp=7),
     ]
     sequences = [65_530, 1234]
     origins = [ORIGIN, 7]
@@ -46,7 +46,7 @@ def test_stamped_templates_equal_packets_built_per_session(
         template = shared.unit(media).template(framing)
         payloads = packetize(media.data)
         for index, track in enumerate(tracks):
-            ticks = media.pts * clock_rate // CLOCK_RATE
+            ticks = (media.pts - units[0].pts) * clock_rate // CLOCK_RATE
             timestamp = (ticks + origins[index]) & 0xFFFFFFFF
             expected = rtp_reference.packets(payloads, payload_type, sequences[index], timestamp, track.ssrc)
             sequences[index] = (sequences[index] + len(payloads)) & 0xFFFF
