@@ -126,7 +126,7 @@ def create_app(
                 recording=config_records(config),
                 media=gb28181_media or ps_media,
                 record=viewing.record_soon,
-                recordings=RecordedMedia(config, recordings),
+                recordings=RecordedMedia(config, recordings, rtcp_timeout=config.gb28181.rtcp_timeout),
                 store=SubscriptionStore(db),
             )
             relay.add_listener(cascade.on_state)

@@ -43,6 +43,7 @@ from streams.outputs.ps_sender import (
     PsTransport,
     _Link,
 )
+from streams.outputs.ps_udp import DEFAULT_RTCP_TIMEOUT
 from streams.packets import CLOCK_RATE, AudioInfo
 from streams.recording.packets import RecordedPacket
 
@@ -67,6 +68,7 @@ class PsPlayback(PsSession):
         bind_host: str = "0.0.0.0",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT,
     ) -> None:
         super().__init__(
             destination,
@@ -75,6 +77,7 @@ class PsPlayback(PsSession):
             bind_host=bind_host,
             connect_timeout=connect_timeout,
             send_timeout=send_timeout,
+            rtcp_timeout=rtcp_timeout,
         )
         self._packets = packets
         self._seek: tuple[RecordedPacket, AsyncGenerator[RecordedPacket, None]] | None = None

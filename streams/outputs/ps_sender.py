@@ -385,6 +385,7 @@ class PsOutput:
         ssrc: int,
         *,
         audio_hub: Hub | None = None,
+        bind_host: str = "0.0.0.0",
         start: bool = True,
     ) -> PsSender:
         """A session sending ``hub``'s video (of camera ``camera_id``), and ``audio_hub``'s
@@ -404,6 +405,7 @@ class PsOutput:
             ssrc,
             audio_hub=audio_hub if audio is not None else None,
             shared=shared,
+            bind_host=bind_host,
             connect_timeout=self._connect_timeout,
             rtcp_timeout=self._rtcp_timeout,
             on_end=self._ended,

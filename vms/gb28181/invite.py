@@ -120,7 +120,14 @@ class LiveDialogs:
         try:
             offer = self._check(platform, directory, request)
             camera_id = directory.node(offer.channel_id).key  # type: ignore[union-attr]  # checked
-            target = MediaTarget(offer.host, offer.port, offer.transport, int(offer.ssrc), offer.payload_type)
+            target = MediaTarget(
+                offer.host,
+                offer.port,
+                offer.transport,
+                int(offer.ssrc),
+                offer.payload_type,
+                platform.settings.local_host,
+            )
             kind = _KINDS[offer.session.lower()]
             playback = None if kind == "live" else await self._open_recording(camera_id, target, offer)
             media = playback or await self._open(camera_id, target)

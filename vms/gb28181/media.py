@@ -34,6 +34,8 @@ class MediaTarget:
     transport: MediaTransport
     ssrc: int
     payload_type: int = 96
+    bind_host: str = "0.0.0.0"
+    """Our side's address: the platform's signalling address (``local_host``)."""
 
 
 class MediaSession(Protocol):

@@ -94,6 +94,7 @@ class PsMedia:
             target.transport,
             target.ssrc,
             audio_hub=audio_hub,
+            bind_host=target.bind_host,
             start=False,
         )
         return _Session(sender)
@@ -141,9 +142,12 @@ class _Playback(_Session):
 class RecordedMedia:
     """Playback and download sessions of the cameras' recordings."""
 
-    def __init__(self, config: Config, index: RecordingIndex) -> None:
+    def __init__(
+        self, config: Config, index: RecordingIndex, *, rtcp_timeout: float = DEFAULT_RTCP_TIMEOUT
+    ) -> None:
         self._config = config
         self._index = index
+        self._rtcp_timeout = rtcp_timeout
 
     def _stream(self, camera_id: str) -> str:
         return self._config.record_stream(self._config.camera(camera_id))
@@ -160,7 +164,15 @@ class RecordedMedia:
             return recorded_packets(_each(sources), to_ms(at), to_ms(end), origin_ms=to_ms(start))
 
         packets = await opener(start)
-        sender = PsPlayback(packets, (target.host, target.port), target.transport, target.ssrc, scale=scale)
+        sender = PsPlayback(
+            packets,
+            (target.host, target.port),
+            target.transport,
+            target.ssrc,
+            scale=scale,
+            bind_host=target.bind_host,
+            rtcp_timeout=self._rtcp_timeout,
+        )
         try:
             await sender.prepare()
         except OSError:

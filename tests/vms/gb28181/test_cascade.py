@@ -336,7 +336,7 @@ async def test_live_invite_answer_ack_and_bye_from_the_superior(
         assert f"m=video 30000 {proto} 96" in sdp
         if setup:
             assert f"a=setup:{'active' if setup == 'passive' else 'passive'}" in sdp
-        assert h.media.opened == [("cam1", MediaTarget("127.0.0.1", 40000, ours, 100000042, 96))]  # type: ignore[arg-type]
+        assert h.media.opened == [("cam1", MediaTarget("127.0.0.1", 40000, ours, 100000042, 96, "127.0.0.1"))]  # type: ignore[arg-type]
         h.superior.send(_in_dialog(h, "ACK", call_id, answer).replace(b"2 ACK", b"1 ACK"))
         session = h.media.sessions[0]
         await asyncio.wait_for(session.started.wait(), 5)
