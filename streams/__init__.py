@@ -60,15 +60,20 @@ from streams.specs import (
     StreamName,
     SubStreamStats,
     TranscodeSettings,
+    UpstreamKind,
 )
+from streams.upstream import NOWHERE, OWN, CameraUnowned, Peer, Upstream
 from streams.webrtc.output import WhepSession
 
 __all__ = [
     "MJPEG_BOUNDARY",
+    "NOWHERE",
+    "OWN",
     "AnalysisOutput",
     "AnalysisSpec",
     "CameraSpec",
     "CameraStats",
+    "CameraUnowned",
     "CapacityError",
     "Condition",
     "ExportError",
@@ -82,6 +87,7 @@ __all__ = [
     "NegotiationError",
     "NoPicture",
     "OwnerCapacityError",
+    "Peer",
     "PictureCleared",
     "PictureRaised",
     "PlaybackInit",
@@ -118,6 +124,8 @@ __all__ = [
     "TranscodeSettings",
     "UnknownCamera",
     "UnsupportedCodec",
+    "Upstream",
+    "UpstreamKind",
     "WhepSession",
     "WrongOutput",
     "check_source_url",
