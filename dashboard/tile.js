@@ -1,7 +1,8 @@
 // One tile of the video wall: its element, its overlay (camera, hall and its plate, state, mode, fps,
 // buttons, the forced-mode choice) and its player. The tile decides whether its player runs
-// (a camera is placed, the camera is online, stalled or idle (pulled on demand: playing it
-// connects it), the tile is on screen and the tab is visible) and what it plays: the camera's
+// (a camera is placed, the camera is online, stalled, idle (pulled on demand: playing it
+// connects it) or unowned (another instance is taking it over: the picture comes back without
+// restarting the player), the tile is on screen and the tab is visible) and what it plays: the camera's
 // sub-stream on the wall when it has one, the main stream in full screen or alone on the wall;
 // Auto or the mode an operator forced.
 //
@@ -19,7 +20,7 @@ import { Player } from "./player.js";
 import { applySound, soundButton } from "./sound.js";
 import { clearSurface, makeSurface, showSurface } from "./surface.js";
 
-const PLAYABLE = new Set(["online", "stalled", "idle"]);
+const PLAYABLE = new Set(["online", "stalled", "idle", "unowned"]);
 function el(tag, className, attrs = {}) {
   const node = document.createElement(tag);
   if (className) node.className = className;

@@ -60,16 +60,21 @@ from streams.specs import (
     StreamName,
     SubStreamStats,
     TranscodeSettings,
+    UpstreamKind,
 )
+from streams.upstream import NOWHERE, OWN, CameraUnowned, Peer, Upstream
 from streams.webrtc.output import WhepSession
 
 __all__ = [
     "DEFAULT_RTCP_TIMEOUT",
     "MJPEG_BOUNDARY",
+    "NOWHERE",
+    "OWN",
     "AnalysisOutput",
     "AnalysisSpec",
     "CameraSpec",
     "CameraStats",
+    "CameraUnowned",
     "CapacityError",
     "Condition",
     "ExportError",
@@ -83,6 +88,7 @@ __all__ = [
     "NegotiationError",
     "NoPicture",
     "OwnerCapacityError",
+    "Peer",
     "PictureCleared",
     "PictureRaised",
     "PlaybackInit",
@@ -119,6 +125,8 @@ __all__ = [
     "TranscodeSettings",
     "UnknownCamera",
     "UnsupportedCodec",
+    "Upstream",
+    "UpstreamKind",
     "WhepSession",
     "WrongOutput",
     "check_source_url",

@@ -99,6 +99,10 @@ class Subscription:
         queue = self._queue
         return self._backlog == 0 and bool(queue) and packet.received - queue[0].received > self._max_lag
 
+    def _resync(self) -> None:
+        """The source restarted: what comes next is delivered from its first keyframe on."""
+        self._need_keyframe = True
+
     def _drop(self, count: int) -> None:
         self.dropped += count
         self._hub.stats.dropped += count
@@ -229,11 +233,15 @@ class Hub:
     def discontinuity(self) -> None:
         """The source restarted: the next packet's timestamp continues the timeline.
 
-        Also empties the GOP cache, whose packets belong to the old session.
+        Also empties the GOP cache, whose packets belong to the old session, and has every
+        subscriber wait for the new session's first keyframe: a frame of the new session
+        that is not one refers to pictures its decoder never got.
         """
         self._rebase = True
         self._gop.clear()
         self._gop_bytes = 0
+        for sub in self._subscribers:
+            sub._resync()
 
     def publish(self, packet: MediaPacket) -> None:
         """Hand one access unit to every subscriber. Never blocks."""

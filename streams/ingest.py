@@ -32,7 +32,15 @@ Each camera runs a small state machine::
   session that has had no subscriber for ``idle_timeout`` seconds closes and
   the camera is ``idle`` again, its GOP cache emptied so that nobody is served a
   stale picture. Only a healthy session goes idle: a camera that failed keeps
-  its retries and backoff, watched or not, until a session gets a packet again.
+  its retries and backoff, watched or not, until a session gets a packet again;
+* ``unowned``: the camera is pulled from nowhere (:meth:`Ingest.repoint` with no
+  source): another instance is to own it and none does yet. The supervisor
+  waits for the next repoint and opens nothing.
+
+:meth:`Ingest.repoint` changes where the camera is pulled from (its own source,
+another instance's re-serve, nowhere) and how (always or on demand): the running
+session closes as a reconnect would, the hub and its subscribers stay, and the
+counters go on.
 
 What users see of a failure (``last_error``, the listener's error and log lines
 at INFO and above) is fixed text of our own (:mod:`streams.sources.failures`),
@@ -77,6 +85,7 @@ class IngestState(enum.StrEnum):
     OFFLINE = "offline"
     DISABLED = "disabled"
     IDLE = "idle"
+    UNOWNED = "unowned"
 
     @property
     def available(self) -> bool:
@@ -141,18 +150,15 @@ class Ingest:
         audio_hub: Hub | None = None,
     ) -> None:
         self.camera_id = camera_id
-        self.source = source
+        self.source: Source | None = source
+        """Where packets come from; None while the camera is pulled from nowhere (``unowned``)."""
         self.hub = hub
         self.audio_hub = audio_hub
         self.policy = policy
         self.enabled = enabled
         self._listener = listener
-        options = source.options
-        self._secrets = sorted(
-            {s for s in (secrets or []) if s} | set(credential_forms(options.username, options.password)),
-            key=len,
-            reverse=True,
-        )
+        self._extra_secrets = [s for s in (secrets or []) if s]
+        self._secrets = self._secrets_of(source)
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -161,11 +167,9 @@ class Ingest:
         """Set while the hub has subscribers (on-demand cameras only)."""
         self._unwatched_since: float | None = None
         """Since when (monotonic) the hub has had no subscriber; None while it has some."""
-        if policy.on_demand:
-            hub.on_subscribers = self._on_subscribers
-            self._on_subscribers(hub.subscriber_count)
-            if enabled:
-                self.state = IngestState.IDLE
+        self._follow_demand()
+        if policy.on_demand and enabled:
+            self.state = IngestState.IDLE
         self.state_since = time.time()
         self.reconnects = 0
         self.sessions_opened = 0
@@ -194,16 +198,54 @@ class Ingest:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    async def repoint(self, source: Source | None, policy: IngestPolicy) -> None:
+        """Pull from ``source`` under ``policy`` from now on; ``None``: from nowhere (``unowned``).
+
+        The open session, if any, is closed first (as a reconnect closes it). The hub's GOP
+        cache is emptied at once, so that no new subscriber is served a picture of the old
+        source, and the next session's packets continue its timeline
+        (:meth:`~streams.hub.Hub.discontinuity`). A running supervisor restarts at once
+        on the new source; one not started yet (or stopped) stays so.
+        """
+        running = self._task is not None
+        await self.stop()
+        self.source, self.policy = source, policy
+        self._secrets = self._secrets_of(source)
+        self._unwatched_since = None
+        self._follow_demand()
+        self.next_attempt_at = None
+        self.hub.discontinuity()
+        if self.audio_hub is not None:
+            self.audio_hub.discontinuity()
+        if self.enabled:
+            if source is None:
+                self._set_state(IngestState.UNOWNED)
+            else:
+                self._set_state(IngestState.IDLE if policy.on_demand else IngestState.STARTING)
+        if running:
+            self.start()
+
+    def _secrets_of(self, source: Source | None) -> list[str]:
+        """What to redact from this ingest's log lines: longest first."""
+        found = set(self._extra_secrets)
+        if source is not None:
+            found |= set(credential_forms(source.options.username, source.options.password))
+        return sorted(found, key=len, reverse=True)
+
     # -- the loop -----------------------------------------------------------------
 
     async def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            source = self.source
+            if source is None:  # unowned: nothing to pull until repointed (which restarts this task)
+                await self._stop.wait()
+                return
             if self.state is IngestState.IDLE:
                 failures = 0
                 await self._wanted.wait()
             started = time.monotonic()
-            was_online = await self._session()
+            was_online = await self._session(source)
             healthy_for = time.monotonic() - started
             if self._stop.is_set():
                 return
@@ -227,7 +269,7 @@ class Ingest:
             if not self._stop.is_set():
                 self._set_state(IngestState.STARTING)
 
-    async def _session(self) -> bool:
+    async def _session(self, source: Source) -> bool:
         """One connection: returns whether any video packet arrived."""
         got_packet = opened = False
         self.sessions_opened += 1
@@ -247,8 +289,8 @@ class Ingest:
                 if watchdog is not None and not watchdog.expired():
                     watchdog.reschedule(deadline)
 
-        self.source.open_listener = on_open
-        packets = self.source.packets()
+        source.open_listener = on_open
+        packets = source.packets()
         try:
             while True:
                 try:
@@ -261,15 +303,15 @@ class Ingest:
                     raise _Stalled from None
                 if packet.is_audio:
                     if audio_hub is not None:
-                        if audio_hub.audio is not self.source.audio_info:
-                            audio_hub.audio = self.source.audio_info
+                        if audio_hub.audio is not source.audio_info:
+                            audio_hub.audio = source.audio_info
                         audio_hub.publish(packet)
                     continue
                 deadline = loop.time() + self.policy.stall_timeout
                 if not got_packet:
                     got_packet = True
                     if audio_hub is not None:  # the source knows by now whether there is audio
-                        audio_hub.audio = self.source.audio_info
+                        audio_hub.audio = source.audio_info
                     self._set_state(IngestState.ONLINE)
                     log.info("%s: online", self.camera_id)
                 self.hub.publish(packet)
@@ -301,12 +343,20 @@ class Ingest:
             )
             self._fail(IngestState.OFFLINE, public_reason(err), detail=str(err))
         finally:
-            self.source.open_listener = None
+            source.open_listener = None
             with contextlib.suppress(Exception):
                 await packets.aclose()
         return got_packet
 
     # -- demand (on-demand cameras) ---------------------------------------------------
+
+    def _follow_demand(self) -> None:
+        """Watch the hub's subscribers if the policy pulls on demand, and stop watching if not."""
+        if self.policy.on_demand:
+            self.hub.on_subscribers = self._on_subscribers
+            self._on_subscribers(self.hub.subscriber_count)
+        elif self.hub.on_subscribers == self._on_subscribers:
+            self.hub.on_subscribers = None
 
     def _on_subscribers(self, count: int) -> None:
         """The hub's subscriber count changed: called on the event loop, kept cheap."""

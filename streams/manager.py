@@ -1,14 +1,14 @@
 """The face of the media plane: cameras in, subscriptions and statistics out.
 
-:class:`StreamManager` owns, per camera, one or two pulled streams (the main
-stream and, if the camera has one, a smaller sub-stream), each with its own hub,
-ingest and outputs (picture output, on-demand H.264 transcoder, and whatever else
-registers in :data:`~streams.outputs.base.OUTPUTS`), and owns the WebRTC, MSE
-and RTSP outputs shared by all cameras, the viewer ledger every live output
-takes its viewers' seats from (:attr:`StreamManager.viewers`: one count of
-viewers per camera, in total and per user, whatever the protocol), and the
-memory trimmer that gives freed memory back to the system when the last viewer
-has left (:mod:`streams.memory`). The control plane (``vms``) builds it from
+:class:`StreamManager` owns, per camera (:mod:`streams.camera`), one or two pulled
+streams (the main stream and, if the camera has one, a smaller sub-stream), each
+with its own hub, ingest and outputs (picture output, on-demand H.264 transcoder,
+and whatever else registers in :data:`~streams.outputs.base.OUTPUTS`), and owns the
+WebRTC, MSE and RTSP outputs shared by all cameras, the viewer ledger every live
+output takes its viewers' seats from (:attr:`StreamManager.viewers`: one count of
+viewers per camera, in total and per user, whatever the protocol), and the memory
+trimmer that gives freed memory back to the system when the last viewer has left
+(:mod:`streams.memory`). The control plane (``vms``) builds it from
 its configuration, starts and stops it from the app's lifespan, and asks it for
 viewer sessions, pictures and statistics.
 
@@ -22,6 +22,9 @@ hub. WebRTC viewers get Opus and G.711 as they are and AAC through the stream's
 AAC-to-Opus transcoder (once per stream, while anyone listens); MSE viewers get
 AAC in the same fragmented MP4 as the video.
 
+Where each camera is pulled from (its own source, the instance that owns it, or
+nowhere) is :mod:`streams.upstream`'s; :meth:`StreamManager.repoint` switches it.
+
 Event loop only.
 """
 
@@ -30,23 +33,22 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-import weakref
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from aiortc import RTCIceServer
 
 from streams.analysis.output import AnalysisOutput as AnalysisOutput  # registers the "analysis" output
+from streams.camera import Camera, CameraStream
 from streams.errors import StreamError
 from streams.hub import Hub
-from streams.ingest import Ingest, IngestState, StateListener
+from streams.ingest import IngestState, StateListener
 from streams.memory import MemoryTrimmer
-from streams.outputs.base import OUTPUTS, OutputRegistry, Statistic, StreamContext, StreamOutput, output_of
+from streams.outputs.base import OUTPUTS, OutputRegistry, Statistic, output_of
 from streams.outputs.mse import MseOutput, MseSession
-from streams.outputs.pictures import PictureOutput
+from streams.outputs.pictures import MjpegFeed
 from streams.recording import Recorder as Recorder  # registers the "recorder" output
 from streams.rtsp_server.output import RtspOutput
-from streams.sources import SourceOptions, open_source
 from streams.specs import (
     CameraSpec,
     CameraStats,
@@ -54,120 +56,17 @@ from streams.specs import (
     StreamName,
     SubStreamStats,
 )
-from streams.transcoding.audio_transcoder import AudioTranscoder
-from streams.transcoding.transcoder import Transcoder
-from streams.viewers import Seat, ViewerLedger, ViewerLimits
+from streams.upstream import Upstream
+from streams.viewers import ViewerLedger, ViewerLimits
 from streams.webrtc.output import CandidatePolicy, WebRtcOutput, WhepSession
 
-__all__ = ["MjpegFeed", "StreamManager", "UnknownCamera"]
+__all__ = ["StreamManager", "UnknownCamera"]
 
 T = TypeVar("T")
 
 
 class UnknownCamera(StreamError):
     """No camera with that id is configured."""
-
-
-class _Stream:
-    """One pulled source of a camera: hub, ingest, and the outputs registered in
-    :data:`~streams.outputs.base.OUTPUTS` (pictures and transcoders used on demand)."""
-
-    def __init__(
-        self,
-        name: str,
-        kind: StreamName,
-        options: SourceOptions,
-        spec: CameraSpec,
-        settings: RelaySettings,
-        listener: StateListener | None,
-        outputs: OutputRegistry,
-        emit: Callable[[object], None],
-    ) -> None:
-        self.kind = kind
-        self.hub = Hub(name)
-        self.audio_hub = Hub(f"{name}/audio", timeline_of=self.hub) if options.audio else None
-        secrets = [options.password] if options.password else []
-        self.ingest = Ingest(
-            name,
-            open_source(options),
-            self.hub,
-            spec.policy,
-            enabled=spec.enabled,
-            listener=listener,
-            secrets=secrets,
-            audio_hub=self.audio_hub,
-        )
-        context = StreamContext(
-            name=name,
-            stream=kind,
-            hub=self.hub,
-            audio_hub=self.audio_hub,
-            spec=spec,
-            settings=settings,
-            emit=emit,
-        )
-        self.outputs = outputs.build(context)
-        """Every output of this stream by kind, in the order they were registered."""
-        self.pictures = _required(self.outputs, "pictures", PictureOutput)
-        self.transcoder = _required(self.outputs, "h264", Transcoder)
-        self.audio_transcoder = output_of(self.outputs, "opus", AudioTranscoder)
-
-    @property
-    def transcoders(self) -> list[Transcoder | AudioTranscoder]:
-        return (
-            [self.transcoder] if self.audio_transcoder is None else [self.transcoder, self.audio_transcoder]
-        )
-
-    def webrtc_audio(self) -> Hub | None:
-        """The audio a WebRTC viewer gets: Opus or G.711 as it is, AAC transcoded to Opus."""
-        if self.audio_hub is None or self.audio_hub.audio is None:
-            return None
-        if self.audio_hub.audio.codec == "aac" and self.audio_transcoder is not None:
-            return self.audio_transcoder.output
-        return self.audio_hub
-
-    async def start(self) -> None:
-        for output in self.outputs.values():
-            await output.start()
-        self.ingest.start()
-
-    async def stop(self) -> None:
-        for output in reversed(self.outputs.values()):
-            await output.stop()
-        await self.ingest.stop()
-        self.hub.close()
-        if self.audio_hub is not None:
-            self.audio_hub.close()
-
-
-class _Camera:
-    def __init__(
-        self,
-        spec: CameraSpec,
-        settings: RelaySettings,
-        listener: StateListener,
-        outputs: OutputRegistry,
-        emit: Callable[[str, object], None],
-    ) -> None:
-        self.spec = spec
-
-        def emitter(event: object) -> None:
-            emit(spec.id, event)
-
-        self.main = _Stream(spec.id, "main", spec.source, spec, settings, listener, outputs, emitter)
-        self.sub = (
-            _Stream(f"{spec.id}/sub", "sub", spec.sub_source, spec, settings, None, outputs, emitter)
-            if spec.sub_source is not None
-            else None
-        )
-
-    @property
-    def streams(self) -> list[_Stream]:
-        return [self.main] if self.sub is None else [self.main, self.sub]
-
-    def stream(self, name: StreamName) -> _Stream:
-        """The named stream; a camera without a sub-stream serves its main stream for both."""
-        return self.sub if name == "sub" and self.sub is not None else self.main
 
 
 class StreamManager:
@@ -187,7 +86,7 @@ class StreamManager:
         self._session_listeners: list[Callable[[WhepSession], None]] = []
         self._output_listeners: list[Callable[[str, object], None]] = []
         self._cameras = {
-            spec.id: _Camera(spec, self.settings, self._on_state, outputs, self._on_output_event)
+            spec.id: Camera(spec, self.settings, self._on_state, outputs, self._on_output_event)
             for spec in cameras
         }
         self.viewers = ViewerLedger(
@@ -242,6 +141,7 @@ class StreamManager:
         for cam in self._cameras.values():
             for stream in cam.streams:
                 await stream.start()
+            await cam.pull.start()
         self.trimmer.start()
 
     async def stop(self) -> None:
@@ -298,7 +198,7 @@ class StreamManager:
     def camera_ids(self) -> list[str]:
         return list(self._cameras)
 
-    def _camera(self, camera_id: str) -> _Camera:
+    def _camera(self, camera_id: str) -> Camera:
         try:
             return self._cameras[camera_id]
         except KeyError:
@@ -309,6 +209,16 @@ class StreamManager:
 
     def has_sub_stream(self, camera_id: str) -> bool:
         return self._camera(camera_id).sub is not None
+
+    async def repoint(self, camera_id: str, upstream: Upstream) -> None:
+        """Pull the camera from ``upstream`` from now on: :data:`~streams.upstream.OWN` (this
+        instance owns it; the default), ``Upstream.of(peer)`` (the peer owns it) or
+        :data:`~streams.upstream.NOWHERE`. Its viewers stay (see :mod:`streams.upstream`)."""
+        await self._camera(camera_id).pull.repoint(upstream, running=self._started)
+
+    def upstream(self, camera_id: str) -> Upstream:
+        """Where the camera is pulled from now."""
+        return self._camera(camera_id).pull.upstream
 
     def stats(self, camera_id: str) -> CameraStats:
         cam = self._camera(camera_id)
@@ -321,6 +231,7 @@ class StreamManager:
         rtsp_viewers = self.rtsp.session_count(camera_id)
         mjpeg_viewers = sum(stream.pictures.viewer_count for stream in cam.streams)
         gb28181_viewers = self.viewers.count(camera_id=camera_id, protocol="gb28181")
+        upstream = cam.pull.upstream
         return CameraStats(
             id=camera_id,
             state=ingest.state,
@@ -353,9 +264,11 @@ class StreamManager:
             transcoder_starts=sum(t.starts for stream in cam.streams for t in stream.transcoders),
             audio=main.audio_hub.audio.codec if main.audio_hub and main.audio_hub.audio else None,
             sub=self._sub_stats(cam),
+            upstream=upstream.kind,
+            peer=upstream.peer.instance if upstream.peer is not None else None,
         )
 
-    def _sub_stats(self, cam: _Camera) -> SubStreamStats | None:
+    def _sub_stats(self, cam: Camera) -> SubStreamStats | None:
         sub = cam.sub
         if sub is None:
             return None
@@ -420,7 +333,9 @@ class StreamManager:
     async def _playable(self, camera_id: str, stream: StreamName, *, h265: bool) -> Hub:
         """The hub a viewer of ``stream`` gets: the stream itself, or its H.264 transcode
         when the stream is H.265 and the viewer cannot decode that."""
-        source = self._camera(camera_id).stream(stream)
+        cam = self._camera(camera_id)
+        await cam.pull.wait_pulled(self.settings.info_timeout)
+        source = cam.stream(stream)
         info = await source.hub.described(self.settings.info_timeout)
         if info.codec == "h265" and not h265:
             return source.transcoder.output
@@ -456,12 +371,17 @@ class StreamManager:
 
     def rtsp_media(self, camera_id: str, stream: StreamName = "main") -> tuple[Hub, Hub | None]:
         """The hubs an RTSP client gets: the stream's own video, as the camera sends it, and
-        its audio hub when the camera's sound is relayed."""
-        source = self._camera(camera_id).stream(stream)
+        its audio hub when the camera's sound is relayed. Raises
+        :class:`~streams.upstream.CameraUnowned` while nobody pulls the camera."""
+        cam = self._camera(camera_id)
+        cam.pull.check_pulled()
+        source = cam.stream(stream)
         return source.hub, source.audio_hub
 
     async def snapshot(self, camera_id: str) -> bytes:
-        return await self._camera(camera_id).main.pictures.snapshot(timeout=self.settings.snapshot_timeout)
+        cam = self._camera(camera_id)
+        await cam.pull.wait_pulled(self.settings.snapshot_timeout)
+        return await cam.main.pictures.snapshot(timeout=self.settings.snapshot_timeout)
 
     def mjpeg(self, camera_id: str, stream: StreamName = "main", *, owner: str | None = None) -> MjpegFeed:
         """An MJPEG viewer's pictures, seated now (so a full camera refuses it with
@@ -472,43 +392,13 @@ class StreamManager:
         return MjpegFeed(pictures.mjpeg(), self.viewers, seat)
 
 
-class MjpegFeed:
-    """One MJPEG viewer's pictures, holding its viewer seat until it is closed, ends, or
-    is dropped without ever being read."""
-
-    def __init__(self, frames: AsyncGenerator[bytes, None], viewers: ViewerLedger, seat: Seat) -> None:
-        self._frames = frames
-        self._release = weakref.finalize(self, viewers.release, seat)
-
-    def __aiter__(self) -> MjpegFeed:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await anext(self._frames)
-        except BaseException:
-            self._release()
-            raise
-
-    async def aclose(self) -> None:
-        self._release()
-        await self._frames.aclose()
-
-
-def _required(outputs: dict[str, StreamOutput], kind: str, cls: type[T]) -> T:
-    output = output_of(outputs, kind, cls)
-    if output is None:
-        raise LookupError(f"no {kind!r} output registered")  # its module was not imported
-    return output
-
-
-def _rates(stream: _Stream) -> tuple[float, float]:
+def _rates(stream: CameraStream) -> tuple[float, float]:
     if stream.ingest.state is not IngestState.ONLINE:
         return 0.0, 0.0
     return stream.hub.stats.rates()
 
 
-def _viewers_of(stream: _Stream, webrtc: WebRtcOutput, mse: MseOutput) -> int:
+def _viewers_of(stream: CameraStream, webrtc: WebRtcOutput, mse: MseOutput) -> int:
     hubs = (stream.hub, stream.transcoder.output)
     return (
         sum(1 for s in webrtc.sessions() if s.stream in hubs)

@@ -16,6 +16,8 @@ from streams.ingest import IngestPolicy, IngestState
 from streams.sources import SourceOptions
 
 StreamName = Literal["main", "sub"]
+UpstreamKind = Literal["own", "peer", "none"]
+"""Where a camera is pulled from: its own source, the instance that owns it, nowhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,3 +184,8 @@ class CameraStats:
     """The codec of the sound relayed with the main stream (``aac``, ``opus``, ``pcmu``,
     ``pcma``), or None: audio off, or the camera sends none we can relay."""
     sub: SubStreamStats | None
+    upstream: UpstreamKind
+    """Where the camera is pulled from (:mod:`streams.upstream`): ``own`` source, a ``peer``
+    instance that owns it, or ``none`` while nobody owns it (state ``unowned``)."""
+    peer: str | None
+    """The owner's instance id while pulled from a peer."""

@@ -12,7 +12,8 @@
 * back to ``online`` after an alarm: an informational ``online`` event that names
   the alarms it resolves and needs no acknowledgement;
 * ``starting`` → ``online`` with no alarm before it (start-up) raises nothing, and
-  ``disabled`` closes the camera's trouble silently. A camera whose first packet is
+  ``disabled`` closes the camera's trouble silently, as does ``unowned`` (this
+  instance no longer pulls the camera, so it cannot see it recover). A camera whose first packet is
   merely late stays ``starting`` (the ingest gives opening its own budget), so a
   busy start-up raises no alarm. ``idle`` (an on-demand camera nobody needs now)
   raises nothing and closes nothing.
@@ -214,7 +215,7 @@ class AlarmCentre:
             del self._trouble[camera_id]
             texts = describe("online", seconds=time.monotonic() - trouble.since)
             self._raise(camera_id, hall_id, "online", texts, resolves=tuple(trouble.alarm_ids))
-        elif new is IngestState.DISABLED:
+        elif new in (IngestState.DISABLED, IngestState.UNOWNED):
             self._trouble.pop(camera_id, None)
 
     def recording_failed(self, camera_id: str, reason: str) -> None:

@@ -5,7 +5,7 @@ Nothing here can carry a credential.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
 from pydantic import BaseModel
@@ -67,6 +67,11 @@ class CameraState(BaseModel):
     camera, or it sends none that can be relayed."""
     sub: SubStreamState | None
     """The sub-stream's figures, or null for a camera without one."""
+    upstream: Literal["own", "peer", "none"]
+    """Where this instance pulls the camera from: its ``own`` source, the ``peer`` instance that
+    owns it, or ``none`` while no instance owns it (state ``unowned``)."""
+    peer: str | None
+    """The owning instance's id while the camera is pulled from a ``peer``."""
 
 
 class CameraOut(BaseModel):

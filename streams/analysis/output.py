@@ -225,7 +225,7 @@ def _decode_jpeg(jpeg: bytes) -> npt.NDArray[np.uint8]:
     return np.asarray(image, np.uint8)
 
 
-@OUTPUTS.register("analysis")
+@OUTPUTS.register("analysis", owner_only=True)
 def _analysis(context: StreamContext) -> AnalysisOutput | None:
     """Diagnosis of the sub-stream when the camera has one, else of the main stream."""
     spec = context.spec.analysis

@@ -9,6 +9,12 @@ Opus transcoders, the recorder. Each camera stream of the
 output registers a factory here and is added to every stream it applies to; the
 manager is not edited for it.
 
+An output registered as ``owner_only`` (the picture analysis, the recorder) does its
+work once for the whole deployment: it runs only on the instance that owns the
+camera, where the camera is pulled from its own source, and the manager starts and
+stops it as the camera is repointed (:mod:`streams.upstream`). The others run
+wherever the camera's stream is, and mostly wait for a consumer.
+
 Viewer sessions (WebRTC, MSE) are not stream outputs: they come and go per
 viewer and are owned by their protocol's output, shared by all cameras.
 
@@ -92,22 +98,31 @@ class OutputRegistry:
 
     def __init__(self) -> None:
         self._factories: dict[str, OutputFactory] = {}
+        self._owner_only: set[str] = set()
 
-    def register(self, kind: str) -> Callable[[OutputFactory], OutputFactory]:
-        """Decorator: add ``factory`` under ``kind`` (a kind is registered once)."""
+    def register(self, kind: str, *, owner_only: bool = False) -> Callable[[OutputFactory], OutputFactory]:
+        """Decorator: add ``factory`` under ``kind`` (a kind is registered once). ``owner_only``:
+        the output runs only while this instance owns the camera (see the module docstring)."""
 
         def add(factory: OutputFactory) -> OutputFactory:
             if kind in self._factories:
                 raise ValueError(f"an output of kind {kind!r} is registered already")
             self._factories[kind] = factory
+            if owner_only:
+                self._owner_only.add(kind)
             return factory
 
         return add
+
+    def owner_only(self, kind: str) -> bool:
+        """Whether outputs of ``kind`` run only on the camera's owner."""
+        return kind in self._owner_only
 
     def copy(self) -> OutputRegistry:
         """A registry with the same factories, to which more may be added."""
         other = OutputRegistry()
         other._factories = dict(self._factories)
+        other._owner_only = set(self._owner_only)
         return other
 
     def __iter__(self) -> Iterator[str]:

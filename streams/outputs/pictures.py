@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncGenerator
 
 from streams.hub import Hub, HubClosed
@@ -36,11 +37,13 @@ from streams.outputs.frames import (
     in_thread,
 )
 from streams.packets import MediaPacket
+from streams.viewers import Seat, ViewerLedger
 
 __all__ = [
     "DEFAULT_EXECUTOR_SLOTS",
     "MJPEG_BOUNDARY",
     "MJPEG_CONTENT_TYPE",
+    "MjpegFeed",
     "NoPicture",
     "PictureOutput",
     "default_executor_slots",
@@ -321,3 +324,26 @@ def _pictures(context: StreamContext) -> PictureOutput:
         jpeg_quality=settings.jpeg_quality,
         max_fps=settings.mjpeg_max_fps,
     )
+
+
+class MjpegFeed:
+    """One MJPEG viewer's pictures, holding its viewer seat until it is closed, ends, or
+    is dropped without ever being read."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], viewers: ViewerLedger, seat: Seat) -> None:
+        self._frames = frames
+        self._release = weakref.finalize(self, viewers.release, seat)
+
+    def __aiter__(self) -> MjpegFeed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._frames)
+        except BaseException:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        self._release()
+        await self._frames.aclose()

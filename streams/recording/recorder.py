@@ -244,7 +244,7 @@ class Recorder:
             self.context.emit(RecordingFailed(self.context.spec.id, self.context.stream, reason))
 
 
-@OUTPUTS.register("recorder")
+@OUTPUTS.register("recorder", owner_only=True)
 def _recorder(context: StreamContext) -> Recorder | None:
     """The recorder of the configured stream; a camera without a sub-stream records its main stream."""
     recording = context.spec.recording

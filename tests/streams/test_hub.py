@@ -115,6 +115,22 @@ def test_discontinuity_empties_gop_cache(gop_packets: list[MediaPacket]) -> None
     assert sub.get_nowait() is None
 
 
+def test_after_a_discontinuity_subscribers_resume_at_the_new_sources_first_keyframe(
+    gop_packets: list[MediaPacket],
+) -> None:
+    hub = Hub("cam")
+    sub = hub.subscribe()
+    for pkt in gop_packets[:5]:
+        hub.publish(pkt)
+    hub.discontinuity()
+    # The new source starts mid-GOP: its first frames refer to pictures this viewer never got.
+    for pkt in gop_packets[15:21]:
+        hub.publish(pkt)
+    got = [p.data for p in iter(sub.get_nowait, None)]
+    assert got == [p.data for p in gop_packets[:5]] + [gop_packets[20].data]
+    assert sub.dropped == 0
+
+
 async def test_get_waits_and_close_wakes(gop_packets: list[MediaPacket]) -> None:
     hub = Hub("cam")
     sub = hub.subscribe()

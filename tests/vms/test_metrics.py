@@ -97,7 +97,15 @@ async def test_camera_figures_move_while_video_flows(running: RunningApp) -> Non
         for s in first
         if s.name == "hallwatch_camera_state" and s.labels["camera"] == "tax-1"
     }
-    assert states == {"starting": 0, "online": 1, "stalled": 0, "offline": 0, "disabled": 0, "idle": 0}
+    assert states == {
+        "starting": 0,
+        "online": 1,
+        "stalled": 0,
+        "offline": 0,
+        "disabled": 0,
+        "idle": 0,
+        "unowned": 0,
+    }
     legal_states = [
         s for s in first if s.name == "hallwatch_camera_state" and s.labels["camera"] == "legal-1"
     ]
