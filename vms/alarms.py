@@ -150,7 +150,8 @@ class AlarmCentre:
         alarms, events, position = await self.shared.load(self._keep, 2 * self._keep)
         for alarm in alarms:
             self._add(alarm)
-        self._log = EventLog(2 * self._keep, self._backlog, first_seq=position + 1)
+        first = events[0].seq if events else position + 1
+        self._log = EventLog(2 * self._keep, self._backlog, first_seq=first)
         for event in events:
             self._log.append(event)
         self.shared.start(self._apply, after=position)

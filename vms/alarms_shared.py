@@ -147,6 +147,11 @@ class SharedAlarms:
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
+    def listener_name(self) -> str:
+        """The ``application_name`` of the listening connection (``pg_stat_activity``)."""
+        return f"hallwatch-alarms-{self.instance}"
+
+    @property
     def position(self) -> int:
         """The number of the last event handed to the centre."""
         return self._position
@@ -412,7 +417,10 @@ class SharedAlarms:
 
     async def _listen(self, connected: Callable[[], None]) -> None:
         args, kwargs = self._db.engine.dialect.create_connect_args(self._db.url)
-        conn: asyncpg.Connection = await asyncpg.connect(*args, **kwargs, timeout=CONNECT_TIMEOUT)
+        settings = {**kwargs.pop("server_settings", {}), "application_name": self.listener_name}
+        conn: asyncpg.Connection = await asyncpg.connect(
+            *args, **kwargs, server_settings=settings, timeout=CONNECT_TIMEOUT
+        )
         lost = asyncio.Event()
 
         def on_lost(_: object) -> None:
