@@ -6,6 +6,10 @@ offered to each :class:`Subscription` whose halls include the alarm's hall. A
 subscriber queue is bounded: one that falls ``backlog`` events behind is ended (its
 browser reconnects and replays from the log). :class:`~vms.alarms.AlarmCentre` owns one.
 
+The numbers come from the log itself in one process, or from the database when several
+instances share the alarms (:mod:`vms.alarms_shared`): then every instance's log holds
+the same events under the same numbers, so a stream resumes on any instance.
+
 Event loop only.
 """
 
@@ -31,6 +35,8 @@ class AlarmEvent:
     type: EventType
     hall_id: str
     data: dict[str, Any]
+    local: bool = True
+    """Whether this instance wrote it (only then do its webhooks post it)."""
 
 
 class Subscription:
@@ -101,12 +107,24 @@ class EventLog:
         self._stopped = False
 
     def publish(self, type_: EventType, hall_id: str, data: dict[str, Any]) -> AlarmEvent:
-        event = AlarmEvent(self._next_seq, type_, hall_id, data)
-        self._next_seq += 1
+        """Number the event with the log's next number and offer it."""
+        return self.append(AlarmEvent(self._next_seq, type_, hall_id, data))
+
+    def append(self, event: AlarmEvent) -> AlarmEvent:
+        """Keep and offer an event numbered elsewhere (the database), after every event so far;
+        numbers may leave gaps."""
+        if event.seq < self._next_seq:
+            raise ValueError(f"event {event.seq} is not after event {self._next_seq - 1}")
+        self._next_seq = event.seq + 1
         self._events.append(event)
         for subscriber in list(self._subscribers):
             subscriber._offer(event)
         return event
+
+    @property
+    def position(self) -> int:
+        """The number of the newest event so far."""
+        return self._next_seq - 1
 
     def subscribe(self, hall_ids: Collection[str], last_event_id: str | None = None) -> Subscription:
         """A subscription to the events of these halls, with the ones after ``last_event_id`` to

@@ -6,7 +6,8 @@ start-up order, the store (the database, migrated on start, its identity and its
 write health check: a store that cannot take writes stops the start-up), the audit
 log, the access service (and the first administrators), the viewing recorder with
 its local journal (replayed after each good health check), the alarm centre (a
-listener of the stream manager) and the centres' alarm webhooks, the recordings'
+listener of the stream manager; on PostgreSQL its alarms are shared with the other
+instances) and the centres' alarm webhooks, the recordings'
 index, the exports, the stream manager and the RTSP server (when enabled); shutdown
 stops them in reverse order, so the last viewing sessions still reach the audit trail.
 
@@ -31,7 +32,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from streams import StreamManager
 from vms import middleware, problems
-from vms.alarms import AlarmCentre
+from vms.alarms import PICTURE_BUDGET, AlarmCentre
+from vms.alarms_shared import SharedAlarms
 from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
@@ -52,6 +54,7 @@ from vms.routes import playback_ws as playback_ws_route
 from vms.routes import recordings as recordings_route
 from vms.routes import webhooks as webhooks_route
 from vms.rtsp_access import rtsp_server
+from vms.storage.database import Database
 from vms.storage.faults import GONE, describe
 from vms.storage.health import DatabaseHealth
 from vms.storage.identity import leave_tombstone
@@ -101,7 +104,10 @@ def create_app(
             health.on_healthy(viewing.replay)
             viewing.start()
             stack.push_async_callback(viewing.stop)
-            alarm_centre = AlarmCentre(config)
+            alarm_centre = AlarmCentre(config, shared=shared_alarms(db))
+            await alarm_centre.start()
+            if alarm_centre.shared is not None:
+                stack.push_async_callback(alarm_centre.shared.stop)
             webhooks = Webhooks(config, alarm_centre)
             webhooks.start()  # before the cameras start, so their first alarms are posted too
             stack.push_async_callback(webhooks.stop)
@@ -187,6 +193,11 @@ def create_app(
     if static is not None:
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")
     return app
+
+
+def shared_alarms(db: Database) -> SharedAlarms | None:
+    """On PostgreSQL every instance shares the alarms; SQLite serves one process."""
+    return SharedAlarms(db, picture_budget=PICTURE_BUDGET) if db.dialect == "postgresql" else None
 
 
 def config_records(config: Config) -> Callable[[str], bool]:

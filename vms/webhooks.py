@@ -5,6 +5,9 @@ gets a :class:`WebhookSender`, so an alarm reaches the centre's duty phone syste
 its own platform even when no dashboard is open. Each sender subscribes to the
 :class:`~vms.alarms.AlarmCentre` for the centre's halls only and posts every new alarm
 (``alarm``) and acknowledgement (``ack``) the settings ask for, one at a time, in order.
+When several instances share the alarms (:mod:`vms.alarms_shared`), each event is posted
+by the instance that wrote it (raised the alarm, or took the acknowledgement) only, so
+the centre gets it once; should that instance die before posting, it is not posted.
 
 The request is ``POST`` with ``Content-Type: application/json`` and this body::
 
@@ -217,7 +220,7 @@ class WebhookSender:
             sub = self._sub = self._alarms.subscribe(self._hall_ids, str(last))
 
     def _enqueue(self, event: AlarmEvent) -> None:
-        if not self.settings.wants(event.type, event.data.get("kind")):
+        if not event.local or not self.settings.wants(event.type, event.data.get("kind")):
             return
         if len(self._queue) == self._queue.maxlen:
             self.status.dropped += 1

@@ -4,10 +4,14 @@ Everyone logged in sees the alarms of the halls their centre may see (alarms hol
 no video); acknowledging needs the "acknowledge" permission (operators and admins).
 An alarm in a hall the caller may not see answers 404, like one that never existed.
 
-Each acknowledgement is written to the audit trail *before* it takes effect, with
-``await audit.record(...)`` rather than the viewing recorder's queue: if the
-database refuses, the answer is 503 and the alarm stays unacknowledged, so no
-acknowledgement is shown that the durable record does not hold.
+Each acknowledgement is written to the audit trail *before* it takes effect (or in
+the same transaction, when the alarms are shared by several instances), rather than
+through the viewing recorder's queue: if the database refuses, the answer is 503 and
+the alarm stays unacknowledged, so no acknowledgement is shown that the durable
+record does not hold.
+
+With several instances (:mod:`vms.alarms_shared`) every instance serves the same list
+and the same event numbers, so a stream may resume on another instance.
 """
 
 from __future__ import annotations
@@ -108,20 +112,11 @@ async def list_alarms(
 async def acknowledge(alarm_id: DbId, request: Request, user: AckUser, config: ConfigDep) -> AlarmOut:
     """Acknowledge an alarm (operators and admins); again later answers the first acknowledgement."""
     centre = _centre(request)
-    halls = user.visible_hall_ids(config)
+    source = request.client.host if request.client else None
     try:
-        alarm = centre.get(alarm_id, halls)
-        if alarm.informational:
-            raise NotAcknowledgeable(alarm_id)
-        if alarm.acknowledged_by is None:
-            await _audit(request).record(
-                "alarm_ack",
-                principal=user,
-                camera_id=alarm.camera_id,
-                source_addr=request.client.host if request.client else None,
-                detail={"alarm": alarm.id, "kind": alarm.kind},
-            )
-            alarm, _ = centre.acknowledge(alarm_id, user.username, halls)
+        alarm = await centre.acknowledge_recorded(
+            alarm_id, user, user.visible_hall_ids(config), _audit(request), source
+        )
     except UnknownAlarm:
         raise Problem(404, f"no alarm {alarm_id} (alarms are kept in memory, the newest first)") from None
     except NotAcknowledgeable:
@@ -140,8 +135,7 @@ async def alarm_picture(alarm_id: DbId, request: Request, user: SnapshotUser, co
     may keep it."""
     centre = _centre(request)
     try:
-        alarm = centre.get(alarm_id, user.visible_hall_ids(config))
-        jpeg = centre.picture(alarm_id, user.visible_hall_ids(config))
+        alarm, jpeg = await centre.fetch_picture(alarm_id, user.visible_hall_ids(config))
     except UnknownAlarm:
         raise Problem(404, f"no picture of alarm {alarm_id}") from None
     viewing: ViewingRecorder | None = getattr(request.app.state, "viewing", None)
@@ -184,6 +178,7 @@ async def alarm_events(
     """
     centre = _centre(request)
     halls = user.visible_hall_ids(config)
+    await centre.catch_up(last_event_id)  # an id another instance gave may be newer than ours
 
     async def body() -> AsyncIterator[bytes]:
         # Subscribing here, not before, means a client gone before the first byte leaves nothing behind.

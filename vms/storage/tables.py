@@ -1,6 +1,7 @@
 """The database schema: users, login sessions, API tokens, the audit trail, saved layouts,
 the store's own identity and heartbeat, the index of recorded segments, exports, reference
-pictures, and the superior platforms' catalog subscriptions with the catalog they were told.
+pictures, the superior platforms' catalog subscriptions with the catalog they were told,
+and the alarms shared by several instances on PostgreSQL.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -257,3 +258,48 @@ class AnnouncedChannel(Base):
     attributes: Mapped[str] = mapped_column(Text)
     """The item's other fields as announced (a JSON object of tag to text)."""
     enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class AlarmRow(Base):
+    """One camera alarm shared by every instance on PostgreSQL (:mod:`vms.alarms_shared`).
+
+    An alarm of a trouble (offline, stalled, a picture condition, a failed recording) stays
+    open (``cleared_at`` null) until the event that resolves it, which names it in its own
+    ``resolves``; at most one is open per camera and kind. Only the acknowledgement and
+    ``cleared_at`` ever change, once each; ``picture`` is emptied when newer pictures need
+    the space (:data:`vms.alarms.PICTURE_BUDGET`)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_camera_open", "camera_id", "kind", "cleared_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64))
+    hall_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    texts: Mapped[str] = mapped_column(Text)
+    """The message by language, as JSON."""
+    informational: Mapped[bool] = mapped_column(Boolean)
+    resolves: Mapped[str] = mapped_column(Text, default="[]")
+    """For an informational event: a JSON list of the alarm ids it resolves."""
+    picture: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    acked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AlarmEventRow(Base):
+    """One event of the shared alarms (a new alarm or an acknowledgement), numbered by the
+    database in commit order: the SSE ``id`` every instance gives it. Only the newest are
+    kept (:data:`vms.alarms_shared.KEEP_EVENTS`)."""
+
+    __tablename__ = "alarm_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(8))
+    """``alarm`` or ``ack``."""
+    hall_id: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+    """The alarm as JSON, as it was at that moment."""
+    origin: Mapped[str] = mapped_column(String(32))
+    """The instance that wrote it (that instance alone posts it to webhooks)."""
