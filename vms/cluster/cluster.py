@@ -39,6 +39,7 @@ from vms.cluster.types import InstanceInfo, InstanceStatus, this_instance
 from vms.config import Config
 from vms.config_cluster import ClusterSettings
 from vms.storage import Database
+from vms.storage.faults import describe
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,12 @@ class Cluster:
             for row in view.instances
         ]
 
+    async def check(self) -> None:
+        """Raise :class:`~vms.cluster.types.ClusterError` if this instance could not join now."""
+        async with asyncio.timeout(self._settings.fence_after), self._db.engine.begin() as conn:
+            await leases.bound(conn, self._idle_limit)
+            await leases.refuse_if_differs(conn, self._me, self._sections, self._digest, self._lease)
+
     async def start(self) -> None:
         """Join (raising :class:`~vms.cluster.types.ClusterError` when refused), take this
         instance's share, then keep the leases renewed in a task."""
@@ -180,7 +187,8 @@ class Cluster:
                 await self._balance()
         except (SQLAlchemyError, OSError, TimeoutError) as err:
             if not self._failing:
-                log.warning("cluster: the database does not answer (%s): leases are not renewed", err)
+                reason = "no answer in time" if isinstance(err, TimeoutError) else describe(err)
+                log.warning("cluster: renewing the leases failed: %s", reason)
             self._failing = True
             return
         if self._failing:

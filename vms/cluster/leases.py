@@ -61,17 +61,10 @@ async def lock(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK})
 
 
-async def join(
-    conn: AsyncConnection,
-    me: InstanceInfo,
-    sections: dict[str, str],
-    digest: str,
-    cameras: list[str],
-    lease: timedelta,
+async def refuse_if_differs(
+    conn: AsyncConnection, me: InstanceInfo, sections: dict[str, str], digest: str, lease: timedelta
 ) -> None:
-    """Register this instance and the cameras' lease rows, under the cluster lock; refuse
-    when a live instance has this id or another shared configuration."""
-    await lock(conn)
+    """Raise when a live instance has this instance's id or another shared configuration."""
     rows = await conn.execute(
         text(
             "SELECT id, config_hash, config_sections FROM cluster_instances "
@@ -88,6 +81,20 @@ async def join(
                 differ.setdefault(name, []).append(instance_id)
     if differ:
         raise ConfigMismatch(list(differ), sorted({i for ids in differ.values() for i in ids}))
+
+
+async def join(
+    conn: AsyncConnection,
+    me: InstanceInfo,
+    sections: dict[str, str],
+    digest: str,
+    cameras: list[str],
+    lease: timedelta,
+) -> None:
+    """Register this instance and the cameras' lease rows, under the cluster lock; refuse
+    when a live instance has this id or another shared configuration."""
+    await lock(conn)
+    await refuse_if_differs(conn, me, sections, digest, lease)
     await conn.execute(
         text(
             "INSERT INTO cluster_instances (id, http_url, rtsp_url, started_at, heartbeat_at, "

@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from sqlalchemy import text
+
 from vms.cluster import Cluster
 from vms.config import Config
 from vms.config_loader import parse_config
@@ -35,7 +37,7 @@ def site(instance_id: str, cameras: int = 12, extra: str = "", **cluster: Any) -
     } | cluster
     lines = "".join(f"  {key}: {value}\n" for key, value in settings.items())
     cams = "".join(
-        f"  - id: cam-{i:02d}\n    name: 摄像机 {i}\n    hall: tax\n    url: demo://cam-{i:02d}\n"
+        f"  - id: cam-{i:02d}\n    name: 摄像机 {i}\n    hall: tax\n    url: demo://cam-{i:02d}?size=160x90&gop=25\n"
         for i in range(cameras)
     )
     return (
@@ -82,6 +84,17 @@ class Members:
 
     async def stop(self, instance_id: str) -> None:
         await self.clusters.pop(instance_id).stop()
+
+    async def leases(self) -> dict[str, tuple[str | None, int]]:
+        """The lease table as the database has it: camera id → (owner, epoch)."""
+        db = Database(self.url)
+        await db.start()
+        try:
+            async with db.engine.connect() as conn:
+                rows = await conn.execute(text("SELECT camera_id, owner, epoch FROM camera_leases"))
+                return {camera: (owner, epoch) for camera, owner, epoch in rows}
+        finally:
+            await db.stop()
 
     def counts(self) -> dict[str, int]:
         return {name: len(cluster.owned()) for name, cluster in self.clusters.items()}

@@ -7,9 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
-from tests.vms.cluster.helpers import LEASE, REBALANCE, RENEW, Members, Sampler, camera_ids, site_config, until
+from tests.vms.cluster.helpers import REBALANCE, RENEW, Members, Sampler, camera_ids, site_config, until
 from vms.cluster import ConfigMismatch, InstanceIdTaken, InstanceInfo, cluster_for
 from vms.config_loader import parse_config
 from vms.storage import Database
@@ -24,9 +23,8 @@ async def test_three_instances_share_twelve_cameras_four_each(members: Members) 
         await until(lambda: members.counts() == {"a": 4, "b": 4, "c": 4}, "4/4/4", within=10)
     owners = {cluster.owner_of("cam-00") for cluster in members.clusters.values()}
     assert len(owners) == 1 and None not in owners
-    async with a._db.engine.connect() as conn:  # noqa: SLF001 (the test reads the table itself)
-        rows = (await conn.execute(text("SELECT owner, epoch FROM camera_leases"))).all()
-    assert sorted(owner for owner, _ in rows) == ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    rows = (await members.leases()).values()
+    assert sorted(owner or "" for owner, _ in rows) == ["a"] * 4 + ["b"] * 4 + ["c"] * 4
     assert all(epoch >= 1 for _, epoch in rows)
 
 
@@ -104,5 +102,3 @@ async def test_without_postgresql_or_a_cluster_section_there_is_no_cluster(
     plain = parse_config("cameras: []\n", "test.yaml")
     assert cluster_for(plain, postgres) is None
     assert cluster_for(site_config("a"), postgres) is not None
-
-
