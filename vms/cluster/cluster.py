@@ -250,6 +250,7 @@ class Cluster:
             await leases.bound(conn, self._idle_limit)
             await leases.lock(conn)
             counts = await leases.counts(conn, self._lease)
+            self._live.update(counts.instances)  # a receiver that joined since the renewal
             mine = counts.held.get(self._me.id, 0)
             wanted = to_take(mine, counts.cameras, len(counts.held), counts.free) if self._ready else 0
             taken = await leases.take(conn, self._me.id, wanted, self._lease) if wanted else {}

@@ -197,6 +197,8 @@ async def view(conn: AsyncConnection, lease: timedelta) -> View:
 class Counts:
     held: dict[str, int]
     """Valid leases of each live, ready instance (zero for one holding none)."""
+    instances: dict[str, InstanceInfo]
+    """Those instances."""
     free: int
     cameras: int
 
@@ -204,20 +206,24 @@ class Counts:
 async def counts(conn: AsyncConnection, lease: timedelta) -> Counts:
     rows = await conn.execute(
         text(
-            "SELECT i.id, count(l.camera_id) FROM cluster_instances i "
+            "SELECT i.id, i.http_url, i.rtsp_url, count(l.camera_id) FROM cluster_instances i "
             "LEFT JOIN camera_leases l ON l.owner = i.id AND l.expires_at > now() "
             "WHERE i.ready AND i.heartbeat_at > now() - CAST(:lease AS interval) GROUP BY i.id"
         ),
         {"lease": lease},
     )
-    held = {instance_id: int(count) for instance_id, count in rows}
+    held: dict[str, int] = {}
+    instances: dict[str, InstanceInfo] = {}
+    for instance_id, http_url, rtsp_url, count in rows:
+        held[instance_id] = int(count)
+        instances[instance_id] = InstanceInfo(instance_id, http_url, rtsp_url)
     totals = await conn.execute(
         text(
             "SELECT count(*), count(*) FILTER (WHERE owner IS NULL OR expires_at <= now()) FROM camera_leases"
         )
     )
     cameras, free = totals.one()
-    return Counts(held, int(free), int(cameras))
+    return Counts(held, instances, int(free), int(cameras))
 
 
 async def take(conn: AsyncConnection, me: str, count: int, lease: timedelta) -> dict[str, int]:

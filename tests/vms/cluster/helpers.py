@@ -24,7 +24,7 @@ from vms.storage import Database
 
 LEASE = 2.0
 RENEW = LEASE / 3
-REBALANCE = 0.5
+REBALANCE = 0.3
 
 
 def site(instance_id: str, cameras: int = 12, extra: str = "", **cluster: Any) -> str:
@@ -33,7 +33,7 @@ def site(instance_id: str, cameras: int = 12, extra: str = "", **cluster: Any) -
         "http_url": f"http://127.0.0.1:1/{instance_id}",
         "lease_timeout": LEASE,
         "rebalance_interval": REBALANCE,
-        "max_moves": 2,
+        "max_moves": 4,
     } | cluster
     lines = "".join(f"  {key}: {value}\n" for key, value in settings.items())
     cams = "".join(

@@ -80,9 +80,7 @@ async def test_a_killed_owner_is_taken_over_within_the_lease_timeout(
         await until(lambda: len(p.claimed()) == 6 and len(b.owned()) == 6, "6/6", within=10)
         async with Sampler(members, p.claimed).running():
             p.signal(signal.SIGKILL)
-            p.events.append({"camera": None, "mine": False})  # what it held dies with it
-            for camera in list(p.claimed()):
-                p.events.append({"camera": camera, "mine": False})
+            p.events += [{"camera": camera, "mine": False} for camera in p.claimed()]  # it died with them
             took = await until(lambda: b.owned() == camera_ids(), "b holds all", within=10)
     assert took < LEASE + RENEW + 0.5, f"taken over after {took:.2f} s"
 
