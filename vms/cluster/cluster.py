@@ -61,6 +61,11 @@ def cluster_for(config: Config, db: Database) -> Cluster | None:
     return Cluster(db, config, config.cluster)
 
 
+def _reason(err: BaseException) -> str:
+    """The fault, never the error's text (it may quote SQL)."""
+    return "no answer in time" if isinstance(err, TimeoutError) else describe(err)
+
+
 class Cluster:
     """See the module docstring."""
 
@@ -166,7 +171,7 @@ class Cluster:
                 await leases.bound(conn, self._idle_limit)
                 await leases.leave(conn, self._me.id)
         except (SQLAlchemyError, OSError, TimeoutError) as err:
-            log.warning("cluster: could not release the leases (%s); they expire by themselves", err)
+            log.warning("cluster: could not release the leases (%s); they expire by themselves", _reason(err))
         log.info("cluster: %s left", self._me.id)
 
     async def _run(self) -> None:
@@ -187,8 +192,7 @@ class Cluster:
                 await self._balance()
         except (SQLAlchemyError, OSError, TimeoutError) as err:
             if not self._failing:
-                reason = "no answer in time" if isinstance(err, TimeoutError) else describe(err)
-                log.warning("cluster: renewing the leases failed: %s", reason)
+                log.warning("cluster: renewing the leases failed: %s", _reason(err))
             self._failing = True
             return
         if self._failing:
@@ -198,10 +202,8 @@ class Cluster:
     def _lapsed(self) -> bool:
         return time.monotonic() - self._renewed_at > self._settings.fence_after
 
-    def _fence_if_lapsed(self) -> bool:
-        if not self._lapsed():
-            return False
-        if self._epochs:
+    def _fence_if_lapsed(self) -> None:
+        if self._epochs and self._lapsed():
             log.warning(
                 "cluster: no lease renewal for %.1f s (limit %.1f s): dropping all %d cameras",
                 time.monotonic() - self._renewed_at,
@@ -210,7 +212,6 @@ class Cluster:
             )
             self._drop_all()
             self._release_first = True
-        return True
 
     def _drop_all(self) -> None:
         for camera in sorted(self._epochs):
