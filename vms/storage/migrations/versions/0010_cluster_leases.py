@@ -2,7 +2,7 @@
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-20
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
