@@ -3,7 +3,8 @@
 ``create_app(config)`` builds a fresh app from a configuration object (no
 singleton at import time), so each test builds its own. The lifespan owns, in
 start-up order, the store (the database, migrated on start, its identity and its
-write health check: a store that cannot take writes stops the start-up), the audit
+write health check: a store that cannot take writes stops the start-up), the cluster
+membership and camera leases (with a ``cluster:`` section on PostgreSQL), the audit
 log, the access service (and the first administrators), the viewing recorder with
 its local journal (replayed after each good health check), the alarm centre (a
 listener of the stream manager; on PostgreSQL its alarms are shared with the other
@@ -37,6 +38,7 @@ from vms.alarms_shared import SharedAlarms
 from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
+from vms.cluster import cluster_for
 from vms.config import Config
 from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
@@ -46,6 +48,7 @@ from vms.gb28181.subscription_store import SubscriptionStore
 from vms.recordings import RecordingIndex
 from vms.relay import build_manager
 from vms.routes import alarms, audit, auth, cameras, dashboard, exports, health, live_ws, media, probes, users
+from vms.routes import cluster as cluster_route
 from vms.routes import diagnosis as diagnosis_route
 from vms.routes import gb28181 as gb28181_route
 from vms.routes import metrics as metrics_route
@@ -90,6 +93,11 @@ def create_app(
             store = await open_store(config)
             stack.push_async_callback(close_store, store)
             db, health = store.db, store.health
+            cluster = cluster_for(config, db)
+            if cluster is not None:
+                await cluster.start()  # refuses an instance whose shared configuration differs
+                stack.push_async_callback(cluster.stop)  # after the relay stopped pulling
+            app.state.cluster = cluster
             health.on_fault(lambda reason: _tombstone(store.markers, store.store_id, reason))
             journal = Journal(config.server.data_dir.resolve() / JOURNAL_DIR)
             journal.open()
@@ -176,6 +184,7 @@ def create_app(
     app.include_router(probes.router, prefix=API_PREFIX)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(cluster_route.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(cameras.router, prefix=API_PREFIX)
     app.include_router(media.router, prefix=API_PREFIX)

@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 
 from vms.config_access import AuditSettings, AuthSettings, DatabaseSettings, MetricsSettings
 from vms.config_checks import WHEP_SCHEMES, check_source_url, inconsistencies, invalid
+from vms.config_cluster import ClusterSettings
 from vms.config_gb28181 import Gb28181Settings, gb28181_problems
 from vms.config_media import (
     AnalysisOverrides,
@@ -333,6 +334,11 @@ class Config(_Model):
         default_factory=Gb28181Settings,
         description="GB/T 28181 cascade: the superior platforms this site registers with "
         "as a lower platform.",
+    )
+    cluster: ClusterSettings | None = Field(
+        default=None,
+        description="Run as one of several instances sharing the cameras through a PostgreSQL "
+        "database; empty (or on SQLite): this instance owns every camera.",
     )
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from streams import StreamManager
 from vms.access import Permission, Principal
 from vms.auth import AuthService
 from vms.auth_types import csrf_matches
+from vms.cluster import Cluster
 from vms.config import Camera, Config
 from vms.problems import Problem
 
@@ -28,8 +29,15 @@ async def get_manager(request: Request) -> StreamManager:
     return manager
 
 
+async def get_cluster(request: Request) -> Cluster | None:
+    """The cluster this instance is part of; None when it owns every camera alone."""
+    cluster: Cluster | None = getattr(request.app.state, "cluster", None)
+    return cluster
+
+
 ConfigDep = Annotated[Config, Depends(get_config)]
 ManagerDep = Annotated[StreamManager, Depends(get_manager)]
+ClusterDep = Annotated[Cluster | None, Depends(get_cluster)]
 
 
 # -- access control ------------------------------------------------------------

@@ -14,6 +14,8 @@
   events waiting, failed attempts in a row;
 * :class:`~vms.metrics_gb28181.CascadeCollector`, the GB/T 28181 superior platforms:
   registration, sessions by kind, INVITEs started and refused, malformed messages;
+* :class:`~vms.metrics_cluster.ClusterCollector`, the live instances of a cluster and
+  which cameras this instance pulls;
 * :class:`HttpMetrics`, the request counter and duration histogram that
   :mod:`vms.middleware` feeds;
 * :class:`RuntimeCollector`, the event loop's tasks and the process's threads,
@@ -51,6 +53,7 @@ from starlette.datastructures import State
 
 from streams import CameraStats, IngestState, StreamManager
 from vms.config import Config
+from vms.metrics_cluster import ClusterCollector
 from vms.metrics_diagnosis import DiagnosisCollector
 from vms.metrics_gb28181 import CascadeCollector
 from vms.webhooks import Webhooks, WebhookSender
@@ -326,6 +329,7 @@ def install(app: FastAPI) -> Metrics:
     registry.register(DiagnosisCollector(app.state))
     registry.register(WebhookCollector(app.state))
     registry.register(CascadeCollector(app.state))
+    registry.register(ClusterCollector(app.state))
     metrics = Metrics(registry, HttpMetrics(registry))
     app.state.metrics = metrics
     return metrics

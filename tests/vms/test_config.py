@@ -269,7 +269,7 @@ def test_base_text_is_valid(site: Path) -> None:
             "stall_timeout: 3\nhalls:\n",
             "site.yaml:1:1: unknown key 'stall_timeout' here; it belongs under ingest: "
             "(allowed keys: server, webrtc, ingest, pictures, transcode, recording, exports, analysis, "
-            "database, auth, audit, metrics, rtsp_server, centres, halls, cameras, gb28181)",
+            "database, auth, audit, metrics, rtsp_server, centres, halls, cameras, gb28181, cluster)",
             id="setting-outside-its-section",
         ),
         pytest.param(

@@ -6,8 +6,9 @@ health check (:mod:`vms.storage.health`). A read-only file, a full disk, a lock
 held by another process or a store that vanished stops the start-up with a
 :class:`~vms.storage.DatabaseError` or :class:`~vms.storage.identity.StoreLost`
 whose message names the fault and the file or data directory.
-:func:`startup_problem` runs the same opening once, before the server starts,
-so the command line can print that message and exit instead of a traceback.
+:func:`startup_problem` runs the same opening once, before the server starts (and asks
+the cluster, if any, whether this instance may join), so the command line can print
+that message and exit instead of a traceback.
 Event loop (``startup_problem`` runs its own).
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from vms.cluster import ClusterError, cluster_for
 from vms.config import Config
 from vms.storage.database import Database, DatabaseError, database_url
 from vms.storage.faults import describe
@@ -75,13 +77,20 @@ async def close_store(store: OpenStore) -> None:
 
 
 async def _try_open(config: Config) -> None:
-    await close_store(await open_store(config))
+    store = await open_store(config)
+    try:
+        cluster = cluster_for(config, store.db)
+        if cluster is not None:
+            await cluster.check()
+    finally:
+        await close_store(store)
 
 
 def startup_problem(config: Config) -> str | None:
-    """Why the service cannot start on this store (a message for people), or ``None``."""
+    """Why the service cannot start on this store, or in its cluster (a message for people),
+    or ``None``."""
     try:
         asyncio.run(_try_open(config))
-    except (DatabaseError, StoreLost) as err:
+    except (DatabaseError, StoreLost, ClusterError) as err:
         return str(err)
     return None

@@ -1,7 +1,8 @@
 """The database schema: users, login sessions, API tokens, the audit trail, saved layouts,
 the store's own identity and heartbeat, the index of recorded segments, exports, reference
 pictures, the superior platforms' catalog subscriptions with the catalog they were told,
-and the alarms shared by several instances on PostgreSQL.
+the alarms shared by several instances on PostgreSQL, and the instances of a cluster with
+their camera leases.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -303,3 +304,37 @@ class AlarmEventRow(Base):
     """The alarm as JSON, as it was at that moment."""
     origin: Mapped[str] = mapped_column(String(32))
     """The instance that wrote it (that instance alone posts it to webhooks)."""
+
+
+class ClusterInstance(Base):
+    """One instance of a cluster sharing this database (:mod:`vms.cluster`). Written by the
+    instance at start and at every lease renewal; deleted when it stops cleanly, or by the
+    others some time after its heartbeat stopped. Live while ``heartbeat_at`` is younger than
+    the lease timeout, by the database's clock."""
+
+    __tablename__ = "cluster_instances"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    http_url: Mapped[str] = mapped_column(String(512))
+    """Base URL of the inter-instance path."""
+    rtsp_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the configuration that must be equal on all instances."""
+    config_sections: Mapped[str] = mapped_column(Text)
+    """A JSON object: the hash of each shared section, to name the ones that differ."""
+    ready: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CameraLease(Base):
+    """Which instance pulls a camera, until when. ``owner`` is None for a free camera; a lease
+    whose ``expires_at`` has passed (database clock) is free too. ``epoch`` grows by one at every
+    change of owner: the fencing token of the current holder."""
+
+    __tablename__ = "camera_leases"
+
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
