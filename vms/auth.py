@@ -3,7 +3,8 @@
 ``AuthService`` turns credentials into a :class:`~vms.access.Principal`:
 
 - a login checks the password (argon2id, :mod:`vms.passwords`) behind the
-  per-user and per-address lockout of :mod:`vms.login_limiter`, then stores a
+  per-user and per-address lockout of :mod:`vms.login_limiter` (shared by every
+  instance through :mod:`vms.shared_limiter` on PostgreSQL), then stores a
   session whose cookie token is random and whose row holds only the token's
   SHA-256, with a CSRF token, an absolute expiry and an idle expiry;
 - an API token (``hw_...``) is stored as its SHA-256 too; expired, revoked, or
@@ -49,6 +50,7 @@ from vms.login_audit import RefusalAudit, Target
 from vms.login_limiter import LoginLimiter
 from vms.passwords import MAX_LENGTH, Passwords, password_problem
 from vms.rtsp_access import rtsp_ha1
+from vms.shared_limiter import login_limiter
 from vms.storage import Database
 from vms.storage.tables import ApiToken, User, WebSession
 
@@ -83,11 +85,7 @@ class AuthService:
         self.settings = settings
         self.config = config
         self.passwords = passwords or Passwords()
-        self.limiter = LoginLimiter(
-            max_failures=settings.max_failed_logins,
-            window=settings.failure_window,
-            lockout_seconds=settings.lockout_seconds,
-        )
+        self.limiter: LoginLimiter = login_limiter(db, settings)
         self.refusals = RefusalAudit(audit, interval=settings.login_audit_interval)
         """Sums the audit rows of logins refused during a lockout; stopped with the app."""
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -121,10 +119,13 @@ class AuthService:
             reason = "wrong password" if not ok else "account disabled" if user.disabled else ""
             ok = ok and not user.disabled
         # Checks queued behind the argon2 slots while a lockout began get the lockout's
-        # answer whatever their outcome, so a burst learns nothing past the limit.
+        # answer whatever their outcome, so a burst learns nothing past the limit; so does
+        # a failure that finds the lockout begun meanwhile (by another instance, or while
+        # the count went to the shared database).
         await self._refuse_if_locked(username, source_addr)
         if not ok:
-            self.limiter.record_failure(username, source_addr, known_user=user is not None)
+            if await self.limiter.arecord_failure(username, source_addr, known_user=user is not None):
+                await self._refuse_if_locked(username, source_addr)
             await self.audit.record(
                 "login_failure",
                 username=typed,
@@ -134,7 +135,7 @@ class AuthService:
             )
             raise LoginRefused("wrong username or password")
         assert user is not None
-        self.limiter.record_success(username)
+        await self.limiter.arecord_success(username)
         if self.passwords.needs_rehash(user.password_hash) and len(password) <= MAX_LENGTH:
             await self._store_hash(user.id, await self.passwords.hash(password), changed=False)
         result = await self._open_session(user, source_addr)
@@ -142,7 +143,7 @@ class AuthService:
         return result
 
     async def _refuse_if_locked(self, username: str, source_addr: str | None) -> None:
-        wait = self.limiter.retry_after(username, source_addr)
+        wait = await self.limiter.aretry_after(username, source_addr)
         if wait > 0:
             # Attributed to the targeted account's centre, and summed per address and target.
             user = await self._account(username)
@@ -209,7 +210,7 @@ class AuthService:
         caller gets a new session in the same transaction as the change and its audit
         record; API tokens are kept (an administrator's reset revokes them). A wrong
         current password counts as a failed login for the lockout."""
-        wait = self.limiter.retry_after(principal.username, source_addr)
+        wait = await self.limiter.aretry_after(principal.username, source_addr)
         if wait > 0:
             raise LoginLocked(wait)
         problem = password_problem(new)
@@ -220,7 +221,7 @@ class AuthService:
         async with self.db.session() as s:
             user = await s.get(User, principal.user_id)
         if user is None or user.disabled or not await self.passwords.verify(user.password_hash, current):
-            self.limiter.record_failure(principal.username, source_addr)
+            await self.limiter.arecord_failure(principal.username, source_addr)
             await self.audit.record(
                 "password_change_refused",
                 principal=principal,
