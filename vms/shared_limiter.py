@@ -18,8 +18,12 @@ lockout lasts the same, so it ends first), which costs one query, never a lockou
 A database error, or a statement slower than ``timeout``, falls back to the in-memory
 limiter this class extends, with its bounded memory: the failure is counted locally and
 the check answers from the local counts and the cache. The fault locks nobody out, and
-guessing stays within the local budget of each instance while it lasts. Refusing every
-login instead would protect nothing more: a login cannot succeed without the database.
+guessing stays within the local budget of each instance while it lasts. Failing closed
+instead would turn a slow limiter statement into a lockout of whoever it touched, and
+guard little: a password cannot be checked without the database that holds its hash.
+While the database answers nothing is counted in memory: a success on another instance
+forgets the username's shared count, and a local count unaware of it could lock out a
+user who had just logged in.
 
 The synchronous methods inherited from :class:`LoginLimiter` stay local (plus the cached
 lockouts); the awaited ones (``aretry_after``, ``arecord_failure``, ``arecord_success``)
@@ -176,6 +180,10 @@ class SharedLoginLimiter(LoginLimiter):
         """Forget the username's failures, here and in the database (never a lockout)."""
         self.record_success(username)
         await self._query(_FORGET, {"key": self.keys(username, None)[0]})
+
+    def __len__(self) -> int:
+        """Keys held one by one: the local counts and the cached lockouts."""
+        return super().__len__() + len(self._seen)
 
     def _remember(self, rows: Sequence[tuple[str, float | None]]) -> float:
         """Cache the lockouts among ``rows`` (key, seconds left); the longest wait."""

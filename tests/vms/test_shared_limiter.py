@@ -105,6 +105,20 @@ async def test_a_success_forgets_the_count_on_every_instance_but_never_a_lockout
 
 
 @postgresql
+async def test_the_cache_of_lockouts_is_bounded_and_what_it_forgets_the_database_keeps(
+    instances: tuple[Database, Database],
+) -> None:
+    a = SharedLoginLimiter(instances[0], max_failures=1, window=900, lockout_seconds=900, max_keys=5)
+    for i in range(20):
+        await a.arecord_failure(f"user-{i}", f"192.0.2.{i}")
+    assert len(a) == 5
+    assert a.retry_after("user-0", None) == 0  # forgotten here...
+    assert await a.aretry_after("user-0", None) > 800  # ...but not by the database
+    assert all([await a.aretry_after(f"user-{i}", None) > 800 for i in range(20)])
+    assert len(a) == 5
+
+
+@postgresql
 async def test_expired_rows_are_pruned_in_bounded_batches(instances: tuple[Database, Database]) -> None:
     def short(prune_every: int) -> SharedLoginLimiter:
         return SharedLoginLimiter(
