@@ -3,7 +3,8 @@
 ``AuthService`` turns credentials into a :class:`~vms.access.Principal`:
 
 - a login checks the password (argon2id, :mod:`vms.passwords`) behind the
-  per-user and per-address lockout of :mod:`vms.login_limiter`, then stores a
+  per-user and per-address lockout of :mod:`vms.login_limiter` (shared by every
+  instance through :mod:`vms.shared_limiter` on PostgreSQL), then stores a
   session whose cookie token is random and whose row holds only the token's
   SHA-256, with a CSRF token, an absolute expiry and an idle expiry;
 - an API token (``hw_...``) is stored as its SHA-256 too; expired, revoked, or
@@ -49,6 +50,7 @@ from vms.login_audit import RefusalAudit, Target
 from vms.login_limiter import LoginLimiter
 from vms.passwords import MAX_LENGTH, Passwords, password_problem
 from vms.rtsp_access import rtsp_ha1
+from vms.shared_limiter import login_limiter
 from vms.storage import Database
 from vms.storage.tables import ApiToken, User, WebSession
 
@@ -83,11 +85,7 @@ class AuthService:
         self.settings = settings
         self.config = config
         self.passwords = passwords or Passwords()
-        self.limiter = LoginLimiter(
-            max_failures=settings.max_failed_logins,
-            window=settings.failure_window,
-            lockout_seconds=settings.lockout_seconds,
-        )
+        self.limiter: LoginLimiter = login_limiter(db, settings)
         self.refusals = RefusalAudit(audit, interval=settings.login_audit_interval)
         """Sums the audit rows of logins refused during a lockout; stopped with the app."""
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -120,13 +118,16 @@ class AuthService:
             reason = "wrong password" if not ok else "account disabled" if user.disabled else ""
             ok = ok and not user.disabled
         # Checks queued behind the argon2 slots while a lockout began get the lockout's
-        # answer whatever their outcome, so a burst learns nothing past the limit.
+        # answer whatever their outcome, so a burst learns nothing past the limit; so does
+        # a failure that finds the lockout begun meanwhile (by another instance, or while
+        # the count went to the shared database).
         await self.refuse_if_locked(username, source_addr)
         if not ok:
-            await self.login_failed(username, user, source_addr, reason)
+            if await self.login_failed(username, user, source_addr, reason):
+                await self.refuse_if_locked(username, source_addr)
             raise LoginRefused("wrong username or password")
         assert user is not None
-        self.limiter.record_success(username)
+        await self.limiter.arecord_success(username)
         if self.passwords.needs_rehash(user.password_hash) and len(password) <= MAX_LENGTH:
             await self._store_hash(user.id, await self.passwords.hash(password), changed=False)
         result = await self._open_session(user, source_addr)
@@ -141,11 +142,13 @@ class AuthService:
         reason: str,
         *,
         protocol: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Count a wrong credential toward the lockout and record it (``protocol``: none for a
-        login over HTTP, ``rtsp`` for an RTSP Digest answer). Raises :class:`AuditError`
-        when it cannot be recorded (it is counted all the same)."""
-        self.limiter.record_failure(username, source_addr, known_user=user is not None)
+        login over HTTP, ``rtsp`` for an RTSP Digest answer); true, with nothing counted or
+        recorded, when a lockout had begun meanwhile (the caller refuses it as locked).
+        Raises :class:`AuditError` when it cannot be recorded (it is counted all the same)."""
+        if await self.limiter.arecord_failure(username, source_addr, known_user=user is not None):
+            return True
         await self.audit.record(
             "login_failure",
             username=username[:64],
@@ -154,13 +157,14 @@ class AuthService:
             protocol=protocol,
             detail=reason,
         )
+        return False
 
     async def refuse_if_locked(
         self, username: str, source_addr: str | None, *, protocol: str | None = None
     ) -> None:
         """Raise :class:`LoginLocked` while the username or the address is locked out, the
         refusal summed into the audit trail (:mod:`vms.login_audit`)."""
-        wait = self.limiter.retry_after(username, source_addr)
+        wait = await self.limiter.aretry_after(username, source_addr)
         if wait > 0:
             # Attributed to the targeted account's centre, and summed per address and target.
             user = await self._account(username)
@@ -228,7 +232,7 @@ class AuthService:
         caller gets a new session in the same transaction as the change and its audit
         record; API tokens are kept (an administrator's reset revokes them). A wrong
         current password counts as a failed login for the lockout."""
-        wait = self.limiter.retry_after(principal.username, source_addr)
+        wait = await self.limiter.aretry_after(principal.username, source_addr)
         if wait > 0:
             raise LoginLocked(wait)
         problem = password_problem(new)
@@ -239,7 +243,7 @@ class AuthService:
         async with self.db.session() as s:
             user = await s.get(User, principal.user_id)
         if user is None or user.disabled or not await self.passwords.verify(user.password_hash, current):
-            self.limiter.record_failure(principal.username, source_addr)
+            await self.limiter.arecord_failure(principal.username, source_addr)
             await self.audit.record(
                 "password_change_refused",
                 principal=principal,

@@ -22,6 +22,11 @@ keys are tracked one by one; when a new key needs a place:
    Buckets are checked for untracked keys only, so a tracked key is never refused
    because of others.
 
+Callers await :meth:`LoginLimiter.aretry_after`, :meth:`LoginLimiter.arecord_failure`
+and :meth:`LoginLimiter.arecord_success`: here they are the plain methods, and
+:class:`vms.shared_limiter.SharedLoginLimiter` (several instances on one PostgreSQL)
+counts through the database behind the same names.
+
 Only touched from the event loop (no locking).
 """
 
@@ -127,6 +132,25 @@ class LoginLimiter:
         """Forget the username's failures. The address keeps its count: one good
         account must not reset the guessing budget of a whole address."""
         self._counting.pop(self.keys(username, None)[0], None)
+
+    async def aretry_after(self, username: str, source_addr: str | None) -> float:
+        """:meth:`retry_after`, for callers that also serve a limiter shared through a database."""
+        return self.retry_after(username, source_addr)
+
+    async def arecord_failure(
+        self, username: str, source_addr: str | None, *, known_user: bool = False
+    ) -> bool:
+        """:meth:`record_failure`, for callers that also serve a limiter shared through a
+        database. True when a lockout already held the username or the address: the
+        failure came from a check that ran while the lockout began, and deserves the
+        lockout's answer rather than a verdict on the password."""
+        held = self.retry_after(username, source_addr) > 0
+        self.record_failure(username, source_addr, known_user=known_user)
+        return held
+
+    async def arecord_success(self, username: str) -> None:
+        """:meth:`record_success`, for callers that also serve a limiter shared through a database."""
+        self.record_success(username)
 
     def __len__(self) -> int:
         """Keys tracked one by one (the shared buckets are not counted)."""

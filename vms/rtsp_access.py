@@ -85,7 +85,10 @@ class RtspAccess:
         if user is None or user.disabled or not matched:
             reason = "unknown user" if user is None else "wrong token" if not matched else "account disabled"
             try:
-                await self._auth.login_failed(username, user, peer, reason, protocol="rtsp")
+                if await self._auth.login_failed(username, user, peer, reason, protocol="rtsp"):
+                    await self._auth.refuse_if_locked(username, peer, protocol="rtsp")
+            except LoginLocked:
+                return Verdict(401, reason="locked out")
             except AuditError as err:
                 log.warning("RTSP login failure from %s not recorded: %s", peer, err)
             return Verdict(401)

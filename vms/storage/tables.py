@@ -1,8 +1,9 @@
 """The database schema: users, login sessions, API tokens, the audit trail, saved layouts,
 the store's own identity and heartbeat, the index of recorded segments, exports, reference
 pictures, the superior platforms' catalog subscriptions with the catalog they were told,
-the alarms shared by several instances on PostgreSQL, and the instances of a cluster with
-their camera leases.
+the alarms shared by several instances on PostgreSQL, the instances of a cluster with
+their camera leases, and the failed-login counts that instances sharing a PostgreSQL
+database keep together.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -14,6 +15,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    ARRAY,
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -338,3 +341,22 @@ class CameraLease(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LoginLimit(Base):
+    """The recent failed logins of one key (``user:<name>`` or ``addr:<address>``) and its
+    lockout, counted together by every instance on PostgreSQL (:mod:`vms.shared_limiter`).
+    Times are the database's clock. A single instance on SQLite counts in memory and leaves
+    this table empty."""
+
+    __tablename__ = "login_limits"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[list[datetime]] = mapped_column(
+        ARRAY(DateTime(timezone=True)).with_variant(JSON(), "sqlite")
+    )
+    """The failures within the window, oldest first: fewer than the limit."""
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    """When the row stops mattering (its lockout ended and its failures left the window):
+    rows past it are deleted in batches."""
