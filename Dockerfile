@@ -8,8 +8,10 @@ COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY vms ./vms
 COPY dashboard ./dashboard
+# /srv/hallwatch: where several instances mount their shared recordings (README,
+# "Several instances"); a new volume mounted there takes its owner from the image.
 RUN pip install . && useradd --system --home /var/lib/hallwatch hallwatch \
-    && mkdir -p /var/lib/hallwatch && chown hallwatch /var/lib/hallwatch
+    && mkdir -p /var/lib/hallwatch /srv/hallwatch && chown hallwatch /var/lib/hallwatch /srv/hallwatch
 USER hallwatch
 # Relative paths of the configuration (server.data_dir: data) land in the volume.
 WORKDIR /var/lib/hallwatch

@@ -1,7 +1,9 @@
 """The service behind nginx, configured with the example in ``deploy/nginx-hallwatch.conf``
 (the README's reverse-proxy snippet): logging in, WHEP signalling and MSE over the
 proxied WebSocket all work, and the Origin check still tells the service's own page
-from another site's."""
+from another site's. In front of two instances sharing one PostgreSQL, the same example
+spreads a logged-in browser's requests over both without sticky sessions, and the alarm
+stream passes through unbuffered."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from tests.app_fixtures import USER_PASSWORD, RunningApp, serve_app
+from tests.app_fixtures import ADMIN_PASSWORD, USER_PASSWORD, RunningApp, serve_app
+from tests.vms.test_alarms import event_stream, site, wait_for_heartbeat
 from tests.vms.test_live_ws import receive_mse
 from tests.whep_client import WhepClient
 from vms.deps import SESSION_COOKIE
@@ -66,13 +69,22 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def nginx_in_front_of(upstream_port: int, workdir: Path) -> Iterator[str]:
-    """nginx on a free port with the example configuration pointed at ``upstream_port``."""
+def nginx_in_front_of(upstream_ports: Sequence[int], workdir: Path) -> Iterator[str]:
+    """nginx on a free port with the example configuration's upstream listing ``upstream_ports``.
+
+    Its access log (``workdir/logs/access.log``) has one line per request: method, path,
+    status and the upstream that answered."""
     if not Path(NGINX).exists():
         pytest.fail("nginx is not installed; run scripts/install-test-deps.sh", pytrace=False)
     port = _free_port()
-    snippet = SNIPPET.read_text()
-    snippet = snippet.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+    servers = "".join(f"    server 127.0.0.1:{upstream};\n" for upstream in upstream_ports)
+    snippet, upstreams = re.subn(
+        r"^upstream hallwatch \{\n.*?^\}",
+        lambda m: re.sub(r"^    server [^\n]*\n", "", m[0], flags=re.M).replace("}", servers + "}"),
+        SNIPPET.read_text(),
+        flags=re.M | re.S,
+    )
+    assert upstreams == 1, "the example no longer has the 'upstream hallwatch' block this test adapts"
     snippet, listens = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", snippet)
     assert listens == 1, "the example no longer has the 'listen 80;' line this test adapts"
     (workdir / "logs").mkdir()
@@ -83,7 +95,8 @@ def nginx_in_front_of(upstream_port: int, workdir: Path) -> Iterator[str]:
         f"error_log {workdir}/logs/error.log;\n"
         "events { worker_connections 64; }\n"
         "http {\n"
-        f"  access_log {workdir}/logs/access.log;\n"
+        "  log_format upstreams '$request_method $uri $status $upstream_addr';\n"
+        f"  access_log {workdir}/logs/access.log upstreams;\n"
         f"  client_body_temp_path {workdir}/body;\n"
         f"  proxy_temp_path {workdir}/proxy;\n"
         f"  include {workdir}/hallwatch.conf;\n"
@@ -127,7 +140,7 @@ async def test_the_example_nginx_configuration_carries_every_protocol(
 ) -> None:
     upstream = int(app.base_url.rsplit(":", 1)[1])
     await app.user("xingning", "viewer", username="proxied")
-    with nginx_in_front_of(upstream, tmp_path) as proxy:
+    with nginx_in_front_of([upstream], tmp_path) as proxy:
         # The viewer comes from another loopback address than the proxy's, so the
         # address recorded shows whether the proxy's X-Forwarded-For was believed.
         viewer_side = httpx.AsyncHTTPTransport(local_address=VIEWER_ADDRESS)
@@ -166,6 +179,68 @@ async def test_the_example_nginx_configuration_carries_every_protocol(
                 ):
                     pass
             assert refused.value.response.status_code == 403
+
+
+def _port(app: RunningApp) -> int:
+    return int(app.base_url.rsplit(":", 1)[1])
+
+
+def _answered_by(workdir: Path, path: str) -> list[str]:
+    """The upstream address of each request for ``path`` in nginx's access log, in order."""
+    lines = (workdir / "logs" / "access.log").read_text().splitlines()
+    return [line.split()[3] for line in lines if line.split()[1] == path]
+
+
+async def _log_in(client: httpx.AsyncClient, username: str, password: str) -> None:
+    login = await client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert login.status_code == 200, login.text
+    client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_two_instances_behind_the_example_share_logins_the_cluster_and_alarms(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Two unreachable cameras raise one offline alarm each, whichever instance pulls them.
+    shared = site() + f"server:\n  trusted_proxies: [127.0.0.1]\ndatabase:\n  url: {database_url}\n"
+    async with (
+        serve_app(shared + "cluster:\n  instance_id: hw-a\n") as a,
+        serve_app(shared + "cluster:\n  instance_id: hw-b\n") as b,
+    ):
+        for app in (a, b):
+            app.app.state.alarms.heartbeat = 0.2
+        await a.user("xingning", "operator", username="duty")
+        with nginx_in_front_of([_port(a), _port(b)], tmp_path) as proxy:
+            async with (
+                httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10) as duty,
+                httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10) as admin,
+            ):
+                await _log_in(duty, "duty", USER_PASSWORD)
+                for _ in range(4):
+                    me = await duty.get("/api/v1/auth/me")
+                    assert me.status_code == 200 and me.json()["username"] == "duty"
+                # Round robin sent the one session cookie to both instances: no stickiness needed.
+                assert set(_answered_by(tmp_path, "/api/v1/auth/me")) == {
+                    f"127.0.0.1:{_port(a)}",
+                    f"127.0.0.1:{_port(b)}",
+                }
+
+                await _log_in(admin, "admin-xingning", ADMIN_PASSWORD)
+                cluster = (await admin.get("/api/v1/cluster")).json()
+                assert cluster["clustered"] is True
+                instances = {row["id"]: row for row in cluster["instances"]}
+                assert set(instances) == {"hw-a", "hw-b"}
+                assert all(row["live"] for row in instances.values())
+                owned = sorted(camera for row in instances.values() for camera in row["cameras"])
+                assert owned == ["legal-1", "tax-1", "tax-2"]
+
+                async with event_stream(duty, "0") as stream:
+                    raised = await stream.take(2)
+                    assert {frame.data["camera_id"] for frame in raised} == {"tax-2", "legal-1"}
+                    # Heartbeats keep arriving one by one: the stream is open and not buffered.
+                    for _ in range(5):
+                        await wait_for_heartbeat(stream, timeout=2)
+                    assert not stream.ended.is_set()
 
 
 def test_the_readme_shows_the_tested_configuration() -> None:

@@ -39,7 +39,7 @@ from streams import (
     StreamManager,
     Upstream,
 )
-from streams.hub import Subscription
+from streams.hub import Hub, Subscription
 from streams.rtsp_server import AccessRequest, RtspServer, RtspSettings, Verdict, ha1
 from tests.rtsp_fixtures import RtspServerFactory, RtspTestServer
 
@@ -156,22 +156,37 @@ async def grows(count: Callable[[], int], within: float) -> None:
 
 @dataclass
 class Watcher:
-    """A viewer that keeps what it received, with the time it received it."""
+    """A viewer that keeps what it received, with the time it received it (and the time the
+    source received it), and the moments its hub's source restarted."""
 
-    packets: list[tuple[float, int, bool]] = field(default_factory=list)
+    packets: list[tuple[float, int, bool, float]] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)
     fragments: list[tuple[float, int]] = field(default_factory=list)
 
     async def read_packets(self, sub: Subscription) -> None:
         async for packet in sub:
-            self.packets.append((time.monotonic(), packet.pts, packet.keyframe))
+            self.packets.append((time.monotonic(), packet.pts, packet.keyframe, packet.received))
 
     async def read_fragments(self, session: MseSession) -> None:
         async for message in session:
             if isinstance(message, MseFragment) and not message.audio:
                 self.fragments.append((time.monotonic(), message.pts))
 
-    def first_packet_after(self, moment: float) -> tuple[float, int, bool]:
-        return next(p for p in self.packets if p[0] > moment)
+    def watch_restarts(self, hub: Hub) -> None:
+        """Note when ``hub``'s source restarts (a spy on :meth:`Hub.discontinuity`)."""
+        restart = hub.discontinuity
+
+        def noted() -> None:
+            self.restarts.append(time.monotonic())
+            restart()
+
+        hub.discontinuity = noted  # type: ignore[method-assign]
+
+    def first_of_session_after(self, moment: float) -> tuple[float, int, bool, float]:
+        """The first packet the source received after its first restart after ``moment``:
+        packets of the old session still queued then may come later, but are not of it."""
+        restart = next(t for t in self.restarts if t > moment)
+        return next(p for p in self.packets if p[3] > restart)
 
 
 async def test_viewers_keep_watching_across_own_peer_own_and_only_the_owner_analyses_and_records(
@@ -183,6 +198,7 @@ async def test_viewers_keep_watching_across_own_peer_own_and_only_the_owner_anal
     assert (sessions_at(pair.camera.port), sessions_at(pair.owner_rtsp.port)) == (1, 0)
 
     watcher = Watcher()
+    watcher.watch_restarts(pair.here.hub(CAMERA))
     sub = pair.here.hub(CAMERA).subscribe()
     mse = await pair.here.mse_session(CAMERA)
     readers = [
@@ -216,7 +232,7 @@ async def test_viewers_keep_watching_across_own_peer_own_and_only_the_owner_anal
         await asyncio.gather(*readers)
 
     for moment in (handed, back):
-        assert watcher.first_packet_after(moment)[2], "each new upstream starts with a keyframe"
+        assert watcher.first_of_session_after(moment)[2], "each new upstream starts with a keyframe"
     for received in (watcher.packets, watcher.fragments):
         times = [t for t, _pts, *_ in received]
         gaps = [b - a for a, b in itertools.pairwise(times)]

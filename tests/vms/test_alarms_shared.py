@@ -158,6 +158,10 @@ async def test_a_lost_listening_connection_catches_up_without_loss_or_repeat(
     on_a = a.centre.subscribe(ALL)
     admin = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
+        listening = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+        async with asyncio.timeout(5):  # B's listening connection opens in the background
+            while await admin.fetchval(listening, b.shared.listener_name) != 1:
+                await asyncio.sleep(0.05)
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
             b.shared.listener_name,

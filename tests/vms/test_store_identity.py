@@ -15,7 +15,7 @@ from tests.vms.fault_fixtures import app_on, log_in, site_config, site_on_postgr
 from tests.vms.test_db_health import eventually_reasons
 from vms.config import Config
 from vms.storage import Database, database_url, faults
-from vms.storage.identity import MARKER_NAME, StoreLost
+from vms.storage.identity import MARKER_NAME, StoreLost, claim_store
 from vms.storage.opening import startup_problem
 from vms.storage.tables import User
 
@@ -80,6 +80,23 @@ async def test_a_dropped_postgresql_database_is_not_bootstrapped_over(
             async with app_on(config):
                 pass
         assert await user_count(config) == 0
+
+
+async def test_instances_starting_together_on_an_empty_postgresql_share_one_store(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Several instances of one cluster may start at the same moment: each gets the same
+    store id, none fails on the store row's key."""
+    async with site_on_postgresql(postgres_server, tmp_path, "t_store_together") as config:
+        databases = [Database(database_url(config)) for _ in range(4)]
+        await asyncio.gather(*(db.start() for db in databases))
+        try:
+            ids = await asyncio.gather(
+                *(claim_store(db, [tmp_path / f"marker-{i}"]) for i, db in enumerate(databases))
+            )
+        finally:
+            await asyncio.gather(*(db.stop() for db in databases))
+        assert len(set(ids)) == 1
 
 
 async def test_restarts_of_the_same_store_start(tmp_path: Path) -> None:

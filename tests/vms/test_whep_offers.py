@@ -71,7 +71,7 @@ async def test_one_user_with_unconnected_offers_cannot_take_a_camera(running: Ru
         assert refused.status_code == 429, refused.text
         assert refused.headers["retry-after"]
         assert refused.headers["content-type"] == "application/problem+json"
-        assert "4 WebRTC sessions of camera tax-1" in refused.json()["detail"]
+        assert "4 viewer sessions (WebRTC 4) of camera tax-1" in refused.json()["detail"]
         assert len(pending) == 5, "four pending sessions, the fifth refused"
     finally:
         for client in pending:

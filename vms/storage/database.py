@@ -38,7 +38,7 @@ SQLITE_LOCK_WAIT = 5.0
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a new PostgreSQL connection."""
 
-_MIGRATION_LOCK = 0x48414C4C
+MIGRATION_LOCK = 0x48414C4C
 """PostgreSQL advisory lock key held while migrating, so two instances starting
 together do not both upgrade the schema."""
 
@@ -170,7 +170,7 @@ class Database:
         try:
             async with engine.begin() as conn:
                 if self.dialect == "postgresql":
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 await conn.run_sync(upgrade_schema)
         except CommandError as err:
             await engine.dispose()
