@@ -32,6 +32,7 @@ def site(instance_id: str, cameras: int = 12, extra: str = "", **cluster: Any) -
     settings = {
         "instance_id": instance_id,
         "http_url": f"http://127.0.0.1:1/{instance_id}",
+        "rtsp_url": "rtsp://127.0.0.1:1",
         "lease_timeout": LEASE,
         "rebalance_interval": REBALANCE,
         "max_moves": 4,
