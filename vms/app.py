@@ -129,7 +129,10 @@ def create_app(
             relay.add_session_listener(viewing.whep_ended)
             relay.add_listener(when_owned(relay, alarm_centre.on_state))  # the owner's alarms only
             recordings = RecordingIndex(db, config, alarm_centre)
-            await recordings.recover()  # before any recorder opens a new segment
+            if cluster_media is None:
+                await recordings.recover()  # before any recorder opens a new segment
+            else:  # each camera as this instance takes it over, before its recorder starts
+                cluster_media.before_owning = lambda camera_id: recordings.recover({camera_id})
             relay.add_output_listener(recordings.on_output_event)
             recordings.start()
             stack.push_async_callback(recordings.stop)  # after the recorders closed their segments

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from streams import NOWHERE, OWN, IngestState, StreamManager, Upstream
 from vms.cluster.cluster import Cluster
@@ -55,6 +55,9 @@ class ClusterMedia:
         self._wanted: dict[str, Upstream] = dict.fromkeys(cameras, NOWHERE)
         self._wake = {camera: asyncio.Event() for camera in cameras}
         self._tasks: list[asyncio.Task[None]] = []
+        self.before_owning: Callable[[str], Awaitable[object]] | None = None
+        """Called with a camera before this instance starts pulling (and recording) it: the
+        recordings' recovery of what its previous owner left open."""
 
     def owns(self, camera_id: str) -> bool:
         """Whether this instance holds the camera's lease now."""
@@ -107,6 +110,8 @@ class ClusterMedia:
             if wanted == was:
                 continue
             try:
+                if wanted == OWN and self.before_owning is not None:
+                    await self.before_owning(camera_id)
                 await self._manager.repoint(camera_id, wanted)
             except Exception:
                 log.exception("cluster: camera %s could not be pulled from %s", camera_id, wanted)
