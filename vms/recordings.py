@@ -154,6 +154,10 @@ def _as_spans(pairs: list[Millis]) -> list[Span]:
     return [Span(from_ms(s), from_ms(e)) for s, e in pairs]
 
 
+LAST_FRAME_SLACK = timedelta(seconds=1)
+"""Longer than a frame's interval at any rate a camera records (1 fps and up)."""
+
+
 class RecordingIndex:
     """See the module docstring."""
 
@@ -357,7 +361,11 @@ class RecordingIndex:
         self, camera_id: str, stream: str, start: datetime, end: datetime
     ) -> list[SourceSegment]:
         """The segment files of one camera stream that overlap ``[start, end)``, oldest first:
-        indexed, closed but not indexed yet, and the one being written."""
+        indexed, closed but not indexed yet, and the one being written; also one that ended
+        less than :data:`LAST_FRAME_SLACK` before ``start`` (a segment's end is its last
+        frame's time, so a point shown by that frame still belongs to it, and the keyframe
+        at or before the point is in it, not in the next segment)."""
+        start -= LAST_FRAME_SLACK
         first, last = to_ms(start), to_ms(end)
         # Taken before the query: a segment closed or indexed while it runs is still found.
         unindexed = self._unindexed(camera_id, stream)
