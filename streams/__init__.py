@@ -5,6 +5,8 @@ The control plane uses only the names exported here.
 
 from streams.analysis import Condition, Thresholds
 from streams.analysis.output import AnalysisOutput, PictureCleared, PictureRaised
+from streams.digest import authorization as digest_authorization
+from streams.digest import parse_header as parse_auth_header
 from streams.errors import (
     CapacityError,
     NegotiationError,
@@ -130,8 +132,10 @@ __all__ = [
     "WhepSession",
     "WrongOutput",
     "check_source_url",
+    "digest_authorization",
     "export_range",
     "mjpeg_part",
+    "parse_auth_header",
     "play",
     "recorded_end",
     "recorded_packets",

@@ -1,12 +1,13 @@
 """Alarm texts in Chinese and English: the kind, and the media plane's reason, both translated.
 
 The media plane words its failures in fixed English texts of its own
-(:mod:`streams.sources.failures`, the ingest's timeouts, the recorder's
-:func:`~streams.recording.layout.failure_reason`), with nothing interpolated but
-numbers and RTSP method names. :func:`reason_zh` translates each of them: exact
-texts from a table, texts with a number by pattern. A text neither knows (a new
-reason someone forgot to add here) is shown in English after a Chinese word for
-"fault", never dropped; a test walks every reason the media plane can give.
+(:mod:`streams.sources.failures`, for RTSP cameras and WHEP upstreams alike, the
+ingest's timeouts, the recorder's :func:`~streams.recording.layout.failure_reason`),
+with nothing interpolated but numbers, status codes and RTSP method names.
+:func:`reason_zh` translates each of them: exact texts from a table, texts with a
+number by pattern. A text neither knows (a new reason someone forgot to add here)
+is shown in English after a Chinese word for "fault", never dropped; a test walks
+every reason the media plane can give.
 
 :func:`describe` makes an alarm's two texts, Chinese (``zh-CN``, the dashboard's
 first language) and English, from its kind and details.
@@ -25,7 +26,7 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*?(?=:\s|\s|$):?", re.IGNORECASE)
 """A URL, with the colon that ends it when an error message starts with it."""
 
 _REASONS: dict[str, str] = {
-    # streams.sources.failures
+    # streams.sources.failures, RTSP and WHEP
     "the camera refused the login (401)": "摄像机拒绝了登录（401）",
     "the camera requires a login and none is configured (401)": "摄像机要求登录，但未配置账号（401）",
     "the camera asks for a login method the relay does not support": "摄像机要求的登录方式不受支持",
@@ -54,6 +55,25 @@ _REASONS: dict[str, str] = {
     "the camera's host name cannot be resolved": "无法解析摄像机的主机名",
     "the camera's network cannot be reached": "无法到达摄像机所在网络",
     "the camera reset the connection": "摄像机重置了连接",
+    "the WHEP server refused the API token (401)": "WHEP 服务器拒绝了 API 令牌（401）",
+    "the WHEP server requires an API token and none is configured (401)": (
+        "WHEP 服务器要求 API 令牌，但未配置（401）"
+    ),
+    "the WHEP server did not answer with an SDP answer": "WHEP 服务器未返回 SDP 应答",
+    "the WHEP server sends no H.264 video": "WHEP 服务器未发送 H.264 视频",
+    "the WebRTC connection to the WHEP server failed": "与 WHEP 服务器的 WebRTC 连接失败",
+    "the camera's URL is not a valid whep:// or wheps:// URL": "摄像机地址不是有效的 WHEP 地址",
+    "the WHEP server rejected the offer (400)": "WHEP 服务器拒绝了 SDP 提议（400）",
+    "the WHEP server forbids access to the camera (403)": "WHEP 服务器禁止访问该摄像机（403）",
+    "the WHEP server has no such camera, or does not show it to this token (404)": (
+        "WHEP 服务器上没有该摄像机，或该令牌无权查看（404）"
+    ),
+    "the WHEP server cannot send this camera over WebRTC (409); pull its RTSP re-serve instead": (
+        "WHEP 服务器无法以 WebRTC 发送该摄像机（409），请改为拉取其 RTSP 转发流"
+    ),
+    "the WHEP server does not take SDP offers at this URL (415)": "WHEP 服务器在此地址不接受 SDP 提议（415）",
+    "the WHEP server allows this token no more viewers (429)": "该令牌的 WHEP 观看数已达上限（429）",
+    "the WHEP server is at its viewer limit or unavailable (503)": "WHEP 服务器观看数已达上限或不可用（503）",
     # streams.ingest
     "the stream ended": "码流已结束",
     # streams.recording.layout
@@ -119,6 +139,18 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(rf"no packet for {_NUMBER} s"), lambda m: f"{m[1]} 秒未收到数据"),
     (re.compile(rf"no packet within {_NUMBER} s"), lambda m: f"{m[1]} 秒内未收到数据"),
     (re.compile(rf"not connected within {_NUMBER} s"), lambda m: f"{m[1]} 秒内未连接成功"),
+    (
+        re.compile(r"the WHEP server failed with a server error \((\d+)\)"),
+        lambda m: f"WHEP 服务器出现服务器错误（{m[1]}）",
+    ),
+    (
+        re.compile(r"the WHEP server answered the offer with (\d+)"),
+        lambda m: f"WHEP 服务器对 SDP 提议应答 {m[1]}",
+    ),
+    (
+        re.compile(rf"no answer to the WHEP offer within {_NUMBER} s"),
+        lambda m: f"WHEP 提议 {m[1]} 秒内无应答",
+    ),
     (re.compile(r"writing failed \((.*)\)"), lambda m: f"写入失败（{m[1]}）"),
     (re.compile(r"internal error: (\w+)"), lambda m: f"内部错误：{m[1]}"),
 ]

@@ -4,7 +4,8 @@
 singleton at import time), so each test builds its own. The lifespan owns, in
 start-up order, the store (the database, migrated on start, its identity and its
 write health check: a store that cannot take writes stops the start-up), the cluster
-membership and camera leases (with a ``cluster:`` section on PostgreSQL), the audit
+membership and camera leases (with a ``cluster:`` section on PostgreSQL: it then says
+where the relay pulls each camera from, :mod:`vms.cluster.media`), the audit
 log, the access service (and the first administrators), the viewing recorder with
 its local journal (replayed after each good health check), the alarm centre (a
 listener of the stream manager; on PostgreSQL its alarms are shared with the other
@@ -39,6 +40,8 @@ from vms.audit import AuditError, AuditLog
 from vms.auth import AuthService
 from vms.bootstrap import bootstrap_admins
 from vms.cluster import cluster_for
+from vms.cluster.media import ClusterMedia, when_owned
+from vms.cluster.peers import peer_login
 from vms.config import Config
 from vms.diagnosis import DiagnosisService
 from vms.exports import ExportService
@@ -93,8 +96,12 @@ def create_app(
             store = await open_store(config)
             stack.push_async_callback(close_store, store)
             db, health = store.db, store.health
+            relay = manager or build_manager(config)
             cluster = cluster_for(config, db)
+            cluster_media = None
             if cluster is not None:
+                cluster_media = ClusterMedia(cluster, relay, await peer_login(db))
+                await cluster_media.prepare()  # every camera pulled from nowhere until owned
                 await cluster.start()  # refuses an instance whose shared configuration differs
                 stack.push_async_callback(cluster.stop)  # after the relay stopped pulling
             app.state.cluster = cluster
@@ -119,11 +126,13 @@ def create_app(
             webhooks = Webhooks(config, alarm_centre)
             webhooks.start()  # before the cameras start, so their first alarms are posted too
             stack.push_async_callback(webhooks.stop)
-            relay = manager or build_manager(config)
             relay.add_session_listener(viewing.whep_ended)
-            relay.add_listener(alarm_centre.on_state)
+            relay.add_listener(when_owned(relay, alarm_centre.on_state))  # the owner's alarms only
             recordings = RecordingIndex(db, config, alarm_centre)
-            await recordings.recover()  # before any recorder opens a new segment
+            if cluster_media is None:
+                await recordings.recover()  # before any recorder opens a new segment
+            else:  # each camera as this instance takes it over, before its recorder starts
+                cluster_media.before_owning = lambda camera_id: recordings.recover({camera_id})
             relay.add_output_listener(recordings.on_output_event)
             recordings.start()
             stack.push_async_callback(recordings.stop)  # after the recorders closed their segments
@@ -146,9 +155,12 @@ def create_app(
             relay.add_listener(cascade.on_state)
             await relay.start()
             stack.push_async_callback(relay.stop)
+            if cluster_media is not None:
+                cluster_media.start()
+                stack.push_async_callback(cluster_media.stop)  # before the relay stops
             stack.push_async_callback(ps_media.stop)  # before the manager stops its hubs
             if config.rtsp_server.enabled:
-                rtsp = rtsp_server(config, relay, access, viewing)
+                rtsp = rtsp_server(config, relay, access, viewing, cluster_media)
                 await rtsp.start()
                 stack.push_async_callback(rtsp.stop)  # before the manager: its sessions end first
                 app.state.rtsp = rtsp

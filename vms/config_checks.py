@@ -144,7 +144,8 @@ def _check_file(parts: SplitResult) -> None:
 
 
 def inconsistencies(config: Config) -> list[Inconsistency]:
-    """Every cross-reference problem in ``config``: duplicate ids, unknown halls, ingest overrides."""
+    """Every cross-reference problem in ``config``: duplicate ids, unknown halls, ingest overrides,
+    a cluster without the RTSP re-serve."""
     problems = reference_problems(
         [hall.id for hall in config.halls],
         [(camera.id, camera.hall) for camera in config.cameras],
@@ -156,6 +157,15 @@ def inconsistencies(config: Config) -> list[Inconsistency]:
             problem = ingest_order_problem(merged, " once this camera's overrides apply")
             if problem:
                 problems.append(Inconsistency(("cameras", index, "ingest"), problem))
+    if config.cluster is not None and not config.rtsp_server.enabled:
+        problems.append(
+            Inconsistency(
+                ("cluster",),
+                "an instance of a cluster serves the cameras it owns to the other instances over its "
+                "RTSP re-serve: enable it with rtsp_server: {enabled: true} (and set cluster.rtsp_url "
+                "to the address the other instances reach it at)",
+            )
+        )
     return problems
 
 

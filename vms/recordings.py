@@ -37,7 +37,7 @@ import logging
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -257,9 +257,13 @@ class RecordingIndex:
 
     # -- start-up ----------------------------------------------------------------------
 
-    async def recover(self) -> Report:
-        """Close and index what a crash left open, then reconcile index and disk."""
+    async def recover(self, camera_ids: Collection[str] | None = None) -> Report:
+        """Close and index what a crash left open, then reconcile index and disk: for every
+        camera, or only ``camera_ids`` (in a cluster, the cameras this instance takes over:
+        the shared directory's other cameras are being written by their owners)."""
         for camera in self.config.cameras:
+            if camera_ids is not None and camera.id not in camera_ids:
+                continue
             directory = self.root / camera.id
             if not directory.is_dir():
                 continue
@@ -269,34 +273,40 @@ class RecordingIndex:
                 async with self.db.session() as s, s.begin():
                     for info in found:
                         s.add(self._row(info))
-                self.report.recovered[camera.id] = len(found)
+                self.report.recovered[camera.id] = self.report.recovered.get(camera.id, 0) + len(found)
                 log.warning("%s: closed %d segments a crash had left open", camera.id, len(found))
-        await self._reconcile()
+        await self._reconcile(camera_ids)
         return self.report
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self, camera_ids: Collection[str] | None) -> None:
+        query = select(RecordingSegment.id, RecordingSegment.camera_id, RecordingSegment.path)
+        if camera_ids is not None:
+            query = query.where(RecordingSegment.camera_id.in_(list(camera_ids)))
         async with self.db.session() as s:
-            rows = (
-                await s.execute(
-                    select(RecordingSegment.id, RecordingSegment.camera_id, RecordingSegment.path)
-                )
-            ).all()
+            rows = (await s.execute(query)).all()
         known = {path for _, _, path in rows}
-        on_disk = await asyncio.to_thread(segment_files, self.root)
+        on_disk = {
+            path
+            for path in await asyncio.to_thread(segment_files, self.root)
+            if camera_ids is None or path.split("/", 1)[0] in camera_ids
+        }
         gone = [(row_id, camera_id) for row_id, camera_id, path in rows if path not in on_disk]
         if gone:
             async with self.db.session() as s, s.begin():
                 await s.execute(delete(RecordingSegment).where(RecordingSegment.id.in_([i for i, _ in gone])))
+            missing: dict[str, int] = {}
             for _, camera_id in gone:
-                self.report.missing_files[camera_id] = self.report.missing_files.get(camera_id, 0) + 1
-            for camera_id, count in self.report.missing_files.items():
+                missing[camera_id] = missing.get(camera_id, 0) + 1
+            for camera_id, count in missing.items():
+                self.report.missing_files[camera_id] = self.report.missing_files.get(camera_id, 0) + count
                 log.warning(
                     "%s: %d indexed segments have no file any more; removed from the index", camera_id, count
                 )
+        unknown: dict[str, list[str]] = {}
         for path in sorted(on_disk - known):
-            camera_id = path.split("/", 1)[0]
-            self.report.unknown_files.setdefault(camera_id, []).append(path)
-        for camera_id, paths in self.report.unknown_files.items():
+            unknown.setdefault(path.split("/", 1)[0], []).append(path)
+        for camera_id, paths in unknown.items():
+            self.report.unknown_files.setdefault(camera_id, []).extend(paths)
             log.warning(
                 "%s: %d segment files are not in the index (left in place): %s%s",
                 camera_id,

@@ -28,6 +28,15 @@ all the same. Every session is one ``view`` record with
 protocol ``rtsp`` (bytes, duration, transport, why it ended), and a viewing that
 could be recorded nowhere is not started (503).
 
+In a cluster, another instance pulls a camera for its own viewers as the reserved
+user :data:`~vms.cluster.peers.CLUSTER_USER` with the cluster's secret
+(:mod:`vms.cluster.peers`). It is admitted only for a camera this instance owns
+now (else 404: two instances that do not own a camera never pull it from each
+other), takes no viewer seat and leaves no viewing record: its viewers are seated
+and recorded on the instance they watch. A wrong answer under that name is a
+failed login like any other, but a right one is never refused as locked out, so
+nobody can lock the instances out of each other by guessing.
+
 Event loop only.
 """
 
@@ -44,6 +53,7 @@ from streams.rtsp_server import REALM, AccessRequest, RtspViewing, Verdict, ha1
 from vms.access import Principal
 from vms.audit import AuditError
 from vms.auth_types import LoginLocked, aware, principal_of
+from vms.cluster.peers import CLUSTER_USER
 from vms.config import Config
 from vms.login_audit import Target
 from vms.storage.tables import ApiToken, User
@@ -51,6 +61,7 @@ from vms.viewing import RecordRefused, Viewer, ViewingRecorder
 
 if TYPE_CHECKING:
     from vms.auth import AuthService
+    from vms.cluster.media import ClusterMedia
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +74,21 @@ def rtsp_ha1(username: str, token: str) -> str:
 class RtspAccess:
     """The RTSP server's authorizer. See the module docstring."""
 
-    def __init__(self, auth: AuthService, config: Config, viewing: ViewingRecorder) -> None:
+    def __init__(
+        self, auth: AuthService, config: Config, viewing: ViewingRecorder, cluster: ClusterMedia | None
+    ) -> None:
         self._auth = auth
         self._config = config
         self._viewing = viewing
+        self._cluster = cluster
 
     async def __call__(self, request: AccessRequest) -> Verdict:
         credentials, peer = request.credentials, request.peer
         username = credentials.username.strip().lower()
         if credentials.realm != REALM or len(username) > 64:
             return Verdict(401)
+        if username == CLUSTER_USER and self._cluster is not None:
+            return await self._instance(request, self._cluster)
         try:
             await self._auth.refuse_if_locked(username, peer, protocol="rtsp")
         except LoginLocked:
@@ -112,6 +128,20 @@ class RtspAccess:
 
         return Verdict(200, user=principal.username, owner=str(principal.user_id), on_end=ended)
 
+    async def _instance(self, request: AccessRequest, cluster: ClusterMedia) -> Verdict:
+        """Another instance of the cluster, pulling a camera this one owns."""
+        if not request.credentials.matches(cluster.login.ha1):
+            try:
+                await self._auth.login_failed(
+                    CLUSTER_USER, None, request.peer, "wrong cluster secret", protocol="rtsp"
+                )
+            except AuditError as err:
+                log.warning("RTSP login failure from %s not recorded: %s", request.peer, err)
+            return Verdict(401)
+        if not cluster.owns(request.camera_id):
+            return Verdict(404)
+        return Verdict(200, user=CLUSTER_USER, seated=False)
+
     async def _refused(self, principal: Principal, request: AccessRequest, detail: str) -> None:
         try:
             await self._auth.refusals.refused(
@@ -141,11 +171,16 @@ class RtspAccess:
 
 
 def rtsp_server(
-    config: Config, manager: StreamManager, auth: AuthService, viewing: ViewingRecorder
+    config: Config,
+    manager: StreamManager,
+    auth: AuthService,
+    viewing: ViewingRecorder,
+    cluster: ClusterMedia | None = None,
 ) -> RtspServer:
-    """The RTSP server of ``config.rtsp_server``, not yet started."""
+    """The RTSP server of ``config.rtsp_server``, not yet started; with ``cluster``, the
+    other instances may pull the cameras this one owns."""
     section = config.rtsp_server
     settings = RtspSettings(
         host=str(section.bind), port=section.port, session_timeout=section.session_timeout, udp=section.udp
     )
-    return RtspServer(manager, RtspAccess(auth, config, viewing), settings)
+    return RtspServer(manager, RtspAccess(auth, config, viewing, cluster), settings)

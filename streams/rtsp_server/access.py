@@ -57,6 +57,9 @@ class Verdict:
     protocols' viewers are seated under (:mod:`streams.viewers`)."""
     reason: str = ""
     on_end: Callable[[RtspViewing], None] | None = None
+    seated: bool = True
+    """Whether the session takes a viewer seat. False for another instance of the same
+    deployment pulling the camera for its own viewers, who hold their seats there."""
 
 
 Authorizer = Callable[[AccessRequest], Awaitable[Verdict]]

@@ -10,7 +10,8 @@ and ``qop=auth`` are checked.
 
 Who the user is, and the HA1 (``MD5(username:realm:password)``) to check the
 answer against, are the control plane's: :meth:`DigestCredentials.matches`
-takes a stored HA1.
+takes a stored HA1. The arithmetic and the header syntax are :mod:`streams.digest`'s,
+shared with the clients.
 
 Pure computation; any thread.
 """
@@ -19,24 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from dataclasses import dataclass
 from enum import Enum
 
+from streams import digest
+
 REALM = "Hallwatch"
 NONCE_LIFETIME = 300.0
-_PARAM = re.compile(r'\s*([A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]+))\s*,?')
 
 
 def ha1(username: str, password: str, realm: str = REALM) -> str:
     """``MD5(username:realm:password)`` in hex: what a server stores to check Digest answers."""
-    return _md5(f"{username}:{realm}:{password}")
-
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    return digest.ha1(username, password, realm)
 
 
 class NonceState(Enum):
@@ -89,11 +86,15 @@ class DigestCredentials:
 
     def matches(self, stored_ha1: str) -> bool:
         """Whether the answer was computed from the password whose HA1 is ``stored_ha1``."""
-        ha2 = _md5(f"{self.method}:{self.uri}")
-        if self.qop == "auth":
-            expected = _md5(f"{stored_ha1}:{self.nonce}:{self.nc}:{self.cnonce}:auth:{ha2}")
-        else:
-            expected = _md5(f"{stored_ha1}:{self.nonce}:{ha2}")
+        expected = digest.response(
+            stored_ha1,
+            method=self.method,
+            uri=self.uri,
+            nonce=self.nonce,
+            qop=self.qop,
+            nc=self.nc,
+            cnonce=self.cnonce,
+        )
         return hmac.compare_digest(expected, self.response.lower())
 
 
@@ -101,13 +102,9 @@ def parse_authorization(value: str | None, method: str) -> DigestCredentials | N
     """The Digest answer in an ``Authorization`` header, or None (absent, Basic, malformed)."""
     if value is None:
         return None
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
+    scheme, params = digest.parse_header(value)
+    if scheme != "digest":
         return None
-    params = {
-        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-        for m in _PARAM.finditer(rest)
-    }
     try:
         credentials = DigestCredentials(
             username=params["username"],

@@ -57,11 +57,12 @@ class RtspOutput:
         return list(self._sessions.values())
 
     def add(self, session: Session) -> None:
-        """Count a new session, seated as its verdict's owner. Raises :class:`CapacityError`
-        at a viewer cap or while stopping."""
+        """Count a new session, seated as its verdict's owner unless the verdict says it takes
+        no seat. Raises :class:`CapacityError` at a viewer cap or while stopping."""
         if self._stopped:
             raise CapacityError("the RTSP output is shutting down")
-        self._seats[session.id] = self._viewers.admit(session.camera_id, "rtsp", session.verdict.owner)
+        if session.verdict.seated:
+            self._seats[session.id] = self._viewers.admit(session.camera_id, "rtsp", session.verdict.owner)
         self._sessions[session.id] = session
 
     def remove(self, session: Session) -> None:

@@ -33,19 +33,26 @@ def media_plane_reasons() -> list[str]:
             OSError(errno.EPIPE, "x"),
         )
     ]
+    whep = [
+        failures.whep_status_reason(s, has_token=t)
+        for s in (*range(400, 600), 42, 1000)
+        for t in (True, False)
+    ]
     timeouts = [failures.no_answer_reason(m, 5) for m in METHODS]
+    timeouts += [failures.whep_no_answer_reason(7.5)]
     timeouts += [failures.no_rtp_reason(7, video=v) for v in (True, False)]
     ingest = ["the stream ended", "no packet for 5 s", "no packet within 10 s", "not connected within 12.5 s"]
     disk = [
         failure_reason(OSError(e, "x")) for e in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EIO, 9999)
     ]
     internal = [failures.public_reason(RuntimeError("boom"))]
-    return fixed + statuses + connects + timeouts + ingest + disk + internal
+    return fixed + statuses + whep + connects + timeouts + ingest + disk + internal
 
 
 def test_every_media_plane_reason_has_chinese() -> None:
     reasons = sorted(set(media_plane_reasons()))
     assert len(reasons) > 300
+    assert any(r.startswith("the WHEP server") for r in reasons)
     untranslated = [r for r in reasons if not translated(r)]
     assert untranslated == []
     english = [r for r in reasons if reason_zh(r).startswith("故障（") or "camera" in reason_zh(r)]
@@ -55,6 +62,8 @@ def test_every_media_plane_reason_has_chinese() -> None:
 def test_numbers_and_methods_survive_translation() -> None:
     assert reason_zh("no packet for 2.5 s") == "2.5 秒未收到数据"
     assert reason_zh("the camera does not allow SETUP (405)") == "摄像机不允许 SETUP 请求（405）"
+    assert reason_zh("no answer to the WHEP offer within 7.5 s") == "WHEP 提议 7.5 秒内无应答"
+    assert reason_zh("the WHEP server answered the offer with 418") == "WHEP 服务器对 SDP 提议应答 418"
     assert reason_zh("something new") == "故障（something new）"
 
 

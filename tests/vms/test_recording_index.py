@@ -198,6 +198,28 @@ async def test_start_up_reconciles_index_and_disk_and_reports_both_ways(
     assert await rows(database) == 1
 
 
+async def test_a_takeover_recovers_only_its_cameras(database: Database, tmp_path: Path) -> None:
+    """In a cluster the recordings directory is shared: an instance taking over tax-1 must
+    leave alone what tax-2's owner is writing, and tax-2's index."""
+    config = site(tmp_path)
+    first = RecordingIndex(database, config)
+    first.start()
+    infos = [segment(config, camera, T0, 60) for camera in ("tax-1", "tax-2")]
+    for info in infos:
+        first.on_output_event(info.camera_id, SegmentClosed(info))
+    await indexed(first, database, 2)
+    await first.stop()
+    for info in infos:
+        info.path.unlink()
+    writing = infos[1].path.with_name("12-00-00-000000.mp4.part")  # tax-2's owner writes it now
+    writing.write_bytes(b"being written")
+
+    report = await RecordingIndex(database, config).recover({"tax-1"})
+    assert report.missing_files == {"tax-1": 1}
+    assert writing.read_bytes() == b"being written"
+    assert await rows(database) == 1, "tax-2's row is its owner's to reconcile"
+
+
 async def test_a_recording_failure_is_one_alarm_until_it_resumes(database: Database, tmp_path: Path) -> None:
     config = site(tmp_path)
     alarms = AlarmCentre(config)

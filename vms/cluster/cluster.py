@@ -115,6 +115,15 @@ class Cluster:
         """The fencing token of this instance's lease on the camera, or None when not held."""
         return None if self._lapsed() else self._epochs.get(camera_id)
 
+    def live(self, instance_id: str) -> InstanceInfo | None:
+        """The live instance with this id at the last renewal, or None."""
+        return self._live.get(instance_id)
+
+    @property
+    def renewing(self) -> bool:
+        """Whether the last round of renewals went through (false while the database fails)."""
+        return not self._failing and not self._lapsed()
+
     def live_instances(self) -> int:
         """Live instances at the last renewal, this one included."""
         return len(self._live)

@@ -3,7 +3,9 @@
 ``/healthz`` answers as long as the event loop does. ``/readyz`` answers 200 only
 when the configuration is loaded, the database takes writes (a heartbeat write, see
 :mod:`vms.storage.health`: locked by another process, disk full, read-only, not
-answering, file removed or replaced are each named) and the ingest supervisor runs;
+answering, file removed or replaced are each named), the ingest supervisor runs and,
+in a cluster, the camera leases are renewed (an instance that cannot renew them has
+dropped its cameras; it takes its share again by itself once the database answers);
 otherwise 503 with the reasons, for a load balancer or an orchestrator. When ready it
 also counts the cameras that record and those whose recording fails.
 """
@@ -16,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from streams import StreamManager
+from vms.cluster import Cluster
 from vms.config import Config
 from vms.storage import Database
 from vms.storage.health import DatabaseHealth
@@ -33,7 +36,8 @@ async def healthz() -> dict[str, str]:
 
 async def readiness(app: FastAPI) -> list[str]:
     """Why the service is not ready to serve (empty when it is): the config must be
-    loaded, the database must take writes and the ingest supervisor must run."""
+    loaded, the database must take writes, the ingest supervisor must run and a cluster's
+    leases must be renewed."""
     state = app.state
     reasons: list[str] = []
     if not isinstance(getattr(state, "config", None), Config):
@@ -51,12 +55,16 @@ async def readiness(app: FastAPI) -> list[str]:
         reasons.append("the relay is starting up")
     elif not manager.running:
         reasons.append("the ingest supervisor is not running")
+    cluster: Cluster | None = getattr(state, "cluster", None)
+    if cluster is not None and not cluster.renewing:
+        reasons.append("the camera leases cannot be renewed in the database: this instance owns no camera")
     return reasons
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the config is loaded, the database takes writes and the ingest supervisor runs; else 503."""
+    """200 when the config is loaded, the database takes writes, the ingest supervisor runs and a
+    cluster's leases are renewed; else 503."""
     reasons = await readiness(request.app)
     if reasons:
         log.debug("not ready: %s", "; ".join(reasons))

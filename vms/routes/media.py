@@ -1,4 +1,7 @@
-"""Video out: WHEP (WebRTC) sessions, JPEG snapshots and MJPEG streams."""
+"""Video out: WHEP (WebRTC) sessions, JPEG snapshots and MJPEG streams.
+
+In a cluster a WHEP session's URL names the instance holding it, and a ``DELETE``
+that reaches another instance is passed on to the holder (:mod:`vms.cluster.whep`)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from streams import MJPEG_BOUNDARY, StreamName, mjpeg_part
-from vms.deps import ConfigDep, CurrentUser, ManagerDep, SnapshotUser, WatchUser, visible_camera
+from vms.cluster.whep import pass_on, public_id, split_id
+from vms.deps import ClusterDep, ConfigDep, CurrentUser, ManagerDep, SnapshotUser, WatchUser, visible_camera
 from vms.problems import Problem
 from vms.viewing import RecordRefused, Viewer, ViewingRecorder
 
@@ -59,6 +63,7 @@ async def whep_offer(
     manager: ManagerDep,
     config: ConfigDep,
     user: WatchUser,
+    cluster: ClusterDep,
     stream: StreamName = "main",
 ) -> Response:
     """WHEP (RFC 9725): an SDP offer in, ``201 Created`` with the answer and the session's URL out.
@@ -82,23 +87,29 @@ async def whep_offer(
     started = datetime.now(UTC)
     session = await manager.whep_offer(camera_id, offer, stream, owner=str(user.user_id))
     viewing.whep_started(session.id, Viewer(user, camera_id, "webrtc", _client(request), started))
-    location = f"/api/v1/whep/{session.id}"
+    session_id = public_id(cluster, session.id)
     return Response(
         session.answer_sdp,
         status_code=201,
         media_type="application/sdp",
-        headers={"Location": location, "ETag": f'"{session.id}"'},
+        headers={"Location": f"/api/v1/whep/{session_id}", "ETag": f'"{session_id}"'},
     )
 
 
 @router.delete("/whep/{session_id}", status_code=200)
-async def whep_delete(session_id: str, request: Request, manager: ManagerDep, user: CurrentUser) -> Response:
-    """End a WHEP session and free everything it held: its viewer, or an admin of the same centre."""
-    owner = _viewing(request).whep_owner(session_id)
+async def whep_delete(
+    session_id: str, request: Request, manager: ManagerDep, user: CurrentUser, cluster: ClusterDep
+) -> Response:
+    """End a WHEP session and free everything it held: its viewer, or an admin of the same centre.
+    In a cluster, a session another instance holds is ended there."""
+    holder, local_id = split_id(session_id)
+    if cluster is not None and holder is not None and holder != cluster.instance.id:
+        return await pass_on(cluster, holder, request)
+    owner = _viewing(request).whep_owner(local_id)
     allowed = owner is not None and (
         owner.user_id == user.user_id or (user.can("admin") and owner.centre_id == user.centre_id)
     )
-    if not allowed or not await manager.whep_close(session_id):
+    if not allowed or not await manager.whep_close(local_id):
         raise Problem(404, "no such WHEP session (it may have ended already)")
     return Response(status_code=200)
 

@@ -2,8 +2,8 @@
 the store's own identity and heartbeat, the index of recorded segments, exports, reference
 pictures, the superior platforms' catalog subscriptions with the catalog they were told,
 the alarms shared by several instances on PostgreSQL, the instances of a cluster with
-their camera leases, and the failed-login counts that instances sharing a PostgreSQL
-database keep together.
+their camera leases and the secret they pull cameras from each other with, and the
+failed-login counts that instances sharing a PostgreSQL database keep together.
 
 Declarative SQLAlchemy models shared by SQLite and PostgreSQL. Migrations in
 ``vms/storage/migrations`` create exactly these tables; a test compares the two.
@@ -341,6 +341,19 @@ class CameraLease(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ClusterSecret(Base):
+    """One row (``id`` 1): the random secret of the instances sharing this database, written
+    by the first instance of a cluster that starts and read by every other
+    (:mod:`vms.cluster.peers`). An instance pulls a camera from its owner's RTSP re-serve
+    under a reserved user whose Digest password it is."""
+
+    __tablename__ = "cluster_secret"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class LoginLimit(Base):

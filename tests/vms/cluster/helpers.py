@@ -1,7 +1,8 @@
 """A cluster's test site: N demo cameras, short lease timings, a fresh PostgreSQL database.
 
-``site(instance_id, ...)`` is the YAML of a site with ``cameras`` demo cameras and a
-``cluster:`` section with test timings (a 2 s lease, so renewals every 0.67 s);
+``site(instance_id, ...)`` is the YAML of a site with ``cameras`` demo cameras, the RTSP
+re-serve on a free port unless ``extra`` says otherwise, and a ``cluster:`` section with
+test timings (a 2 s lease, so renewals every 0.67 s);
 ``Members`` starts :class:`~vms.cluster.Cluster` objects over their own engines on one
 database, as separate instances would, and stops them all at the end. ``Sampler``
 checks, every 20 ms, that no camera is held by two members at once.
@@ -31,6 +32,7 @@ def site(instance_id: str, cameras: int = 12, extra: str = "", **cluster: Any) -
     settings = {
         "instance_id": instance_id,
         "http_url": f"http://127.0.0.1:1/{instance_id}",
+        "rtsp_url": "rtsp://127.0.0.1:1",
         "lease_timeout": LEASE,
         "rebalance_interval": REBALANCE,
         "max_moves": 4,
@@ -40,6 +42,8 @@ def site(instance_id: str, cameras: int = 12, extra: str = "", **cluster: Any) -
         f"  - id: cam-{i:02d}\n    name: 摄像机 {i}\n    hall: tax\n    url: demo://cam-{i:02d}?size=160x90&gop=25\n"
         for i in range(cameras)
     )
+    if "rtsp_server:" not in extra:  # every instance of a cluster re-serves what it owns
+        extra += "rtsp_server:\n  enabled: true\n  bind: 127.0.0.1\n  port: 0\n"
     return (
         "centres:\n  - id: meizhou\n    name: 梅州市政务服务中心\n"
         "halls:\n  - id: tax\n    name: 办税服务厅\n"

@@ -18,7 +18,7 @@ def test_an_instance_s_own_settings_do_not_count() -> None:
     theirs = hashes(
         "b",
         "server:\n  port: 8001\n  data_dir: /srv/b\nrecording:\n  directory: /mnt/b\n"
-        "rtsp_server:\n  port: 9554\n",
+        "rtsp_server:\n  enabled: true\n  port: 9554\n",
         http_url="http://10.0.0.12:8000",
         rtsp_url="rtsp://10.0.0.12:8554",
     )
@@ -59,6 +59,16 @@ def test_the_cluster_section_is_checked(setting: str, says: str) -> None:
 
 
 def test_the_timing_follows_the_lease_timeout() -> None:
-    cluster = parse_config("cluster: {lease_timeout: 6}\n", "t.yaml").cluster
+    cluster = parse_config("cluster: {lease_timeout: 6}\nrtsp_server: {enabled: true}\n", "t.yaml").cluster
     assert cluster is not None
     assert (cluster.renew_every, cluster.fence_after, cluster.instance_id) == (2.0, 5.0, None)
+
+
+def test_a_cluster_without_the_rtsp_re_serve_is_refused_naming_the_line_and_the_fix() -> None:
+    text = "halls: []\ncluster:\n  lease_timeout: 6\n"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "site.yaml")
+    message = str(refused.value)
+    assert message.startswith("site.yaml:2:1: cluster: "), message
+    assert "rtsp_server: {enabled: true}" in message
+    assert parse_config(text + "rtsp_server: {enabled: true}\n", "site.yaml").cluster is not None

@@ -70,7 +70,7 @@ async def test_listeners_learn_each_owner(members: Members) -> None:
     await until(lambda: len(b.owned()) == 1, "one camera each", within=10)
     (moved,) = b.owned()
     assert seen == {moved: b.instance}
-    assert a.owner_of(moved) == b.instance == InstanceInfo("b", "http://127.0.0.1:1/b", None)
+    assert a.owner_of(moved) == b.instance == InstanceInfo("b", "http://127.0.0.1:1/b", "rtsp://127.0.0.1:1")
     assert b.epoch(moved) == 2 and a.epoch(moved) is None
 
 

@@ -1,7 +1,8 @@
 """GB/T 28181 playback end to end: the whole service records a demo camera in 2-second segments
 and cascades it to a superior platform on 127.0.0.1, which asks RecordInfo, plays a range back
 and downloads one over UDP (MPEG-PS over RTP, demuxed and decoded by PyAV), pauses a playback,
-ends one with BYE, asks for a range with no recording, and reads the cascade's metrics."""
+ends one with BYE, asks for a range with no recording, and reads the cascade's metrics before
+and after a playback, a refused INVITE and a malformed query of their own."""
 
 from __future__ import annotations
 
@@ -149,6 +150,15 @@ async def recorded() -> AsyncIterator[Site]:
             yield s
     finally:
         await superior.stop()
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def no_session_left_behind(recorded: Site) -> AsyncIterator[None]:
+    """Ends the sessions a failed test left open (its BYE never sent), so that the next test's
+    media and counters are its own."""
+    yield
+    for dialog in list(recorded.cascade.live.dialogs.values()):
+        await recorded.cascade.live.end(dialog, "the test ended")
 
 
 async def receiver() -> tuple[asyncio.DatagramTransport, RtpReceiver, int]:
@@ -327,13 +337,44 @@ async def test_a_range_without_recording_is_404(recorded: Site) -> None:
     assert answer.status == 488 and "t=" in answer.h("Warning")
 
 
+def sample(text: str, name: str) -> float:
+    """One sample's value in a ``/metrics`` text (``name`` with its labels as exposed); 0 when absent."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 async def test_metrics_of_the_cascade(recorded: Site) -> None:
-    text = (await recorded.app.http.get("/metrics")).text
-    assert 'hallwatch_gb28181_registered{platform="meizhou"} 1.0' in text
-    assert 'hallwatch_gb28181_sessions{kind="playback",platform="meizhou"} 0.0' in text
-    started = re.search(
-        r'hallwatch_gb28181_sessions_started_total\{kind="playback",platform="meizhou"\} (\S+)', text
-    )
-    assert started is not None and float(started.group(1)) >= 2
-    assert 'hallwatch_gb28181_sessions_refused_total{platform="meizhou",status="404"} 1.0' in text
-    assert "hallwatch_gb28181_malformed_total" in text
+    registered = 'hallwatch_gb28181_registered{platform="meizhou"}'
+    open_now = 'hallwatch_gb28181_sessions{kind="playback",platform="meizhou"}'
+    started = 'hallwatch_gb28181_sessions_started_total{kind="playback",platform="meizhou"}'
+    refused = 'hallwatch_gb28181_sessions_refused_total{platform="meizhou",status="404"}'
+    malformed = 'hallwatch_gb28181_malformed_total{platform="meizhou"}'
+
+    async def metrics() -> str:
+        return (await recorded.app.http.get("/metrics")).text
+
+    before = await metrics()
+    begin = math.ceil(recorded.recorded[0].timestamp())
+    transport, _, port = await receiver()
+    try:
+        call_id, answer = await recorded.invite("Playback", begin, begin + 1, port)
+        assert answer.status == 200, answer.first
+        recorded.in_dialog("ACK", call_id, answer, 1)
+        during = await metrics()
+        await recorded.media_status(10)
+        recorded.in_dialog("BYE", call_id, answer, 2)
+        assert (await recorded.superior.next_response(call_id)).status == 200
+        await recorded.no_sessions()
+        _, missing = await recorded.invite("Playback", begin - 3600, begin - 3540, port)
+        assert missing.status == 404
+    finally:
+        transport.close()
+    query = recorded.superior.request("MESSAGE", f"sip:{LOCAL_ID}@{REALM}", b"<Query><CmdType>Catalog")
+    assert (await recorded.superior.next_response(query)).status == 400
+    after = await metrics()
+
+    assert sample(before, registered) == sample(after, registered) == 1
+    assert sample(during, open_now) == sample(before, open_now) + 1 == sample(after, open_now) + 1
+    assert sample(during, started) == sample(after, started) == sample(before, started) + 1
+    assert sample(after, refused) == sample(before, refused) + 1
+    assert sample(after, malformed) == sample(before, malformed) + 1
