@@ -57,6 +57,10 @@ def _settle(results: dict[str, Any]) -> list[str]:
         f"{results['run_max']}, samples with a camera pulled twice: {results['doubles']}, "
         f"not answered: {results['watch_failures']}",
     ]
+    changes = settle["spread"]
+    shown = changes if len(changes) <= 12 else [*changes[:6], None, *changes[-5:]]
+    steps = ", ".join("..." if c is None else f"{c[0]:.1f} s {'/'.join(str(p) for p in c[1])}" for c in shown)
+    out.append(f"   cameras pulled per instance until then: {steps}")
     alarms = results.get("alarms")
     if alarms:
         out.append(
@@ -152,17 +156,20 @@ def _cost(cost: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "   (both-idle: CPU of both instances over the same round's no-viewer stage; latency in ms, "
         "burnt-in clock to arrival; pulls: the other's RTSP sessions at the owner's re-serve)"
     )
+    both = {(where, n, r): _cpu(m, 0) + _cpu(m, 1) for where, n, r, m in cost["stages"]}
     for n in args.counts:
         own, other = per_viewer.get(("owner", n)), per_viewer.get(("other", n))
         if not own or not other:
             continue
-        ratios = [b / a if a > 0 else float("inf") for a, b in zip(own, other, strict=True)]
+        extra = [both[("other", n, r)] - both[("owner", n, r)] for r in range(args.rounds)]
         added = (median(latency[("other", n)]) or 0) - (median(latency[("owner", n)]) or 0)
-        out.append(
-            f"   {n} viewer(s): per viewer owner {_pct(median(own))}, other {_pct(median(other))}, "
-            f"other/owner {statistics.median(ratios):.2f} (rounds {' '.join(f'{x:.2f}' for x in ratios)}); "
-            f"latency added by the hop: {added:+.0f} ms at p50"
-        )
+        hop = statistics.median(extra)
+        out += [
+            f"   {n} viewer(s): per viewer on the owner {_pct(median(own))}, on the other "
+            f"{_pct(median(other))}; latency added by the hop {added:+.0f} ms at p50",
+            f"      both instances' CPU, viewers on the other minus on the owner: {_pct(hop)} (rounds "
+            f"{' '.join(_pct(x) for x in extra)}), {_pct(hop / n)} per viewer",
+        ]
     out += _first(cost) + _rss(cost)
     return out
 

@@ -93,7 +93,10 @@ def settle(instances: list[Instance], watch: Watch, args: argparse.Namespace, sa
     time.sleep(args.steady)
     steady = watch.since(steady_from)
     listing = instances[0].get("/api/v1/cluster")
+    spread = [(s.at - t0, s.pulls) for s in samples if settled is None or s.at <= settled]
+    changes = [(at, pulls) for k, (at, pulls) in enumerate(spread) if k == 0 or pulls != spread[k - 1][1]]
     return {
+        "spread": changes,
         "ready_s": ready,
         "once_s": None if once is None else once - t0,
         "settled_s": None if settled is None else settled - t0,
@@ -294,8 +297,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cameras", type=int, default=48)
     parser.add_argument("--size", default="320x180", help="picture size of every camera but cam00")
     parser.add_argument("--kbps", type=int, default=150, help="their bitrate")
-    parser.add_argument("--cost-size", default="1280x720", help="picture size of cam00, the measured camera")
-    parser.add_argument("--cost-kbps", type=int, default=1500, help="its bitrate")
+    parser.add_argument("--cost-size", default="1920x1080", help="picture size of cam00, the measured camera")
+    parser.add_argument("--cost-kbps", type=int, default=4000, help="its bitrate")
     parser.add_argument("--gop", type=int, default=50, help="frames between keyframes (25 fps)")
     parser.add_argument("--seconds", type=float, default=8.0, help="clip length, looped")
     parser.add_argument("--steady", type=float, help="seconds the settled spread is watched (default 20)")
@@ -314,7 +317,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--counts", help="viewers per cost stage (default 1,8)")
     parser.add_argument("--rounds", type=int, help="cost rounds, the order reversed each one (default 2)")
-    parser.add_argument("--windows", type=int, help="sampling windows per cost stage (default 4)")
+    parser.add_argument("--windows", type=int, help="sampling windows per cost stage (default 5)")
     parser.add_argument("--window", type=float, help="seconds per window (default 3)")
     parser.add_argument("--warmup", type=float, help="seconds before the first window (default 3)")
     parser.add_argument("--first", type=int, help="first-picture joins on each instance (default 6)")
@@ -329,7 +332,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.kills = args.kills if args.kills is not None else (2 if quick else 3)
     args.counts = [int(v) for v in (args.counts or "1,8").split(",")]
     args.rounds = args.rounds or (1 if quick else 2)
-    args.windows = args.windows or (3 if quick else 4)
+    args.windows = args.windows or (3 if quick else 5)
     args.window = args.window or (2.0 if quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if quick else 3.0)
     args.first = args.first if args.first is not None else (3 if quick else 6)
