@@ -54,6 +54,7 @@ def measure(
             span += dt
     peer_pulls = rtsp_sessions(procs[1], owner.rtsp_port)
     return {
+        "owner_after": owners(owner)[COST_CAMERA],
         "cpu": cpu,
         "rss": rss,
         "latencies": latencies,

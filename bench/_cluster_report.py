@@ -61,6 +61,9 @@ def _settle(results: dict[str, Any]) -> list[str]:
     shown = changes if len(changes) <= 12 else [*changes[:6], None, *changes[-5:]]
     steps = ", ".join("..." if c is None else f"{c[0]:.1f} s {'/'.join(str(p) for p in c[1])}" for c in shown)
     out.append(f"   cameras pulled per instance until then: {steps}")
+    for phase, cameras, pulls in results["double_samples"][:10]:
+        twice = ", ".join(f"{c} {n}" for c, n in cameras.items())
+        out.append(f"   ! pulled twice at {phase}: {twice} (per instance {'/'.join(map(str, pulls))})")
     alarms = results.get("alarms")
     if alarms:
         out.append(
@@ -137,6 +140,9 @@ def _cost(cost: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f"{'RSS own':>7} {'RSS oth':>7}",
     ]
     idle = {r: m for where, _, r, m in cost["stages"] if where == "idle"}
+    moved = [
+        (w, n, r, m["owner_after"]) for w, n, r, m in cost["stages"] if m["owner_after"] != cost["owner"]
+    ]
     per_viewer: dict[tuple[str, int], list[float]] = {}
     latency: dict[tuple[str, int], list[float]] = {}
     for where, n, r, m in cost["stages"]:
@@ -156,6 +162,7 @@ def _cost(cost: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "   (both-idle: CPU of both instances over the same round's no-viewer stage; latency in ms, "
         "burnt-in clock to arrival; pulls: the other's RTSP sessions at the owner's re-serve)"
     )
+    out += [f"   ! cam00 was pulled by {o} after the {w} stage ({n}, round {r + 1})" for w, n, r, o in moved]
     both = {(where, n, r): _cpu(m, 0) + _cpu(m, 1) for where, n, r, m in cost["stages"]}
     for n in args.counts:
         own, other = per_viewer.get(("owner", n)), per_viewer.get(("other", n))

@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -264,28 +265,47 @@ def run(args: argparse.Namespace, out: Any) -> dict[str, Any]:
         watch.start()
         stack.callback(watch.stop)
         say(f"starting {args.instances} instances with {args.cameras} cameras ...")
+        phases = results["phases"] = [("settle", time.monotonic())]
         results["settle"] = settle(instances, watch, args, say)
         if args.outage:
             say(f"taking the cameras away for {args.outage:.0f} s, for alarms ...")
+            phases.append(("alarms", time.monotonic()))
             results["alarms"] = raise_alarms(instances, watch, args, say)
         results["kills"] = []
         for k in range(args.kills):
             say(f"kill {k + 1} of {args.kills}:")
+            phases.append((f"kill {k + 1}", time.monotonic()))
             results["kills"].append(
                 kill_round(instances, instances[k % len(instances)], watch, pg, args, say)
             )
         say("cost of a viewer through another instance than the owner:")
+        phases.append(("cost", time.monotonic()))
         results["cost"] = cost(instances, args, rng, say)
+        results["double_samples"] = [
+            (_phase(phases, s.at), {c: n for c, n in s.cameras.items() if n > 1}, s.pulls)
+            for s in watch.samples
+            if max(s.cameras.values()) > 1
+        ]
         results["run_max"] = max((max(s.cameras.values()) for s in watch.samples), default=None)
         results["samples"] = len(watch.samples)
         results["doubles"] = sum(max(s.cameras.values()) > 1 for s in watch.samples)
         results["watch_failures"] = watch.failures
         for instance in instances:
             instance.service.stop()
+            if args.json:
+                shutil.copy(
+                    instance.service.log_path, args.json.with_name(f"{args.json.stem}-{instance.name}.log")
+                )
             count, lines = instance.service.log_problems()
             if count:
                 results["notes"] += [f"{instance.name} logged {count} warnings/errors, e.g.:", *lines]
     return results
+
+
+def _phase(phases: list[tuple[str, float]], at: float) -> str:
+    """``at`` (``time.monotonic()``) as the phase it fell in and the seconds into it."""
+    name, start = next((p for p in reversed(phases) if p[1] <= at), phases[0])
+    return f"{name} +{at - start:.1f} s"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -325,7 +345,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--settle", type=float, help="seconds after the last viewer before RSS after (default 25)"
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--json", type=Path, help="also write the raw figures here, and the instances' logs beside"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.steady = args.steady if args.steady is not None else (8.0 if quick else 20.0)
