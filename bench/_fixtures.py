@@ -39,8 +39,9 @@ GOP = 100
 CENTRE = "bench"
 
 
-def make_au_file(path: Path, width: int, height: int, kbps: int, frames: int) -> float:
-    """Encode ``frames`` of moving, noisy 1080p-ish video; returns the real bitrate in Mbit/s."""
+def make_au_file(path: Path, width: int, height: int, kbps: int, frames: int, gop: int = GOP) -> float:
+    """Encode ``frames`` of moving, noisy video, a keyframe every ``gop`` frames; returns the real
+    bitrate in Mbit/s."""
     import av
 
     ctx = av.CodecContext.create("libx264", "w")
@@ -48,7 +49,7 @@ def make_au_file(path: Path, width: int, height: int, kbps: int, frames: int) ->
     ctx.time_base = fractions.Fraction(1, FPS)
     ctx.framerate = fractions.Fraction(FPS, 1)
     ctx.bit_rate = kbps * 1000
-    ctx.options = x264_options(kbps, GOP)
+    ctx.options = x264_options(kbps, gop)
     total = 0
     with path.open("wb") as out:
 
@@ -152,9 +153,12 @@ class Service:
         urls: list[str] | None = None,
         extra: dict[str, Any] | None = None,
         label: str | None = None,
+        password: str | None = None,
     ) -> None:
         """``urls``: one per camera (default: the RTSP test server's paths); ``extra``: more
-        config sections; ``label`` names the files and data directory (default: the camera count)."""
+        config sections; ``label`` names the files and data directory (default: the camera count);
+        ``password``: the first administrator's (default: a random one; services that share a
+        database must share it)."""
         import yaml
 
         self.port = port
@@ -193,7 +197,7 @@ class Service:
         self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
         self.log_path = workdir / f"service-{label}.log"
         self.command = [sys.executable, "-m", "vms", "serve", "--config", str(self.config_path)]
-        self._password = secrets.token_urlsafe(18)
+        self._password = password or secrets.token_urlsafe(18)
         self.headers: dict[str, str] = {}
         """What every API request must carry: a bearer token once logged in, else nothing."""
         self.session_cookie: str | None = None
@@ -201,16 +205,28 @@ class Service:
         self.not_ready: str | None = None
         """``/readyz``'s answer when it was not 200 although every camera was online."""
         self.proc: subprocess.Popen[bytes] | None = None
+        self.launches = 0
 
     def start(self, timeout: float = 40.0, request_timeout: float = 2.0) -> None:
         """Start; wait until every camera is online. Logs in first if the API asks for it
         (on a busy machine the login's password hash can take longer than ``request_timeout``)."""
+        self.launch()
+        self.wait(timeout, request_timeout)
+
+    def launch(self) -> None:
+        """Start the process; :meth:`wait` for it to be up. A restart appends to the same log."""
         env = dict(os.environ)
         env[f"HALLWATCH_ADMIN_PASSWORD_{CENTRE.upper()}"] = self._password
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab" if self.launches else "wb") as log:
+            self.launches += 1
             self.proc = subprocess.Popen(
                 self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
+
+    def wait(self, timeout: float = 40.0, request_timeout: float = 2.0, *, online: bool = True) -> None:
+        """Until the API answers, logged in if it asks for it, and every camera is online (or,
+        ``online=False``, until ``/readyz`` says ready: an instance of a cluster pulls only some)."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         last = "no answer"
         with httpx.Client(base_url=self.base_url, timeout=request_timeout) as http:
@@ -223,7 +239,12 @@ class Service:
                         self.headers = self._log_in(http)
                         continue
                     last = f"{response.status_code} {response.text[:200]}"
-                    if response.status_code == 200 and all(
+                    if response.status_code == 200 and not online:
+                        ready = http.get("/readyz")
+                        last = f"/readyz {ready.status_code} {ready.text[:200]}"
+                        if ready.status_code == 200:
+                            return
+                    elif response.status_code == 200 and all(
                         self.camera(cam, http)["live"]["state"] == "online" for cam in self.cameras
                     ):
                         ready = http.get("/readyz")
@@ -233,7 +254,7 @@ class Service:
                     last = f"{type(err).__name__}: {err}"
                 time.sleep(0.2)
         raise RuntimeError(
-            f"the service did not have every camera online in {timeout:.0f} s (last answer: {last}); "
+            f"the service was not up in {timeout:.0f} s (last answer: {last}); "
             f"its log ends with: {self.log_tail()}"
         )
 
@@ -283,6 +304,14 @@ class Service:
 
     def log_tail(self, chars: int = 1500) -> str:
         return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        """SIGKILL to the process group: the service vanishes without closing anything itself."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL after 10 s. Idempotent."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import re
@@ -235,6 +236,19 @@ class _Worker:
             direct = self.direct.units.take() | {"error": self.direct.error}
         return {"at": time.monotonic(), "viewers": viewers, "direct": direct}
 
+    def longest_gaps(self, since: float) -> dict[str, Any]:
+        """Per viewer: the longest wait between two access units (or since the last one, until now)
+        from ``since`` (``time.monotonic()``) on, how many came, and its error if it ended."""
+        now, gaps = time.monotonic(), {}
+        for vid, viewer in self.viewers.items():
+            arrivals = [since, *(at for _, _, at in viewer.units.series if at >= since), now]
+            gaps[vid] = {
+                "gap": max(b - a for a, b in itertools.pairwise(arrivals)),
+                "units": len(arrivals) - 2,
+                "error": getattr(viewer, "error", None),
+            }
+        return gaps
+
     async def late_join(self, camera: str, early: str, observe: float, tolerance_ms: float) -> dict[str, Any]:
         """One viewer joins now; when did its first unit arrive, when did it catch up with ``early``."""
         viewer = Viewer(self.http, self.base_url, camera)
@@ -295,6 +309,8 @@ async def _dispatch(worker: _Worker, command: str, args: tuple[Any, ...]) -> Any
         return True
     if command == "late_join":
         return await worker.late_join(*args)
+    if command == "longest_gap":  # (since,): each viewer's longest wait for an access unit since then
+        return worker.longest_gaps(*args)
     if command == "leave":
         return await worker.leave()
     if command == "drop":  # (viewer ids,): close those viewers only

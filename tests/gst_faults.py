@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gi.repository import GLib, Gst
@@ -154,10 +154,11 @@ class FaultControl:
                 chain.set(fault)
 
 
-def watch_commands(faults: dict[str, SetFault]) -> None:
-    """Run the commands read from standard input, ``fault PATH NAME`` one a line, on the GLib
-    main loop; answer each with ``OK`` or ``ERR reason`` on standard output. ``faults`` holds
-    each mount's :data:`SetFault` by path. Stops at the end of the input."""
+def watch_commands(faults: dict[str, SetFault], queries: Mapping[str, Callable[[], str]]) -> None:
+    """Run the commands read from standard input, one a line, on the GLib main loop: ``fault
+    PATH NAME``, or a query by its name alone; answer each with ``OK`` (a query: ``OK`` and its
+    answer) or ``ERR reason`` on standard output. ``faults`` holds each mount's :data:`SetFault`
+    by path, ``queries`` what answers each query. Stops at the end of the input."""
     pending = bytearray()
 
     def on_input(_channel: Any, _condition: GLib.IOCondition) -> bool:
@@ -166,8 +167,11 @@ def watch_commands(faults: dict[str, SetFault]) -> None:
         while b"\n" in pending:
             line, _, rest = bytes(pending).partition(b"\n")
             pending[:] = rest
-            if line.strip():
-                print(_fault_command(faults, line.decode().split()), flush=True)
+            words = line.decode().split()
+            if len(words) == 1 and words[0] in queries:
+                print(f"OK {queries[words[0]]()}", flush=True)
+            elif words:
+                print(_fault_command(faults, words), flush=True)
         return bool(chunk)
 
     channel = GLib.IOChannel.unix_new(sys.stdin.fileno())

@@ -40,7 +40,9 @@ Each ``--stream PATH:SPEC`` adds a mount point. SPEC is either
 Commands on standard input, one a line, each answered on standard output by ``OK``
 or ``ERR reason``: ``fault PATH NAME`` turns the picture of mount PATH bad (NAME
 one of ``gst_faults.FAULTS``, or ``switch`` for an access-unit file with ``alt``)
-or, with ``none``, back to normal.
+or, with ``none``, back to normal; ``sessions`` answers ``OK PATH=N ...``, the RTSP
+sessions each mount has now (the camera's side of "who pulls this camera"; a session
+over TCP ends when its connection closes).
 
 Every client of one path shares one pipeline. Serves RTP over TCP (interleaved)
 and UDP. ``--user``/``--password`` enable Basic or Digest authentication
@@ -474,6 +476,17 @@ def build_server(args: argparse.Namespace) -> tuple[GstRtspServer.RTSPServer, di
     return server, faults
 
 
+def session_counts(pool: GstRtspServer.RTSPSessionPool, paths: list[str]) -> str:
+    """``PATH=N`` for every mount: the sessions of ``pool`` that hold a media of that path."""
+    counts = dict.fromkeys(paths, 0)
+    for session in pool.filter(None, None):
+        for path in paths:
+            media, _ = session.get_media("/" + path)
+            if media is not None:
+                counts[path] += 1
+    return " ".join(f"{path}={count}" for path, count in counts.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -497,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     GLib.timeout_add(250, lambda: pool.cleanup() >= 0)  # expire timed-out sessions promptly
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, lambda: loop.quit() or False)
-    watch_commands(faults)
+    watch_commands(faults, {"sessions": functools.partial(session_counts, pool, list(faults))})
     print(f"READY {server.get_bound_port()}", flush=True)
     loop.run()
     return 0

@@ -176,14 +176,24 @@ class RtspTestServer:
         ``gst_faults.py``, or ``switch`` for an access-unit file with ``alt``); ``none``: back to
         normal. The mount needs the ``faults`` option (or ``alt``). Raises RuntimeError if the
         server refuses or does not answer."""
+        self._command(f"fault {path.strip('/')} {fault}", timeout)
+
+    def sessions(self, timeout: float = 5.0) -> dict[str, int]:
+        """The RTSP sessions each path has now, as the server counts them: the camera's side."""
+        answer = self._command("sessions", timeout)
+        return {path: int(count) for path, _, count in (item.partition("=") for item in answer.split())}
+
+    def _command(self, line: str, timeout: float) -> str:
+        """Send one command line; its answer after ``OK``. RuntimeError if refused or unanswered."""
         proc = self._proc
         if proc is None or proc.stdin is None or not self.running:
             raise RuntimeError("the RTSP test server is not running")
-        proc.stdin.write(f"fault {path.strip('/')} {fault}\n".encode())
+        proc.stdin.write(f"{line}\n".encode())
         proc.stdin.flush()
         answer = self._read_line(time.monotonic() + timeout)
-        if answer != "OK":
-            raise RuntimeError(f"fault {fault!r} on {path!r}: {answer or 'no answer'}")
+        if answer is None or not (answer == "OK" or answer.startswith("OK ")):
+            raise RuntimeError(f"{line!r}: {answer or 'no answer'}")
+        return answer[3:]
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:
