@@ -202,7 +202,10 @@ async def test_two_instances_behind_the_example_share_logins_the_cluster_and_ala
     database_url: str, tmp_path: Path
 ) -> None:
     # Two unreachable cameras raise one offline alarm each, whichever instance pulls them.
-    shared = site() + f"server:\n  trusted_proxies: [127.0.0.1]\ndatabase:\n  url: {database_url}\n"
+    shared = site() + (
+        f"server:\n  trusted_proxies: [127.0.0.1]\ndatabase:\n  url: {database_url}\n"
+        "rtsp_server:\n  enabled: true\n  bind: 127.0.0.1\n  port: 0\n"  # every cluster instance has one
+    )
     async with (
         serve_app(shared + "cluster:\n  instance_id: hw-a\n") as a,
         serve_app(shared + "cluster:\n  instance_id: hw-b\n") as b,
