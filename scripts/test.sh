@@ -17,6 +17,6 @@ if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
 status=0
-.venv/bin/python -m pytest -n 2 --dist loadfile --ignore tests/browser || status=$?
+.venv/bin/python -m pytest -n 2 --dist loadfile --durations=15 --ignore tests/browser || status=$?
 .venv/bin/python -m pytest tests/browser || status=$?
 exit "$status"
