@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 import socket
 import ssl
 import time
@@ -34,6 +33,7 @@ from streams.sources.failures import (
     no_answer_reason,
 )
 from streams.sources.rtsp.auth import Authenticator, AuthUnsupported
+from streams.udp_pair import bind_pair
 
 log = logging.getLogger(__name__)
 
@@ -282,29 +282,30 @@ class UdpReceiver(asyncio.DatagramProtocol):
     async def open(self, host: str) -> None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for _ in range(32):
-            port = random.randrange(20000, 60000, 2)
-            socks = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(2)]
+
+        async def open_rtp(port: int) -> asyncio.DatagramTransport:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                socks[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
-                socks[0].bind((host, port))
-                socks[1].bind((host, port + 1))
-            except OSError:
-                for s in socks:
-                    s.close()
-                continue
-            try:
-                transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=socks[0])
-                self._transports.append(transport)
-                transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=socks[1])
-                self._transports.append(transport)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
+                sock.bind((host, port))
+                transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
             except BaseException:
-                for s in socks:
-                    s.close()
+                sock.close()
                 raise
-            self.port = port
-            return
-        raise SourceError("no free UDP port pair for RTP", public=NO_UDP_PORTS)
+            return transport
+
+        async def open_rtcp(port: int) -> asyncio.DatagramTransport:
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=(host, port)
+            )
+            return transport
+
+        try:
+            rtp, rtcp = await bind_pair(open_rtp, open_rtcp)
+        except OSError as err:
+            raise SourceError("no free UDP port pair for RTP", public=NO_UDP_PORTS) from err
+        self._transports += [rtp, rtcp]
+        self.port = rtp.get_extra_info("sockname")[1]
 
     def close(self) -> None:
         for transport in self._transports:
