@@ -162,6 +162,7 @@ async def test_a_lost_listening_connection_catches_up_without_loss_or_repeat(
         async with asyncio.timeout(5):  # B's listening connection opens in the background
             while await admin.fetchval(listening, b.shared.listener_name) != 1:
                 await asyncio.sleep(0.05)
+        await b.shared.read_now()  # and listens: it has read once since it connected
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
             b.shared.listener_name,
