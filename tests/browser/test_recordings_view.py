@@ -43,6 +43,8 @@ RECORDED_S = 12
 """Seconds of recording the site waits for before its first test."""
 MATCH_MS = 1000
 IN_STEP_MS = 500
+ZOOM_WINDOWS_MS = (86_400_000, 21_600_000, 3_600_000, 900_000, 120_000)
+"""The timeline's windows, the whole day first, as the dashboard's timeline has them."""
 TILE_VIDEO = '#pb-tiles .pb-tile[data-camera="{}"] video'
 
 
@@ -172,20 +174,44 @@ async def choose(page: Page, value: str, cameras: tuple[str, ...]) -> None:
 
 
 async def zoom_to_two_minutes_around_now(page: Page) -> None:
-    """Wheel the timeline in, four steps, with the pointer over the present moment."""
+    """Wheel the timeline in, four steps, to a two-minute window with the present in its middle.
+
+    A wheel step keeps the moment under the pointer where it is on screen, so the pointer
+    goes where that holds the present at the middle of the narrower window (as near as the
+    track's ends allow). Over the day's first minute the test waits, for the timeline shows
+    one day and the moments the tests choose lie a few seconds back.
+    """
+    since_midnight = (
+        time.time() - datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    )
+    if since_midnight < 60:
+        await asyncio.sleep(60 - since_midnight)
     track = page.locator("#pb-timeline .tl-tracks")
-    for _ in range(4):
+    for narrower in ZOOM_WINDOWS_MS[1:]:
         box = await track.bounding_box()
         assert box is not None
-        x = box["x"] + box["width"] * await _ratio(page, time.time() * 1000)
+        start, end = await _window(page)
+        ratio = (time.time() * 1000 - narrower / 2 - start) / (end - start - narrower)
+        x = box["x"] + box["width"] * max(0.0, min(1.0, ratio))
         await page.mouse.move(min(x, box["x"] + box["width"] - 1), box["y"] + box["height"] / 2)
         await page.mouse.wheel(0, -100)
+        await wait_until(
+            page,
+            f"(e => e.dataset.to - e.dataset.from === {narrower})(document.querySelector('#pb-timeline'))",
+            5,
+            f"a timeline window of {narrower} ms",
+        )
     await expect(page.locator("#pb-timeline .tl-window")).to_have_text("2 分钟")
 
 
-async def _ratio(page: Page, ms: float) -> float:
+async def _window(page: Page) -> tuple[float, float]:
+    """The timeline's window: its first and last moment (ms)."""
     span: dict[str, str] = await page.locator("#pb-timeline").evaluate("e => ({...e.dataset})")
-    start, end = float(span["from"]), float(span["to"])
+    return float(span["from"]), float(span["to"])
+
+
+async def _ratio(page: Page, ms: float) -> float:
+    start, end = await _window(page)
     return max(0.0, min(1.0, (ms - start) / (end - start)))
 
 
@@ -196,8 +222,7 @@ async def click_timeline(page: Page, ms: float) -> float:
     assert box is not None
     ratio = await _ratio(page, ms)
     await page.mouse.click(box["x"] + box["width"] * ratio, box["y"] + box["height"] / 2)
-    span: dict[str, str] = await page.locator("#pb-timeline").evaluate("e => ({...e.dataset})")
-    start, end = float(span["from"]), float(span["to"])
+    start, end = await _window(page)
     return start + ratio * (end - start)
 
 
