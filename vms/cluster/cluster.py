@@ -4,7 +4,8 @@
 id or another shared configuration), then every ``renew_interval`` writes its
 heartbeat, renews all its leases in one statement and reads who owns what; under the
 cluster's advisory lock it then takes free leases up to its share and hands cameras to
-less loaded instances (:mod:`vms.cluster.balance`). :meth:`~Cluster.stop` drops every
+less loaded instances (:mod:`vms.cluster.balance`), each only once it pulls it no more
+(``letting_go``). :meth:`~Cluster.stop` drops every
 camera locally, then releases the leases, so the others take them over at their next
 renewal.
 
@@ -27,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -88,6 +89,9 @@ class Cluster:
         self._moved_at = -float("inf")
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        self.letting_go: Callable[[list[str]], Awaitable[object]] | None = None
+        """Called with the cameras about to be handed to other instances, once they are dropped
+        here; returns when this instance pulls them no more."""
 
     @property
     def instance(self) -> InstanceInfo:
@@ -264,18 +268,33 @@ class Cluster:
             mine = counts.held.get(self._me.id, 0)
             wanted = to_take(mine, counts.cameras, len(counts.held), counts.free) if self._ready else 0
             taken = await leases.take(conn, self._me.id, wanted, self._lease) if wanted else {}
+            moves: list[tuple[str, str]] = []
             if not taken and moving and self._me.id in counts.held:
                 receivers = handovers(self._me.id, counts.held, settings.max_moves)
-                for receiver, camera in zip(receivers, sorted(self._epochs, reverse=True), strict=False):
-                    del self._epochs[camera]  # stop pulling before the receiver can start
-                    self._set_owner(camera, receiver)
-                    await leases.hand_over(conn, self._me.id, camera, receiver, self._lease)
-                    self._moved_at = sent
+                moves = list(zip(sorted(self._epochs, reverse=True), receivers, strict=False))
             after = max(timedelta(minutes=1), FORGET_AFTER * self._lease)
             await leases.forget_dead(conn, after)
         if time.monotonic() - sent > settings.fence_after:
             raise TimeoutError("the leases taken came back too late to count")
         self._gain(taken)
+        if moves:
+            self._moved_at = sent
+            await self._hand_over(moves)
+
+    async def _hand_over(self, moves: list[tuple[str, str]]) -> None:
+        """Give each camera to its receiver: first stop pulling it here (``letting_go``), and
+        only then write the lease over, so the receiver can never start while this instance
+        still pulls. A lease that lapsed meanwhile is simply free for whoever takes it."""
+        for camera, _ in moves:
+            del self._epochs[camera]
+            self._set_owner(camera, None)
+        if self.letting_go is not None:
+            await self.letting_go([camera for camera, _ in moves])
+        async with self._db.engine.begin() as conn:
+            await leases.bound(conn, self._idle_limit)
+            for camera, receiver in moves:
+                if await leases.hand_over(conn, self._me.id, camera, receiver, self._lease):
+                    self._set_owner(camera, receiver)
 
     def _gain(self, held: dict[str, int]) -> None:
         for camera, epoch in sorted(held.items()):

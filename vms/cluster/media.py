@@ -4,11 +4,14 @@ Every camera starts pulled from nowhere (:meth:`ClusterMedia.prepare`, before th
 and the cluster start), then follows what :class:`~vms.cluster.Cluster` says of its
 owner: this instance → from the camera itself; another live instance → from that
 instance's RTSP re-serve, on demand, as :data:`~vms.cluster.peers.CLUSTER_USER`; nobody
-→ from nowhere. Each camera has one task that applies the latest decision, so repoints
-of one camera never overlap and a decision overtaken while a repoint runs is skipped;
-the cameras move independently, so the fencing drop (every lease lost at once) stops
-every pull at once. A camera that leaves this instance's hands also ends the pulls that
-other instances had of it here: they reconnect to the new owner.
+→ from nowhere. Each camera has one task that applies the latest decision, one at a
+time under the camera's lock, so repoints of one camera never overlap and a decision
+overtaken while a repoint runs is skipped; the cameras move independently, so the
+fencing drop (every lease lost at once) stops every pull at once. A camera handed to
+another instance is let go first (:meth:`ClusterMedia.let_go`, awaited by the cluster
+before it writes the lease over), so its receiver never pulls it while this one does.
+A camera that leaves this instance's hands also ends the pulls that other instances
+had of it here: they reconnect to the new owner.
 
 :func:`when_owned` keeps a camera's state changes from its alarms unless this instance
 owns it: a peer pull that fails, or a camera nobody owns for a moment, is no camera
@@ -54,6 +57,7 @@ class ClusterMedia:
         cameras = manager.camera_ids()
         self._wanted: dict[str, Upstream] = dict.fromkeys(cameras, NOWHERE)
         self._wake = {camera: asyncio.Event() for camera in cameras}
+        self._applying = {camera: asyncio.Lock() for camera in cameras}
         self._tasks: list[asyncio.Task[None]] = []
         self.before_owning: Callable[[str], Awaitable[object]] | None = None
         """Called with a camera before this instance starts pulling (and recording) it: the
@@ -68,6 +72,7 @@ class ClusterMedia:
         for camera in self._wanted:
             await self._manager.repoint(camera, NOWHERE)
         self._cluster.on_change(self._changed)
+        self._cluster.letting_go = self.let_go
 
     def start(self) -> None:
         """Once the relay runs: apply what the cluster said so far, and every change from now on."""
@@ -106,16 +111,25 @@ class ClusterMedia:
         while True:
             await wake.wait()
             wake.clear()
+            await self._apply(camera_id)
+
+    async def let_go(self, cameras: list[str]) -> None:
+        """Apply what the cluster last said of ``cameras`` now (they were dropped: stop
+        pulling them) and return once done: the cluster hands them over after this."""
+        await asyncio.gather(*(self._apply(camera) for camera in cameras))
+
+    async def _apply(self, camera_id: str) -> None:
+        async with self._applying[camera_id]:
             wanted, was = self._wanted[camera_id], self._manager.upstream(camera_id)
             if wanted == was:
-                continue
+                return
             try:
                 if wanted == OWN and self.before_owning is not None:
                     await self.before_owning(camera_id)
                 await self._manager.repoint(camera_id, wanted)
             except Exception:
                 log.exception("cluster: camera %s could not be pulled from %s", camera_id, wanted)
-                continue
+                return
             log.info("cluster: camera %s now pulled from %s", camera_id, wanted)
             if was == OWN:
                 await self._end_peer_pulls(camera_id)

@@ -57,8 +57,11 @@ async def test_a_joining_instance_gets_its_share_in_bounded_moves_without_flappi
         await asyncio.sleep(4 * REBALANCE + 2 * RENEW)
     for name in "ab":  # each hears every change of owner: four cameras moved to c, nothing else
         heard = [(camera, owner) for who, camera, owner in changes if who == name]
-        assert len(heard) == 4 and {owner for _, owner in heard} == {"c"}, heard
-        assert {camera for camera, _ in heard} == members.clusters["c"].owned()
+        assert {camera for camera, _ in heard} == members.clusters["c"].owned(), heard
+        for camera in members.clusters["c"].owned():
+            owners = [owner for moved, owner in heard if moved == camera]
+            # its giver let it go first (no owner while it stopped pulling), then heard c
+            assert owners in (["c"], [None, "c"]), (camera, owners)
     assert members.counts() == {"a": 4, "b": 4, "c": 4}
 
 
