@@ -6,7 +6,9 @@ Each instance decides for itself, under the cluster's advisory lock, from fresh 
   over the live, ready instances: a dead instance's cameras are taken over at once;
 * it hands a camera directly to the least loaded instance while it holds at least two
   more than that one (the imbalance exceeds one) and more than the even share rounded
-  down, at most ``max_moves`` per round.
+  down, at most ``max_moves`` per round; never while a lease is free, for the less
+  loaded take free ones themselves at their next round (instances starting together
+  would otherwise hand over what the others were about to take).
 
 A handover goes straight to its receiver rather than back to the pool, so neither the
 giver nor a third instance can snatch it back. No giver falls below the share it

@@ -165,8 +165,14 @@ class Cluster:
             return
         async with asyncio.timeout(self._settings.fence_after), self._db.engine.begin() as conn:
             await leases.bound(conn, self._idle_limit)
-            await leases.join(conn, self._me, self._sections, self._digest, self._cameras, self._lease)
+            held = await leases.join(conn, self._me, self._sections, self._digest, self._cameras, self._lease)
         log.info("cluster: joined as %s (%s)", self._me.id, self._me.http_url)
+        if held == 0 and self._cameras:
+            # Nobody holds a camera: the whole cluster is starting. Instances started together
+            # join within moments of each other; waiting one renewal lets the first take of
+            # each see the others, rather than one taking every camera and handing most of
+            # them over later at the rebalancing rate.
+            await asyncio.sleep(self._settings.renew_every)
         await self._round()
         self._task = asyncio.create_task(self._run(), name=f"cluster {self._me.id}")
 
@@ -269,7 +275,7 @@ class Cluster:
             wanted = to_take(mine, counts.cameras, len(counts.held), counts.free) if self._ready else 0
             taken = await leases.take(conn, self._me.id, wanted, self._lease) if wanted else {}
             moves: list[tuple[str, str]] = []
-            if not taken and moving and self._me.id in counts.held:
+            if not taken and not counts.free and moving and self._me.id in counts.held:
                 receivers = handovers(self._me.id, counts.held, settings.max_moves)
                 moves = list(zip(sorted(self._epochs, reverse=True), receivers, strict=False))
             after = max(timedelta(minutes=1), FORGET_AFTER * self._lease)

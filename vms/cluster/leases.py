@@ -90,9 +90,10 @@ async def join(
     digest: str,
     cameras: list[str],
     lease: timedelta,
-) -> None:
+) -> int:
     """Register this instance and the cameras' lease rows, under the cluster lock; refuse
-    when a live instance has this id or another shared configuration."""
+    when a live instance has this id or another shared configuration. Returns how many
+    cameras other instances hold: none when the whole cluster is starting."""
     await lock(conn)
     await refuse_if_differs(conn, me, sections, digest, lease)
     await conn.execute(
@@ -117,6 +118,10 @@ async def join(
     await conn.execute(
         text("DELETE FROM camera_leases WHERE camera_id <> ALL(CAST(:ids AS text[]))"), {"ids": cameras}
     )
+    held = await conn.execute(
+        text("SELECT count(*) FROM camera_leases WHERE owner IS NOT NULL AND expires_at > now()")
+    )
+    return int(held.scalar_one())
 
 
 async def heartbeat(

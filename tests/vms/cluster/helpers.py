@@ -76,10 +76,12 @@ class Members:
         self.clusters: dict[str, Cluster] = {}
         self._dbs: list[Database] = []
 
-    async def start(self, config: Config) -> Cluster:
+    async def start(self, config: Config, after: float = 0) -> Cluster:
+        """Start a member on its own engine, joining ``after`` seconds once that is open."""
         db = Database(self.url)
         await db.start()
         self._dbs.append(db)
+        await asyncio.sleep(after)
         assert config.cluster is not None
         cluster = Cluster(db, config, config.cluster)
         await cluster.start()

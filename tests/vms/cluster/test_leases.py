@@ -28,6 +28,21 @@ async def test_three_instances_share_twelve_cameras_four_each(members: Members) 
     assert all(epoch >= 1 for _, epoch in rows)
 
 
+async def test_instances_starting_together_share_the_first_take_without_handovers(members: Members) -> None:
+    rows_before = await members.leases()
+    assert rows_before == {}  # an empty cluster: the first to join waits one renewal for the others
+    # Joining within a renewal of each other, as a deployment's instances do.
+    await asyncio.gather(
+        *(
+            members.start(site_config(name), after)
+            for name, after in zip("abc", (0, RENEW / 3, RENEW * 2 / 3), strict=True)
+        )
+    )
+    await until(lambda: members.counts() == {"a": 4, "b": 4, "c": 4}, "4/4/4", within=2 * RENEW)
+    # Each camera's lease was taken once (epoch 1): none was taken by one and handed on.
+    assert {epoch for _, epoch in (await members.leases()).values()} == {1}, await members.leases()
+
+
 async def test_a_clean_stop_is_taken_over_at_once(members: Members) -> None:
     for name in "ab":
         await members.start(site_config(name))
