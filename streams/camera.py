@@ -43,6 +43,7 @@ class CameraStream:
         listener: StateListener | None,
         outputs: OutputRegistry,
         emit: Callable[[object], None],
+        holds: Callable[[], bool],
     ) -> None:
         self.kind = kind
         self.hub = Hub(name)
@@ -66,6 +67,7 @@ class CameraStream:
             spec=spec,
             settings=settings,
             emit=emit,
+            holds=holds,
         )
         self.outputs = outputs.build(context)
         """Every output of this stream by kind, in the order they were registered."""
@@ -112,15 +114,20 @@ class Camera:
         listener: StateListener,
         outputs: OutputRegistry,
         emit: Callable[[str, object], None],
+        holds: Callable[[str], bool],
     ) -> None:
         self.spec = spec
 
         def emitter(event: object) -> None:
             emit(spec.id, event)
 
-        self.main = CameraStream(spec.id, "main", spec.source, spec, settings, listener, outputs, emitter)
+        def held() -> bool:
+            return holds(spec.id)
+
+        shared = (spec, settings)
+        self.main = CameraStream(spec.id, "main", spec.source, *shared, listener, outputs, emitter, held)
         self.sub = (
-            CameraStream(f"{spec.id}/sub", "sub", spec.sub_source, spec, settings, None, outputs, emitter)
+            CameraStream(f"{spec.id}/sub", "sub", spec.sub_source, *shared, None, outputs, emitter, held)
             if spec.sub_source is not None
             else None
         )

@@ -86,9 +86,13 @@ class StreamManager:
         self._session_listeners: list[Callable[[WhepSession], None]] = []
         self._output_listeners: list[Callable[[str, object], None]] = []
         self._cameras = {
-            spec.id: Camera(spec, self.settings, self._on_state, outputs, self._on_output_event)
+            spec.id: Camera(spec, self.settings, self._on_state, outputs, self._on_output_event, self._holds)
             for spec in cameras
         }
+        self.holds: Callable[[str], bool] = lambda camera_id: True
+        """Whether this instance may still write what it records of a camera now: in a
+        cluster, whether it holds the camera's lease. Its recorder asks before each write;
+        event loop."""
         self.viewers = ViewerLedger(
             ViewerLimits(
                 max_per_camera=self.settings.max_viewers_per_camera,
@@ -180,6 +184,9 @@ class StreamManager:
         """Be told ``(camera_id, event)`` of what stream outputs report, such as a recorded
         segment closed (on the event loop)."""
         self._output_listeners.append(listener)
+
+    def _holds(self, camera_id: str) -> bool:
+        return self.holds(camera_id)
 
     def _on_output_event(self, camera_id: str, event: object) -> None:
         for listener in list(self._output_listeners):

@@ -133,6 +133,7 @@ def create_app(
                 await recordings.recover()  # before any recorder opens a new segment
             else:  # each camera as this instance takes it over, before its recorder starts
                 cluster_media.before_owning = lambda camera_id: recordings.recover({camera_id})
+                relay.holds = cluster_media.owns  # a recorder that lost its lease writes no more
             relay.add_output_listener(recordings.on_output_event)
             recordings.start()
             stack.push_async_callback(recordings.stop)  # after the recorders closed their segments

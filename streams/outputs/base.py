@@ -82,6 +82,9 @@ class StreamContext:
     emit: Callable[[object], None] = lambda event: None
     """Tells the manager's output listeners (:meth:`~streams.manager.StreamManager.add_output_listener`)
     of an event of this output, such as a recorded segment closed; on the event loop."""
+    holds: Callable[[], bool] = lambda: True
+    """Whether this instance may still write what it records of the camera now (in a
+    cluster: it holds the camera's lease); see :attr:`streams.manager.StreamManager.holds`."""
     outputs: Mapping[str, StreamOutput] = dataclasses.field(default_factory=dict)
     """The outputs of this stream built before this one, by kind: an output that builds
     on another (pictures on the stream's frame source) finds it here."""

@@ -17,6 +17,10 @@ every 0.5 s to 4.5 % (``bench/record.py --overhead``). What a ``kill -9`` loses 
 what waited in memory: at most ``poll_interval``; a power cut, also what was not
 synced yet (``sync_interval``).
 
+In a cluster, only the camera's owner records it; an owner that lost its lease without
+knowing yet (a frozen process, woken) writes nothing more once ``context.holds()`` says
+so, and a segment whose close fails because the new owner recovered it is not a fault.
+
 No packet for ``idle_timeout`` seconds (the camera went offline) closes the open
 segment; the next one starts at the next keyframe. A writer that falls behind
 (its queue is full) makes the recorder close the segment and start the next at
@@ -178,6 +182,11 @@ class Recorder:
                         self._put_all(self._segmenter.cut())  # the camera went quiet: end the segment
                     continue
                 last = now
+                if not self.context.holds():  # another instance records this camera now
+                    if self._segmenter.open:
+                        log.warning("%s: this instance lost the camera: its segment ends here", self.name)
+                        self._put_all(self._segmenter.cut())
+                    continue
                 if self._failed and now < self._retry_at:
                     continue
                 description = None if audio_hub is None else audio_hub.audio
@@ -232,6 +241,11 @@ class Recorder:
         self.context.emit(SegmentClosed(info))
 
     def _on_failed(self, err: OSError) -> None:
+        if not self.context.holds():
+            # Its segment was taken over (and recovered) by the camera's new owner: no fault here.
+            log.warning("%s: the segment being closed belongs to the camera's new owner: %s", self.name, err)
+            self._segmenter.cut()
+            return
         self.errors += 1
         reason = failure_reason(err)
         self.last_error = reason

@@ -5,9 +5,16 @@
 complete fragment (its top-level boxes are walked: ``ftyp``, ``moov``, the
 metadata ``uuid`` box, then ``moof`` + ``mdat`` pairs; a trailing incomplete box,
 or a ``moof`` without its whole ``mdat``, goes), hashed, given the end its last
-video fragment says, renamed to ``.mp4`` and reported with ``recovered=True``.
-A ``.part`` with no complete fragment, or that is not one of ours, is removed
-and logged.
+video fragment says, and reported with ``recovered=True``. A ``.part`` with no
+complete fragment, or that is not one of ours, is removed and logged.
+
+The ``.part`` may still have a writer: in a cluster, an instance frozen while it
+recorded wakes after another has taken its camera over. So the file is first
+claimed (renamed ``.mp4.claimed``: its writer can no longer close it under the
+segment's name), then what is kept is copied to a new ``.mp4``, and the claimed
+file goes. Whatever the old writer still writes lands in a file nobody reads; the
+recovered segment, its hash and its index row never change. A recovery cut short
+starts again from the claimed file.
 
 What survives a power cut is what reached the disk: the writer forces data out
 at least every ``sync_interval`` (half a second by default).
@@ -39,6 +46,11 @@ __all__ = ["recover"]
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+_CLAIMED_SUFFIX = ".claimed"
+"""A ``.part`` is renamed to this before it is recovered: its writer, if it still runs (a
+frozen instance woken after another took its camera over), can no longer close it."""
+_COPY_SUFFIX = ".copying"
+"""The recovered copy, until it is complete and takes the segment's name."""
 
 
 def recover(directory: Path, camera_id: str, stream: StreamName) -> list[SegmentInfo]:
@@ -46,33 +58,43 @@ def recover(directory: Path, camera_id: str, stream: StreamName) -> list[Segment
     found: list[SegmentInfo] = []
     if not directory.is_dir():
         return found
-    for part in sorted(directory.rglob(f"*.mp4{PART_SUFFIX}")):
+    for stale in directory.rglob(f"*.mp4{_COPY_SUFFIX}"):  # an earlier recovery's unfinished copy
+        stale.unlink(missing_ok=True)
+    unfinished = [*directory.rglob(f"*.mp4{PART_SUFFIX}"), *directory.rglob(f"*.mp4{_CLAIMED_SUFFIX}")]
+    for path in sorted(unfinished):
         try:
-            info = _recover_one(part, camera_id, stream)
+            info = _recover_one(path, camera_id, stream)
         except OSError as err:
-            log.error("%s: cannot recover %s: %s", camera_id, part, err)
+            log.error("%s: cannot recover %s: %s", camera_id, path, err)
             continue
         if info is not None:
             found.append(info)
     return found
 
 
-def _recover_one(part: Path, camera_id: str, stream: StreamName) -> SegmentInfo | None:
-    with part.open("r+b") as file:
+def _recover_one(path: Path, camera_id: str, stream: StreamName) -> SegmentInfo | None:
+    final = path.with_name(path.name.removesuffix(path.suffix))
+    claimed = final.with_name(final.name + _CLAIMED_SUFFIX)
+    if path != claimed:
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:  # its writer closed it meanwhile: not left open after all
+            return None
+    with claimed.open("rb") as file:
         length = os.fstat(file.fileno()).st_size
         meta, keep, end = _scan(file, length)
         if meta is None or end is None:
             file.close()
-            part.unlink()
-            log.warning("%s: removed %s: no complete fragment (%d bytes)", camera_id, part, length)
+            claimed.unlink()
+            log.warning("%s: removed %s: no complete fragment (%d bytes)", camera_id, path, length)
             return None
         if keep < length:
-            file.truncate(keep)
-            log.info("%s: %s cut back from %d to %d bytes", camera_id, part.name, length, keep)
-        os.fsync(file.fileno())
-        digest = _sha256(file, keep)
-    final = part.with_name(part.name.removesuffix(PART_SUFFIX))
-    part.rename(final)
+            log.info("%s: %s cut back from %d to %d bytes", camera_id, final.name, length, keep)
+        copy = final.with_name(final.name + _COPY_SUFFIX)
+        digest = _copy(file, keep, copy)
+    copy.rename(final)
+    fsync_directory(final.parent)
+    claimed.unlink()
     fsync_directory(final.parent)
     stop = to_millis(meta.start + timedelta(seconds=(end - meta.media_start) / CLOCK_RATE))
     return SegmentInfo(
@@ -108,14 +130,19 @@ def _scan(file: BinaryIO, length: int) -> tuple[SegmentMetadata | None, int, int
     return meta, keep, end
 
 
-def _sha256(file: BinaryIO, length: int) -> str:
+def _copy(file: BinaryIO, length: int, to: Path) -> str:
+    """Copy the first ``length`` bytes of ``file`` to a new file ``to``, synced; their sha256."""
     digest = hashlib.sha256()
     file.seek(0)
     remaining = length
-    while remaining > 0:
-        chunk = file.read(min(_CHUNK, remaining))
-        if not chunk:
-            break
-        digest.update(chunk)
-        remaining -= len(chunk)
+    with to.open("wb") as out:
+        while remaining > 0:
+            chunk = file.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise OSError(f"{to.name}: the file being recovered shrank while it was copied")
+            digest.update(chunk)
+            out.write(chunk)
+            remaining -= len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
     return digest.hexdigest()

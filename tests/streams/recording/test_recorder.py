@@ -4,13 +4,14 @@ wall clock."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
 import pytest
 
 from streams import StreamManager
-from streams.recording import SegmentInfo
+from streams.recording import RecordingFailed, SegmentInfo
 from tests.rtsp_fixtures import RtspServerFactory
 from tests.streams.recording.segment_checks import (
     Events,
@@ -83,3 +84,34 @@ async def test_h265_is_recorded_as_it_arrives(rtsp_server: RtspServerFactory, tm
     for info in segments:
         check_segment(info)
         assert info.codec.startswith("hvc1.") and info.audio is None
+
+
+async def test_a_recorder_whose_instance_lost_the_camera_ends_its_segment_and_writes_no_more(
+    rtsp_server: RtspServerFactory, tmp_path: Path
+) -> None:
+    """In a cluster, ``holds`` turns false when another instance took the camera over: the
+    segment ends at once, nothing more is written, and the end of writing is no fault."""
+    server = rtsp_server({"cam": "320x240@25,300k,gop=25"})
+    events = Events()
+    manager = StreamManager(
+        [recording_camera("cam", server.url("cam"), tmp_path, segment_seconds=60)], SETTINGS
+    )
+    manager.add_output_listener(events)
+    held = True
+    manager.holds = lambda camera_id: held
+    await manager.start()
+    try:
+        await events.wait(lambda: bool(part_files(tmp_path)), within=10)
+        await asyncio.sleep(1.5)
+        held = False
+        lost = now()
+        await events.wait(lambda: len(events.segments()) == 1, within=3)
+        [info] = events.segments()
+        assert info.end.timestamp() < lost + 0.6  # what came after the loss was not written
+        await asyncio.sleep(1.5)  # frames keep arriving: none is recorded
+        assert part_files(tmp_path) == [] and len(events.segments()) == 1
+        stats = manager.output_statistics("cam")["main"]["recorder"]
+        assert stats["recording"] is False and stats["errors"] == 0
+    finally:
+        await manager.stop()
+    assert events.of(RecordingFailed) == [] and check_segment(info).frames >= 25

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,17 @@ ROOT = Path(__file__).resolve().parents[3]
 def killed_while_recording(url: str, directory: Path, record_for: float) -> float:
     """Run the recording service, SIGKILL it ``record_for`` seconds after its segment
     appeared; the wall clock of the kill."""
+    with recording_process(url, directory) as proc:
+        time.sleep(record_for)
+        proc.send_signal(signal.SIGKILL)
+        killed = now()
+        proc.wait(5)
+        return killed
+
+
+@contextlib.contextmanager
+def recording_process(url: str, directory: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The recording service, once its first segment appeared; ended on the way out."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.streams.recording.crash_recorder", url, str(directory)],
@@ -37,13 +51,10 @@ def killed_while_recording(url: str, directory: Path, record_for: float) -> floa
             assert proc.poll() is None, "the recording service died"
             assert time.monotonic() < deadline, "no segment was started"
             time.sleep(0.05)
-        time.sleep(record_for)
-        proc.send_signal(signal.SIGKILL)
-        killed = now()
-        proc.wait(5)
-        return killed
+        yield proc
     finally:
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
             proc.kill()
             proc.wait()
         if proc.stdout is not None:
@@ -69,6 +80,29 @@ def test_a_killed_recording_is_recovered_up_to_the_kill(
     decoded = check_segment(info)  # decodes to its end; the sha256 is the file's
     assert decoded.frames >= 50
     assert recover(tmp_path, "cam", "main") == []  # nothing left to do
+
+
+def test_a_recovery_while_the_writer_still_runs_keeps_its_writes_out_of_the_recovered_file(
+    rtsp_server: RtspServerFactory, tmp_path: Path
+) -> None:
+    """A frozen recording process whose camera was taken over, woken: whatever it still
+    writes or closes never reaches the recovered segment."""
+    server = rtsp_server({"cam": "320x240@25,300k,gop=25"})
+    with recording_process(server.url("cam"), tmp_path) as proc:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGSTOP)
+        [part] = part_files(tmp_path)
+        [info] = recover(tmp_path, "cam", "main")
+        assert info.path == part.with_name(part.name.removesuffix(".part")) and not part.exists()
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(2.0)  # it goes on appending to the file it had open
+        assert proc.poll() is None
+        proc.terminate()  # a clean stop closes its segment: it cannot take the recovered one's name
+        proc.wait(10)
+    assert info.path.stat().st_size == info.bytes
+    assert hashlib.sha256(info.path.read_bytes()).hexdigest() == info.sha256
+    assert sorted(p.name for p in info.path.parent.iterdir()) == [info.path.name]
+    assert check_segment(info).frames >= 25
 
 
 def test_a_part_file_without_a_complete_fragment_is_removed(tmp_path: Path) -> None:
