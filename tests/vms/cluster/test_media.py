@@ -2,7 +2,7 @@
 RTSP cameras whose sessions are counted at the camera's side: each camera pulled once
 across the instances, spread evenly, taken over after a kill -9, never pulled by an
 owner woken from SIGSTOP, watched through an instance that does not own it (MSE and
-WHEP, the WHEP session ended through another instance), rebalanced when an instance
+WHEP, the WHEP session ended through a third instance), rebalanced when an instance
 joins, and through a restart of PostgreSQL."""
 
 from __future__ import annotations
@@ -108,8 +108,10 @@ async def test_an_owner_woken_from_sigstop_does_not_pull_what_it_lost(start: Sta
 async def test_viewers_of_another_instance_s_camera_and_a_whep_delete_passed_to_its_holder(
     start: Start, cameras: Cameras
 ) -> None:
-    a, b = await start("a", "b")
-    await until(lambda: once_each(cameras) and len(a.pulls()) == 2, "2/2", within=20)
+    a, b, c = await start("a", "b", "c")
+    await until(
+        lambda: once_each(cameras) and sorted(len(s.pulls()) for s in (a, b, c)) == [1, 1, 2], "2/1/1", 20
+    )
     camera = sorted(await a.owned())[0]
     cookie = f"{SESSION_COOKIE}={b.http.cookies[SESSION_COOKIE]}"
     ws_url = f"ws://127.0.0.1:{b.port}/api/v1/cameras/{camera}/mse.ws"
@@ -126,12 +128,13 @@ async def test_viewers_of_another_instance_s_camera_and_a_whep_delete_passed_to_
             assert (live["upstream"], live["peer"], live["webrtc_viewers"]) == ("peer", "a", 1)
             assert cameras.sessions()[camera] == 1, "the owner pulls it once for both instances"
             assert whep.location is not None
-            location = httpx.URL(whep.location).path  # the session URL on b, asked of a
+            location = httpx.URL(whep.location).path  # the session URL on b, asked of c
             assert location.startswith("/api/v1/whep/b~")
-            assert (await a.http.delete(location)).status_code == 200
+            assert (await c.http.delete(location)).status_code == 200
             await until(_no_webrtc_viewer(b, camera), "the session ended on b", within=5)
+            assert (await c.http.delete(location)).status_code == 404
             assert (await a.http.delete(location)).status_code == 404
-            assert (await a.http.delete("/api/v1/whep/gone~abc")).status_code == 404
+            assert (await c.http.delete("/api/v1/whep/gone~abc")).status_code == 404
     finally:
         await whep.close()
 
