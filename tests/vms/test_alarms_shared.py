@@ -18,6 +18,8 @@ from sqlalchemy import func, select
 from streams import IngestState
 from tests.app_fixtures import serve_app
 from tests.vms.test_alarms import ALL, event_stream, site
+from tests.vms.test_webhooks import hook, receiving, verify
+from tests.vms.test_webhooks import site as webhook_site
 from vms.access import Principal
 from vms.alarm_events import AlarmEvent, Subscription
 from vms.alarms import AlarmCentre
@@ -222,3 +224,30 @@ async def test_three_service_instances_on_one_database(database_url: str) -> Non
         async with event_stream(op_a, raised[0].id) as stream_a:
             replayed = await stream_a.take(2)
             assert [f.id for f in replayed] == [raised[1].id, ack.id]
+
+
+async def test_each_alarm_and_acknowledgement_is_posted_once_by_the_instance_that_wrote_it(
+    database_url: str,
+) -> None:
+    """Both instances pull the unreachable camera and both have the centre's webhook; the
+    receiver still gets one post of the alarm and one of its acknowledgement."""
+    async with receiving() as receiver:
+        text = webhook_site(meizhou=hook(receiver.port), tax_url="rtsp://127.0.0.1:9/tax")
+        text += f"database:\n  url: {database_url}\n"
+        async with serve_app(text) as app_a, serve_app(text) as app_b:
+            (alarm_post,) = await receiver.wait_posts(1, within=15)
+            assert verify(alarm_post) and alarm_post.json["alarm"]["camera_id"] == "tax-1"
+            alarm_id = alarm_post.json["alarm"]["id"]
+            await app_a.user("meizhou", "operator", "op-m")
+            await asyncio.sleep(2.0)  # the other instance saw the same fault: it posts nothing
+            assert len(receiver.posts) == 1, [p.json for p in receiver.posts]
+            res = await (await app_b.login("op-m")).post(f"/api/v1/alarms/{alarm_id}/ack")
+            assert res.status_code == 200, res.text
+            await receiver.wait_posts(2, within=5)
+            await asyncio.sleep(1.0)
+            assert len(receiver.posts) == 2, [p.json for p in receiver.posts]
+            ack_post = receiver.posts[1]
+            assert verify(ack_post) and ack_post.json["event"] == "ack"
+            assert ack_post.json["alarm"]["id"] == alarm_id
+            sent = [app.app.state.webhooks.senders["meizhou"].status.delivered for app in (app_a, app_b)]
+            assert sorted(sent) in ([0, 2], [1, 1]), sent  # whoever wrote each event posted it

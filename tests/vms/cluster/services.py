@@ -4,8 +4,8 @@ over RTSP cameras that are GStreamer test servers, one per camera.
 ``Cameras`` counts the sessions each camera has, at the camera's side (established TCP
 connections to its port, counted by the kernel), and ``Sampler`` records those counts
 every 100 ms. ``Service`` starts an instance on free ports with a site of those cameras
-and a ``cluster:`` section with test timings, logs in, and counts the camera sessions
-of its own process.
+and a ``cluster:`` section with test timings (recording into a shared directory when
+given one), logs in, and counts the camera sessions of its own process.
 """
 
 from __future__ import annotations
@@ -99,8 +99,11 @@ class Sampler:
 class Service:
     """One instance, started by :meth:`start`; :meth:`close` ends it however it is."""
 
-    def __init__(self, instance_id: str, tmp: Path, db_url: str, cameras: Cameras) -> None:
+    def __init__(
+        self, instance_id: str, tmp: Path, db_url: str, cameras: Cameras, recordings: Path | None = None
+    ) -> None:
         self.id = instance_id
+        self._recordings = recordings
         self.port, self.rtsp_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._cameras = cameras
@@ -123,6 +126,11 @@ class Service:
             f"cluster:\n  instance_id: {self.id}\n  http_url: {self.base_url}\n"
             f"  rtsp_url: rtsp://127.0.0.1:{self.rtsp_port}\n"
             f"  lease_timeout: {LEASE}\n  rebalance_interval: 1\n"
+            + (
+                ""
+                if self._recordings is None
+                else f"recording: {{record: true, directory: '{self._recordings}', segment_seconds: 2}}\n"
+            )
         )
 
     def start(self) -> None:

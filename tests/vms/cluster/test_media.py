@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import itertools
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
@@ -41,8 +45,8 @@ def cameras(rtsp_server: RtspServerFactory) -> Cameras:
 async def start(pg_url: str, cameras: Cameras, tmp_path: Path) -> AsyncIterator[Start]:
     started: list[Service] = []
 
-    async def instances(*ids: str) -> list[Service]:
-        services = [Service(instance_id, tmp_path, pg_url, cameras) for instance_id in ids]
+    async def instances(*ids: str, recordings: Path | None = None) -> list[Service]:
+        services = [Service(instance_id, tmp_path, pg_url, cameras, recordings) for instance_id in ids]
         started.extend(services)
         for service in services:
             service.start()
@@ -89,8 +93,11 @@ async def test_each_camera_pulled_once_spread_rebalanced_on_join_and_taken_over_
     assert sampler.doubles == [], sampler.doubles[:3]
 
 
-async def test_an_owner_woken_from_sigstop_does_not_pull_what_it_lost(start: Start, cameras: Cameras) -> None:
-    a, b = await start("a", "b")
+async def test_an_owner_woken_from_sigstop_does_not_pull_or_record_what_it_lost(
+    start: Start, cameras: Cameras, pg_url: str, tmp_path: Path
+) -> None:
+    shared = tmp_path / "recordings"  # one directory for both, as a shared mount would be
+    a, b = await start("a", "b", recordings=shared)
     await until(lambda: once_each(cameras) and len(a.pulls()) == 2, "2/2", within=20)
     a.signal(signal.SIGSTOP)
     await until(lambda: b.pulls() == CAMERAS, "b pulls every camera", within=LEASE + 8)
@@ -103,6 +110,34 @@ async def test_an_owner_woken_from_sigstop_does_not_pull_what_it_lost(start: Sta
         await until(lambda: once_each(cameras) and len(a.pulls()) == 2, "2/2 again", within=5)
     after = sampler.since(awake)
     assert len(after) >= 20 and all(max(counts.values()) <= 1 for counts in after), after
+    await asyncio.sleep(3)  # the segments open at the hand-back are closed and indexed
+    await _check_recordings(pg_url, shared)
+
+
+async def _check_recordings(db_url: str, root: Path) -> None:
+    """Every camera's indexed segments follow one another without overlap, and each file is
+    exactly what was indexed: the frozen owner wrote nothing into what b recovered."""
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT camera_id, start_ms, end_ms, path, bytes, sha256, recovered "
+                        "FROM recording_segments ORDER BY camera_id, start_ms"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert {row.camera_id for row in rows} == CAMERAS
+    assert any(row.recovered for row in rows), "b recovered the segments the frozen owner left open"
+    for before, after in itertools.pairwise(rows):
+        if before.camera_id == after.camera_id:
+            assert after.start_ms >= before.end_ms - 1, (before, after)
+    for row in rows:
+        data = (root / row.path).read_bytes()
+        assert len(data) == row.bytes and hashlib.sha256(data).hexdigest() == row.sha256, row
 
 
 async def test_viewers_of_another_instance_s_camera_and_a_whep_delete_passed_to_its_holder(
