@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import itertools
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import av
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
@@ -111,10 +115,20 @@ async def test_an_owner_woken_from_sigstop_does_not_pull_or_record_what_it_lost(
     after = sampler.since(awake)
     assert len(after) >= 20 and all(max(counts.values()) <= 1 for counts in after), after
     await asyncio.sleep(3)  # the segments open at the hand-back are closed and indexed
-    await _check_recordings(pg_url, shared)
+    rows = await _check_recordings(pg_url, shared)
+    # Either instance plays back what either recorded: the index and the files are shared.
+    recovered = next(row for row in rows if row.recovered)
+    start = datetime.fromtimestamp(recovered.start_ms / 1000, UTC).isoformat()
+    for service in (a, b):
+        answer = await service.http.get(
+            f"/api/v1/cameras/{recovered.camera_id}/playback.mp4", params={"start": start, "duration": 4}
+        )
+        assert answer.status_code == 200, answer.text
+        with av.open(io.BytesIO(answer.content)) as container:
+            assert sum(1 for _ in container.decode(video=0)) >= 3, service.id
 
 
-async def _check_recordings(db_url: str, root: Path) -> None:
+async def _check_recordings(db_url: str, root: Path) -> list[Row[Any]]:
     """Every camera's indexed segments follow one another without overlap, and each file is
     exactly what was indexed: the frozen owner wrote nothing into what b recovered."""
     engine = create_async_engine(db_url)
@@ -138,6 +152,7 @@ async def _check_recordings(db_url: str, root: Path) -> None:
     for row in rows:
         data = (root / row.path).read_bytes()
         assert len(data) == row.bytes and hashlib.sha256(data).hexdigest() == row.sha256, row
+    return list(rows)
 
 
 async def test_viewers_of_another_instance_s_camera_and_a_whep_delete_passed_to_its_holder(
