@@ -5,7 +5,9 @@ id or another shared configuration), then every ``renew_interval`` writes its
 heartbeat, renews all its leases in one statement and reads who owns what; under the
 cluster's advisory lock it then takes free leases up to its share and hands cameras to
 less loaded instances (:mod:`vms.cluster.balance`), each only once it pulls it no more
-(``letting_go``). :meth:`~Cluster.stop` drops every
+(``letting_go``). An instance joining a cluster where nobody holds a camera (the whole
+cluster is starting) waits one renewal before its first take, so that the instances
+started with it share the cameras from the start. :meth:`~Cluster.stop` drops every
 camera locally, then releases the leases, so the others take them over at their next
 renewal.
 
