@@ -58,7 +58,7 @@ from vms.alarm_model import (
 )
 from vms.alarm_texts import describe, short
 from vms.audit import AuditError, AuditLog, as_utc
-from vms.storage.database import CONNECT_TIMEOUT, Database
+from vms.storage.database import CONNECT_TIMEOUT, Database, advisory_lock
 from vms.storage.faults import describe as describe_fault
 from vms.storage.tables import AlarmEventRow, AlarmRow
 
@@ -224,7 +224,7 @@ class SharedAlarms:
 
     @staticmethod
     async def _locked(session: AsyncSession) -> None:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK})
+        await advisory_lock(session, _WRITE_LOCK)
 
     async def _apply(self, session: AsyncSession, change: Opening | Closing) -> None:
         if isinstance(change, Opening):

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vms.cluster.config_hash import differing
 from vms.cluster.types import ConfigMismatch, InstanceIdTaken, InstanceInfo
+from vms.storage import advisory_lock
 
 CLUSTER_LOCK = 0x48574331
 """PostgreSQL advisory lock key held while an instance joins or balances, so that each
@@ -58,7 +59,7 @@ async def bound(conn: AsyncConnection, idle_limit: float) -> None:
 
 
 async def lock(conn: AsyncConnection) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK})
+    await advisory_lock(conn, CLUSTER_LOCK)
 
 
 async def refuse_if_differs(

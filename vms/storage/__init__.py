@@ -1,5 +1,5 @@
 """Persistent state: the database connection, its schema and its migrations."""
 
-from vms.storage.database import Database, DatabaseError, database_url
+from vms.storage.database import Database, DatabaseError, advisory_lock, database_url
 
-__all__ = ["Database", "DatabaseError", "database_url"]
+__all__ = ["Database", "DatabaseError", "advisory_lock", "database_url"]

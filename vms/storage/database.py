@@ -25,7 +25,13 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from vms.config import Config
 from vms.storage.faults import describe
@@ -41,6 +47,12 @@ CONNECT_TIMEOUT = 10.0
 MIGRATION_LOCK = 0x48414C4C
 """PostgreSQL advisory lock key held while migrating, so two instances starting
 together do not both upgrade the schema."""
+
+
+async def advisory_lock(executor: AsyncConnection | AsyncSession, key: int) -> None:
+    """Hold PostgreSQL's advisory lock ``key`` until the current transaction ends (waiting
+    for another transaction holding it): instances sharing the database take turns."""
+    await executor.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 class DatabaseError(Exception):
@@ -170,7 +182,7 @@ class Database:
         try:
             async with engine.begin() as conn:
                 if self.dialect == "postgresql":
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                    await advisory_lock(conn, MIGRATION_LOCK)
                 await conn.run_sync(upgrade_schema)
         except CommandError as err:
             await engine.dispose()

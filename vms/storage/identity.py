@@ -27,9 +27,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from vms.storage.database import MIGRATION_LOCK, Database
+from vms.storage.database import MIGRATION_LOCK, Database, advisory_lock
 from vms.storage.tables import StoreState, User
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ async def claim_store(db: Database, markers: list[Path]) -> str:
     now = datetime.now(UTC)
     async with db.session() as s, s.begin():
         if db.dialect == "postgresql":  # instances starting together on an empty store: one creates it
-            await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            await advisory_lock(s, MIGRATION_LOCK)
         row = await s.get(StoreState, 1)
         if row is None:
             users = await s.scalar(select(func.count()).select_from(User)) or 0
