@@ -289,11 +289,7 @@ class RecordingIndex:
         async with self.db.session() as s:
             rows = (await s.execute(query)).all()
         known = {path for _, _, path in rows}
-        on_disk = {
-            path
-            for path in await asyncio.to_thread(segment_files, self.root)
-            if camera_ids is None or path.split("/", 1)[0] in camera_ids
-        }
+        on_disk = await asyncio.to_thread(segment_files, self.root, camera_ids)
         gone = [(row_id, camera_id) for row_id, camera_id, path in rows if path not in on_disk]
         if gone:
             async with self.db.session() as s, s.begin():
@@ -545,9 +541,11 @@ def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-def segment_files(root: Path) -> set[str]:
-    """Closed segment files below ``root``, as paths relative to it."""
-    return {path.relative_to(root).as_posix() for path in root.rglob("*.mp4")}
+def segment_files(root: Path, camera_ids: Collection[str] | None = None) -> set[str]:
+    """Closed segment files below ``root``, as paths relative to it: every camera's, or only
+    those of ``camera_ids`` (only their directories are walked)."""
+    tops = [root] if camera_ids is None else [root / camera_id for camera_id in camera_ids]
+    return {path.relative_to(root).as_posix() for top in tops for path in top.rglob("*.mp4")}
 
 
 def _free_bytes(root: Path) -> int | None:
