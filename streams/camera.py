@@ -124,10 +124,13 @@ class Camera:
         def held() -> bool:
             return holds(spec.id)
 
-        shared = (spec, settings)
-        self.main = CameraStream(spec.id, "main", spec.source, *shared, listener, outputs, emitter, held)
+        self.main = CameraStream(
+            spec.id, "main", spec.source, spec, settings, listener, outputs, emitter, held
+        )
         self.sub = (
-            CameraStream(f"{spec.id}/sub", "sub", spec.sub_source, *shared, None, outputs, emitter, held)
+            CameraStream(
+                f"{spec.id}/sub", "sub", spec.sub_source, spec, settings, None, outputs, emitter, held
+            )
             if spec.sub_source is not None
             else None
         )

@@ -65,7 +65,7 @@ class ClusterMedia:
 
     def owns(self, camera_id: str) -> bool:
         """Whether this instance holds the camera's lease now."""
-        return camera_id in self._cluster.owned()
+        return self._cluster.epoch(camera_id) is not None
 
     async def prepare(self) -> None:
         """Before the relay starts: every camera pulled from nowhere, and the cluster followed."""
