@@ -81,6 +81,14 @@ class RunningApp:
             await client.aclose()
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now, for a process or server that binds it itself."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def listening_socket() -> socket.socket:
     """A TCP socket bound to a free port of 127.0.0.1, for ``uvicorn.Server.serve(sockets=...)``.
 

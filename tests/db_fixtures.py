@@ -21,7 +21,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -31,6 +30,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.app_fixtures import free_port
 from vms.storage import Database
 
 PG_USER = "postgres"
@@ -48,13 +48,6 @@ def _pg_bin_dir() -> Path | None:
     return Path(found).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PostgresServer:
     """A PostgreSQL cluster in a temp dir on 127.0.0.1; ``stop()`` and ``start()`` keep port and data."""
 
@@ -64,7 +57,7 @@ class PostgresServer:
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.log_file = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.running = False
         self._as_root = os.geteuid() == 0
         if self._as_root:

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from tests.app_fixtures import ADMIN_PASSWORD, USER_PASSWORD, RunningApp, serve_app
+from tests.app_fixtures import ADMIN_PASSWORD, USER_PASSWORD, RunningApp, free_port, serve_app
 from tests.vms.test_alarms import event_stream, site, wait_for_heartbeat
 from tests.vms.test_live_ws import receive_mse
 from tests.whep_client import WhepClient
@@ -62,12 +62,6 @@ async def _last_login_source(app: RunningApp, username: str) -> str:
     return str(res.json()[0]["source_addr"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def nginx_in_front_of(upstream_ports: Sequence[int], workdir: Path) -> Iterator[str]:
     """nginx on a free port with the example configuration's upstream listing ``upstream_ports``.
@@ -76,7 +70,7 @@ def nginx_in_front_of(upstream_ports: Sequence[int], workdir: Path) -> Iterator[
     status and the upstream that answered."""
     if not Path(NGINX).exists():
         pytest.fail("nginx is not installed; run scripts/install-test-deps.sh", pytrace=False)
-    port = _free_port()
+    port = free_port()
     servers = "".join(f"    server 127.0.0.1:{upstream};\n" for upstream in upstream_ports)
     snippet, upstreams = re.subn(
         r"^upstream hallwatch \{\n.*?^\}",

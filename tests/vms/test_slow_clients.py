@@ -28,7 +28,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
-from tests.app_fixtures import RunningApp, listening_socket, prepared
+from tests.app_fixtures import RunningApp, free_port, listening_socket, prepared
 from tests.vms.test_bad_input import SITE as ONE_CAMERA
 from vms.app import create_app
 from vms.config_loader import parse_config
@@ -118,12 +118,6 @@ def healthz(port: int, source: str = "127.0.0.1") -> int:
             return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _file_limit(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
@@ -133,7 +127,7 @@ def hallwatch_serve(tmp_path: Path, site: str, file_limit: int) -> Iterator[tupl
     """``hallwatch serve`` on a free port with ``file_limit`` open files; its log file."""
     config = tmp_path / "site.yaml"
     config.write_text(site + f"server:\n  data_dir: {tmp_path / 'data'}\n", encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     logfile = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with logfile.open("wb") as out:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.app_fixtures import free_port
 from tests.rtsp_fixtures import RtspTestServer
 
 ROOT = Path(__file__).resolve().parents[3]
 LEASE = 3.0
 RENEW = LEASE / 3
 PASSWORD = "cluster-admin-passw0rd"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Cameras:

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from streams import OWN, CameraSpec, IngestPolicy, IngestState, SourceOptions, StreamManager
-from tests.vms.cluster.services import free_port
+from tests.app_fixtures import free_port
 from vms.cluster.media import when_owned
 from vms.cluster.peers import PeerLogin
 from vms.cluster.types import InstanceInfo
