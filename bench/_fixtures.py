@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fractions
+import json
 import os
 import secrets
 import signal
@@ -26,9 +27,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import psutil
@@ -131,6 +132,27 @@ def interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+
+
+def run_bench(
+    args: Any,
+    run: Callable[[Any, TextIO], Any],
+    report: Callable[[Any, Any], str],
+    raw: Callable[[Any], Any] = lambda results: results,
+) -> int:
+    """A benchmark's ``main``: ``run(args, stderr)`` (progress on stderr; SIGTERM or Ctrl-C
+    stop every process it started), print ``report(results, args)``, and write
+    ``raw(results)`` as JSON to ``args.json`` when given. The exit status."""
+    interrupt_on_sigterm()
+    try:
+        results = run(args, sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted; every process was stopped", file=sys.stderr)
+        return 130
+    print(report(results, args), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(raw(results), indent=1, default=str))
+    return 0
 
 
 def free_port() -> int:

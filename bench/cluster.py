@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import shutil
 import sys
@@ -65,7 +64,7 @@ from _cluster_site import (  # noqa: E402
     run_start,
     start_database,
 )
-from _fixtures import FPS, interrupt_on_sigterm, make_au_file  # noqa: E402
+from _fixtures import FPS, make_au_file, run_bench  # noqa: E402
 from playback import _sayer  # noqa: E402
 
 from tests.db_fixtures import PostgresServer  # noqa: E402
@@ -363,17 +362,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    interrupt_on_sigterm()
-    try:
-        results = run(args, sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        return 130
-    print(report(results, args))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=str))
-    return 0
+    return run_bench(_parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import statistics
 import sys
@@ -42,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-from _fixtures import FPS, GOP, Primer, Service, free_port, interrupt_on_sigterm, make_au_file  # noqa: E402
+from _fixtures import FPS, GOP, Primer, Service, free_port, make_au_file, run_bench  # noqa: E402
 from _report import TOLERANCE_MS, Stage, report  # noqa: E402
 from _viewers import ViewerProcess  # noqa: E402
 
@@ -401,19 +400,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    interrupt_on_sigterm()
-    try:
-        results = run(args, sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        return 130
-    print(report(results, args))
-    if args.json:
-        raw = dict(results)
-        raw["stages"] = [s.__dict__ for s in results["stages"]]
-        args.json.write_text(json.dumps(raw, indent=1, default=str))
-    return 0
+    return run_bench(_parse_args(argv), run, report, _raw)
+
+
+def _raw(results: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(results)
+    raw["stages"] = [s.__dict__ for s in results["stages"]]
+    return raw
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import sys
 import tempfile
@@ -46,7 +45,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 from _fixtures import FPS as CLIP_FPS  # noqa: E402
-from _fixtures import Service, free_port, interrupt_on_sigterm, make_au_file  # noqa: E402
+from _fixtures import Service, free_port, make_au_file, run_bench  # noqa: E402
 from _viewers import ViewerProcess  # noqa: E402
 from relay import split  # noqa: E402
 
@@ -442,18 +441,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    interrupt_on_sigterm()
-    say = _sayer(sys.stderr)
-    try:
-        phases = run(args, say)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        return 130
-    print(report(phases, args), flush=True)
-    if args.json:
-        raw = {"args": {k: str(v) for k, v in vars(args).items()}, "phases": [asdict(p) for p in phases]}
-        args.json.write_text(json.dumps(raw, indent=1))
-    return 0
+
+    def raw(phases: list[Any]) -> dict[str, Any]:
+        return {"args": {k: str(v) for k, v in vars(args).items()}, "phases": [asdict(p) for p in phases]}
+
+    return run_bench(args, lambda args, err: run(args, _sayer(err)), report, raw)
 
 
 if __name__ == "__main__":
