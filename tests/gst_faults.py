@@ -54,15 +54,21 @@ SetFault = Callable[[str], None]
 """Turns one mount's picture bad (a fault's name) or back (``none``); ValueError if it cannot."""
 
 
-def fault_chain(width: int, height: int, fps: int) -> str:
-    """The launch-line middle that takes raw video and leaves it, neutral, as I420 of this size."""
+def fault_chain(width: int, height: int, fps: int, late: float) -> str:
+    """The launch-line middle that takes raw video and leaves it, neutral, as I420 of this size.
+
+    The compositor waits for a picture up to ``late`` seconds behind the clock (what the
+    feeder may lag before it starts again from now). Without that it waits one frame of the
+    layer, drops every picture that comes later, and the camera sends black: a feeder
+    starved of CPU for a while turned a healthy camera dark."""
     size = f"width={width},height={height},framerate={fps}/1"
     return (
         "videobalance name=balance ! videoconvert ! video/x-raw,format=AYUV "
         "! gaussianblur name=blur sigma=0 ! videoconvert ! mix.sink_0 "
         f"videotestsrc name=layer is-live=true pattern=solid-color ! video/x-raw,{size} "
         "! mix.sink_1 "
-        f"compositor name=mix background=black sink_1::alpha=0 ! video/x-raw,format=I420,{size}"
+        f"compositor name=mix background=black latency={round(late * 1e9)} sink_1::alpha=0 "
+        f"! video/x-raw,format=I420,{size}"
     )
 
 

@@ -229,7 +229,7 @@ def encoder_launch(enc: EncoderSpec) -> str:
     else:
         source = f"videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,{size}"
     if enc.faults:
-        source += f" ! {fault_chain(enc.width, enc.height, enc.fps)}"
+        source += f" ! {fault_chain(enc.width, enc.height, enc.fps, Feeder.LATE)}"
     audio = f" {audio_launch(enc.audio)}" if enc.audio else ""
     return f"( {source} ! {encoder_and_payloader(enc)}{audio} )"
 
@@ -291,6 +291,9 @@ def with_clock(au: bytes, time_ns: int) -> bytes:
 class Feeder:
     """Pushes what ``produce`` makes, one buffer per frame, into one appsrc at real-time pace."""
 
+    LATE = 0.5
+    """Seconds behind the pace after which the feeder starts again from the clock's now."""
+
     def __init__(self, appsrc: GstApp.AppSrc, produce: Callable[[], bytes], fps: int) -> None:
         self._appsrc = appsrc
         self._produce = produce
@@ -323,7 +326,7 @@ class Feeder:
             due += self._period
             pts += self._duration
             delay = due - time.monotonic()
-            if delay < -1.0:  # resumed after a pause (SIGSTOP): carry on from now, do not burst
+            if delay < -self.LATE:  # starved, or resumed after SIGSTOP: carry on from now, no burst
                 due, pts, delay = time.monotonic(), self._running_time(), 0.0
             if delay > 0 and self._stop.wait(delay):
                 return

@@ -231,10 +231,11 @@ def analysis_of(manager: StreamManager, camera_id: str) -> AnalysisOutput:
     return output
 
 
-async def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
+async def wait_until(condition: Callable[[], bool], within: float, what: str | Callable[[], str]) -> None:
+    """Wait for ``condition``; fail naming ``what`` (a callable: what it says by then)."""
     deadline = time.monotonic() + within
     while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {within} s"
+        assert time.monotonic() < deadline, f"{what() if callable(what) else what}: not within {within} s"
         await asyncio.sleep(0.1)
 
 
@@ -283,7 +284,11 @@ async def test_each_fault_raises_its_own_alarm_with_its_picture_and_clears_after
         await wait_until(
             lambda: all(o.statistics()["baseline_ready"] for o in outputs.values()),
             WARMUP * ANALYSIS.interval + 15,
-            "every camera learned its healthy picture",
+            lambda: (
+                "every camera learned its healthy picture "
+                f"(raised meanwhile: { {c: events.of(c) for c in events.seen} }; "
+                f"analysed: { {c: o.analysed for c, o in outputs.items()} })"
+            ),
         )
         assert not events.seen, "a healthy hall raised nothing while learning"
         earlier = {c: decode_jpeg(await manager.snapshot(c)) for c in HEALTHY}
