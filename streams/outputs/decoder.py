@@ -4,12 +4,14 @@ Owns the PyAV decoders and the OpenCV JPEG encoder used by the picture outputs.
 Every function here blocks and runs in a worker thread, never on the event loop.
 A :class:`PacketDecoder` holds codec state and is used by one thread at a time
 (its owner awaits each call before making the next); frames it returns are
-reference-counted by PyAV and may be read from another thread afterwards.
+reference-counted by PyAV and may be read from another thread afterwards, by
+several at once: :func:`to_bgr` converts them with the calling thread's own scaler.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -19,6 +21,7 @@ import av.error
 import cv2
 import numpy as np
 import numpy.typing as npt
+from av.video.reformatter import VideoReformatter
 
 from streams.errors import StreamError
 from streams.packets import Codec, MediaPacket
@@ -123,15 +126,32 @@ def decode_keyframe(packet: MediaPacket) -> Frame:
     return frames[0]
 
 
+_scalers = threading.local()
+
+
+def _scaler() -> VideoReformatter:
+    """The calling thread's own scaler.
+
+    ``VideoFrame.to_ndarray`` converts with a scaler PyAV keeps on the frame. One decoded
+    frame goes to the analysis, the snapshots and the MJPEG viewers, each converting it in
+    a worker thread, so two threads drove one swscale context at once. Its slice threads
+    then waited on each other for ever: the worker thread never returned, and the output
+    awaiting it hung."""
+    scaler: VideoReformatter | None = getattr(_scalers, "scaler", None)
+    if scaler is None:
+        scaler = _scalers.scaler = VideoReformatter()
+    return scaler
+
+
 def to_bgr(frame: Frame, max_width: int | None = None) -> npt.NDArray[np.uint8]:
-    """The frame as a BGR array, scaled down (by PyAV's scaler) to at most ``max_width``."""
-    if max_width is not None and frame.width > max_width:
+    """The frame as a BGR array, scaled down (by PyAV's scaler) to at most ``max_width``.
+    Safe to call from several threads with the same frame."""
+    width, height = frame.width, frame.height
+    if max_width is not None and width > max_width:
         width = max(2, max_width - max_width % 2)
         height = max(2, round(frame.height * width / frame.width / 2) * 2)
-        image = frame.to_ndarray(format="bgr24", width=width, height=height)
-    else:
-        image = frame.to_ndarray(format="bgr24")
-    return cast("npt.NDArray[np.uint8]", image)  # bgr24 is always 8-bit
+    bgr = _scaler().reformat(frame, width=width, height=height, format="bgr24")
+    return cast("npt.NDArray[np.uint8]", bgr.to_ndarray())  # bgr24 is always 8-bit
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int) -> bytes:
