@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import av
@@ -34,6 +35,14 @@ def stream(width: int = 320, height: int = 240, frames: int = 75) -> tuple[Media
     return tuple(encode_h264(frames, width=width, height=height, gop=25))
 
 
+def arriving(packets: Sequence[MediaPacket]) -> list[MediaPacket]:
+    """``packets`` as if they all reached the hub now. Encoding stamps each with when it was
+    made, and a hub skips a viewer whose oldest queued packet arrived a second before the
+    newest: on a busy machine a cached stream and one encoded later were that far apart."""
+    now = time.monotonic()
+    return [dataclasses.replace(p, received=now) for p in packets]
+
+
 async def take(session: MseSession) -> MseMessage:
     return await asyncio.wait_for(anext(session), STEP)
 
@@ -49,7 +58,7 @@ async def ready(session: MseSession) -> list[MseMessage]:
 async def test_sessions_share_fragment_bytes() -> None:
     hub, output = Hub("cam"), MseOutput()
     a, b = output.open("cam", hub), output.open("cam", hub)
-    for packet in stream()[:10]:
+    for packet in arriving(stream()[:10]):
         hub.publish(packet)
     got_a, got_b = await ready(a), await ready(b)
     assert isinstance(got_a[0], MseInit) and isinstance(got_b[0], MseInit)
@@ -70,7 +79,7 @@ async def test_sessions_share_fragment_bytes() -> None:
 async def test_late_joiner_starts_with_init_and_cached_keyframe() -> None:
     hub, output = Hub("cam"), MseOutput()
     early = output.open("cam", hub)
-    packets = stream()
+    packets = arriving(stream())
     for packet in packets[:30]:  # a full GOP and 5 frames of the next
         hub.publish(packet)
     seen = await ready(early)
@@ -87,7 +96,7 @@ async def test_late_joiner_starts_with_init_and_cached_keyframe() -> None:
 async def test_slow_session_is_skipped_to_a_keyframe_without_stalling_the_other() -> None:
     hub, output = Hub("cam", queue_packets=8), MseOutput()
     fast, slow = output.open("cam", hub), output.open("cam", hub)
-    packets = stream()
+    packets = arriving(stream())
     hub.publish(packets[0])
     assert isinstance(await take(slow), MseInit)
     assert (await take(slow)).keyframe  # type: ignore[union-attr]
@@ -111,7 +120,7 @@ async def test_resolution_change_yields_a_new_init() -> None:
     session = output.open("cam", hub)
     small = stream()[:25]
     large = [p.shifted(25 * FRAME) for p in stream(640, 360, 25)]
-    for packet in [*small, *large]:
+    for packet in arriving([*small, *large]):
         hub.publish(packet)
     got = await ready(session)
     inits = [(i, m) for i, m in enumerate(got) if isinstance(m, MseInit)]
