@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import av
 import numpy as np
 
 from streams.packets import CLOCK_RATE, MediaPacket
+
+
+def arriving(packets: Sequence[MediaPacket]) -> list[MediaPacket]:
+    """``packets`` as if they all reached a hub now, to be published in one go. Encoding
+    stamps each with when it was made, and a hub skips a subscriber whose oldest queued
+    packet arrived over a second before the newest: on a busy machine, a slow encode or a
+    stream cached by an earlier test and one encoded later were that far apart."""
+    now = time.monotonic()
+    return [dataclasses.replace(p, received=now) for p in packets]
 
 
 def encode_h264(

@@ -17,7 +17,7 @@ from streams.codecs import h264, h265
 from streams.formats.fmp4 import TIME_OFFSET, Fmp4Writer, codec_string, split_access_unit
 from streams.hub import Hub
 from streams.packets import CLOCK_RATE, MediaPacket
-from tests.media import encode_h264, encode_h264_bframes, encode_h265
+from tests.media import arriving, encode_h264, encode_h264_bframes, encode_h265
 
 FRAME = CLOCK_RATE // 25
 
@@ -74,7 +74,7 @@ def bframe_stream() -> tuple[MediaPacket, ...]:
     assert all(p.dts is None for p in packets)
     hub = Hub("bframes", queue_packets=1000)
     sub = hub.subscribe()
-    for packet in packets:
+    for packet in arriving(packets):
         hub.publish(packet)
     stamped = [sub.get_nowait() for _ in range(sub.pending())]
     assert hub.reorders

@@ -15,7 +15,7 @@ from streams.formats.mpeg_ps import PES_LENGTH_MAX, PsMuxer, crc32_mpeg2
 from streams.hub import Hub
 from streams.packets import MediaPacket
 from tests.audio_media import encode_audio
-from tests.media import encode_h264, encode_h264_bframes, encode_h265
+from tests.media import arriving, encode_h264, encode_h264_bframes, encode_h265
 from tests.streams.formats import ps_checks
 from tests.streams.formats.ps_checks import AUDIO, PACK, PSM, SYSTEM, VIDEO
 
@@ -108,7 +108,7 @@ def test_a_small_pes_limit_splits_every_frame_and_still_demuxes() -> None:
 def test_b_frames_carry_decode_times_and_the_pack_clock_follows_them() -> None:
     hub = Hub("bframes", queue_packets=1000)
     sub = hub.subscribe()
-    for packet in encode_h264_bframes(50, gop=25):
+    for packet in arriving(encode_h264_bframes(50, gop=25)):
         hub.publish(packet)
     packets = [p for p in (sub.get_nowait() for _ in range(sub.pending())) if p is not None]
     assert any(p.dts is not None and p.dts != p.pts for p in packets)

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import av
@@ -22,7 +21,7 @@ from streams.hub import Hub
 from streams.outputs.mse import MseFragment, MseInit, MseMessage, MseOutput, MseSession
 from streams.packets import CLOCK_RATE, AudioInfo, MediaPacket
 from streams.viewers import ViewerLedger, ViewerLimits
-from tests.media import encode_h264
+from tests.media import arriving, encode_h264
 from tests.streams.formats.test_fmp4_audio import encode_aac
 
 FRAME = CLOCK_RATE // 25
@@ -33,14 +32,6 @@ STEP = 2.0
 @functools.cache
 def stream(width: int = 320, height: int = 240, frames: int = 75) -> tuple[MediaPacket, ...]:
     return tuple(encode_h264(frames, width=width, height=height, gop=25))
-
-
-def arriving(packets: Sequence[MediaPacket]) -> list[MediaPacket]:
-    """``packets`` as if they all reached the hub now. Encoding stamps each with when it was
-    made, and a hub skips a viewer whose oldest queued packet arrived a second before the
-    newest: on a busy machine a cached stream and one encoded later were that far apart."""
-    now = time.monotonic()
-    return [dataclasses.replace(p, received=now) for p in packets]
 
 
 async def take(session: MseSession) -> MseMessage:
