@@ -203,8 +203,9 @@ class Service:
             await asyncio.to_thread(proc.wait, 10)
 
 
-async def until(check: Callable[[], object], what: str, within: float) -> float:
-    """Wait until ``check()`` (a plain or async callable) is true; the seconds it took."""
+async def until(check: Callable[[], object], what: str | Callable[[], str], within: float) -> float:
+    """Wait until ``check()`` (a plain or async callable) is true; the seconds it took.
+    ``what`` names it in the failure (a callable: what it says by then)."""
     start = time.monotonic()
     while True:
         result = check()
@@ -212,5 +213,14 @@ async def until(check: Callable[[], object], what: str, within: float) -> float:
             result = await result
         if result:
             return time.monotonic() - start
-        assert time.monotonic() - start < within, f"{what}: not within {within} s"
+        if time.monotonic() - start >= within:
+            raise AssertionError(f"{what() if callable(what) else what}: not within {within} s")
         await asyncio.sleep(0.1)
+
+
+def state(cameras: Cameras, *services: Service) -> str:
+    """Who pulls what, the sessions each camera sees and the end of each instance's log."""
+    lines = [f"sessions {cameras.sessions()}"]
+    for service in services:
+        lines += [f"{service.id} pulls {sorted(service.pulls())}; its log ends:", service.tail()[-1000:]]
+    return "\n".join(lines)

@@ -29,7 +29,7 @@ from websockets.typing import Origin
 
 from tests.db_fixtures import PostgresServer
 from tests.rtsp_fixtures import RtspServerFactory
-from tests.vms.cluster.services import LEASE, RENEW, Cameras, Sampler, Service, until
+from tests.vms.cluster.services import LEASE, RENEW, Cameras, Sampler, Service, state, until
 from tests.vms.test_live_ws import receive_mse
 from tests.whep_client import WhepClient
 from vms.deps import SESSION_COOKIE
@@ -83,7 +83,11 @@ async def test_each_camera_pulled_once_spread_rebalanced_on_join_and_taken_over_
         assert len(a.pulls()) == len(b.pulls()) == 2 and a.pulls() | b.pulls() == CAMERAS
 
         (c,) = await start("c")
-        await until(lambda: len(c.pulls()) == 1 and once_each(cameras), "c pulls its share", within=15)
+        await until(
+            lambda: len(c.pulls()) == 1 and once_each(cameras),
+            lambda: f"c pulls its share\n{state(cameras, a, b, c)}\n",
+            within=15,
+        )
         assert sorted(len(s.pulls()) for s in (a, b, c)) == [1, 1, 2]
 
         lost = a.pulls()
