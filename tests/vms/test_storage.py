@@ -34,7 +34,7 @@ async def test_migrated_schema_matches_the_models(database: Database) -> None:
         tables = await conn.run_sync(_tables)
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
     assert tables == {*Base.metadata.tables, "alembic_version"}
-    assert version == "0012"
+    assert version == "0013"
 
 
 async def test_second_start_is_a_no_op(database_url: str) -> None:

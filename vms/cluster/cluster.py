@@ -5,7 +5,8 @@ id or another shared configuration), then every ``renew_interval`` writes its
 heartbeat, renews all its leases in one statement and reads who owns what; under the
 cluster's advisory lock it then takes free leases up to its share and hands cameras to
 less loaded instances (:mod:`vms.cluster.balance`), each only once it pulls it no more
-(``letting_go``). An instance joining a cluster where nobody holds a camera (the whole
+(``letting_go``); a camera being handed over counts as its receiver's from the
+decision on. An instance joining a cluster where nobody holds a camera (the whole
 cluster is starting) waits one renewal before its first take, so that the instances
 started with it share the cameras from the start. :meth:`~Cluster.stop` drops every
 camera locally, then releases the leases, so the others take them over at their next
@@ -280,6 +281,10 @@ class Cluster:
             if not taken and not counts.free and moving and self._me.id in counts.held:
                 receivers = handovers(self._me.id, counts.held, settings.max_moves)
                 moves = list(zip(sorted(self._epochs, reverse=True), receivers, strict=False))
+                for camera, receiver in moves:
+                    # Counted as the receiver's by every round from now on, before this
+                    # instance has let it go: no other giver sends the receiver its share too.
+                    await leases.promise(conn, self._me.id, camera, receiver)
             after = max(timedelta(minutes=1), FORGET_AFTER * self._lease)
             await leases.forget_dead(conn, after)
         if time.monotonic() - sent > settings.fence_after:

@@ -152,10 +152,11 @@ def _row(me: InstanceInfo, sections: dict[str, str], digest: str) -> dict[str, o
 
 async def renew(conn: AsyncConnection, me: str, lease: timedelta) -> dict[str, int]:
     """Extend every unexpired lease of this instance in one statement; camera id → epoch of
-    each lease still held. An expired one is not revived: whoever takes it gets a new epoch."""
+    each lease still held. An expired one is not revived: whoever takes it gets a new epoch.
+    A promise (:func:`promise`) still there is one whose hand-over failed: it is withdrawn."""
     rows = await conn.execute(
         text(
-            "UPDATE camera_leases SET expires_at = now() + CAST(:lease AS interval) "
+            "UPDATE camera_leases SET expires_at = now() + CAST(:lease AS interval), moving_to = NULL "
             "WHERE owner = :me AND expires_at > now() RETURNING camera_id, epoch"
         ),
         {"me": me, "lease": lease},
@@ -166,7 +167,8 @@ async def renew(conn: AsyncConnection, me: str, lease: timedelta) -> dict[str, i
 async def release(conn: AsyncConnection, me: str) -> None:
     """Give up every lease of this instance (they are free at once)."""
     await conn.execute(
-        text("UPDATE camera_leases SET owner = NULL, expires_at = now() WHERE owner = :me"), {"me": me}
+        text("UPDATE camera_leases SET owner = NULL, expires_at = now(), moving_to = NULL WHERE owner = :me"),
+        {"me": me},
     )
 
 
@@ -202,7 +204,8 @@ async def view(conn: AsyncConnection, lease: timedelta) -> View:
 @dataclass(frozen=True, slots=True)
 class Counts:
     held: dict[str, int]
-    """Valid leases of each live, ready instance (zero for one holding none)."""
+    """Valid leases of each live, ready instance (zero for one holding none), a lease promised
+    to another (:func:`promise`) counted as the receiver's."""
     instances: dict[str, InstanceInfo]
     """Those instances."""
     free: int
@@ -213,7 +216,7 @@ async def counts(conn: AsyncConnection, lease: timedelta) -> Counts:
     rows = await conn.execute(
         text(
             "SELECT i.id, i.http_url, i.rtsp_url, count(l.camera_id) FROM cluster_instances i "
-            "LEFT JOIN camera_leases l ON l.owner = i.id AND l.expires_at > now() "
+            "LEFT JOIN camera_leases l ON COALESCE(l.moving_to, l.owner) = i.id AND l.expires_at > now() "
             "WHERE i.ready AND i.heartbeat_at > now() - CAST(:lease AS interval) GROUP BY i.id"
         ),
         {"lease": lease},
@@ -236,7 +239,7 @@ async def take(conn: AsyncConnection, me: str, count: int, lease: timedelta) -> 
     """Take up to ``count`` free or expired leases; camera id → new epoch of each taken."""
     rows = await conn.execute(
         text(
-            "UPDATE camera_leases SET owner = :me, epoch = epoch + 1, "
+            "UPDATE camera_leases SET owner = :me, epoch = epoch + 1, moving_to = NULL, "
             "expires_at = now() + CAST(:lease AS interval) WHERE camera_id IN ("
             "SELECT camera_id FROM camera_leases WHERE owner IS NULL OR expires_at <= now() "
             "ORDER BY camera_id LIMIT :count FOR UPDATE SKIP LOCKED) RETURNING camera_id, epoch"
@@ -246,11 +249,23 @@ async def take(conn: AsyncConnection, me: str, count: int, lease: timedelta) -> 
     return {camera_id: epoch for camera_id, epoch in rows}
 
 
+async def promise(conn: AsyncConnection, me: str, camera_id: str, to: str) -> None:
+    """Mark one of this instance's leases as being handed to ``to``: from now on the balancing
+    of every instance counts it as ``to``'s, while this one still holds it and stops pulling."""
+    await conn.execute(
+        text(
+            "UPDATE camera_leases SET moving_to = :to "
+            "WHERE camera_id = :camera AND owner = :me AND expires_at > now()"
+        ),
+        {"me": me, "to": to, "camera": camera_id},
+    )
+
+
 async def hand_over(conn: AsyncConnection, me: str, camera_id: str, to: str, lease: timedelta) -> bool:
     """Give one of this instance's unexpired leases straight to ``to`` (a new epoch)."""
     result = await conn.execute(
         text(
-            "UPDATE camera_leases SET owner = :to, epoch = epoch + 1, "
+            "UPDATE camera_leases SET owner = :to, epoch = epoch + 1, moving_to = NULL, "
             "expires_at = now() + CAST(:lease AS interval) "
             "WHERE camera_id = :camera AND owner = :me AND expires_at > now() RETURNING camera_id"
         ),

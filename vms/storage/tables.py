@@ -341,6 +341,9 @@ class CameraLease(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    moving_to: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The instance the owner is handing the camera to, while it stops pulling it: counted
+    as that instance's when the cameras are balanced, though not yet pulled by it."""
 
 
 class ClusterSecret(Base):

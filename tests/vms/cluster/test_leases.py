@@ -80,6 +80,28 @@ async def test_a_joining_instance_gets_its_share_in_bounded_moves_without_flappi
     assert members.counts() == {"a": 4, "b": 4, "c": 4}
 
 
+async def test_a_giver_slow_to_let_go_keeps_the_others_from_giving_the_same_receiver_more(
+    members: Members,
+) -> None:
+    """Two instances each hold two cameras when a third joins: one camera moves, not two.
+    Letting a camera go (stopping its pull and its recording) takes a while, and the other
+    giver's rounds fall within it."""
+    for name in "ab":
+        await members.start(site_config(name, cameras=4))
+    await until(lambda: members.counts() == {"a": 2, "b": 2}, "2/2", within=10)
+
+    async def slowly(_cameras: list[str]) -> None:
+        await asyncio.sleep(RENEW)
+
+    for name in "ab":
+        members.clusters[name].letting_go = slowly
+    await members.start(site_config("c", cameras=4))
+    await until(lambda: members.counts().get("c") == 1, "c got a camera", within=10)
+    await asyncio.sleep(4 * REBALANCE + 3 * RENEW)  # every giver's rounds, through a letting go
+    counts = members.counts()
+    assert counts["c"] == 1 and sorted(counts.values()) == [1, 1, 2], counts
+
+
 async def test_listeners_learn_each_owner(members: Members) -> None:
     a = await members.start(site_config("a", cameras=2))
     seen: dict[str, InstanceInfo | None] = {}
