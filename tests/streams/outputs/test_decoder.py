@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import threading
 
-import av
 import numpy as np
 import numpy.typing as npt
 
-from streams.outputs.decoder import decode_keyframe, frame_to_jpeg, to_bgr
-from streams.packets import MediaPacket
+from streams.outputs.decoder import Frame, decode_keyframe, frame_to_jpeg, to_bgr
+from tests.media import encode_h264
 
 WIDTH, HEIGHT = 640, 360
 ROUNDS = 200
@@ -22,20 +21,12 @@ WIDTHS = (None, 320, 320, None, 160, 320)
 """What each thread asks for in a round: full size, or scaled down to this width."""
 
 
-def keyframe() -> MediaPacket:
-    """A real H.264 keyframe of a gradient with a bright square, from libx264."""
-    picture = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    picture[:, :, 1] = np.linspace(0, 255, WIDTH, dtype=np.uint8)
-    picture[100:200, 200:300] = 255
-    ctx = av.CodecContext.create("libx264", "w")
-    assert isinstance(ctx, av.VideoCodecContext)
-    ctx.width, ctx.height, ctx.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    ctx.options = {"preset": "ultrafast", "tune": "zerolatency"}
-    packets = ctx.encode(av.VideoFrame.from_ndarray(picture, format="bgr24")) + ctx.encode(None)
-    return MediaPacket(data=bytes(packets[0]), pts=0, keyframe=True, received=0.0)
+def decoded() -> Frame:
+    """A real decoded picture: the first keyframe of a libx264 stream, decoded by PyAV."""
+    return decode_keyframe(encode_h264(1, width=WIDTH, height=HEIGHT)[0])
 
 
-def converted_at_once(frame: av.VideoFrame) -> list[npt.NDArray[np.uint8] | None]:
+def converted_at_once(frame: Frame) -> list[npt.NDArray[np.uint8] | None]:
     """``to_bgr`` of ``frame`` at each of :data:`WIDTHS`, each in its own thread, all released
     together; ``None`` where a thread did not finish within 10 s. Daemon threads: one stuck in
     the scaler does not hold the test process at exit."""
@@ -55,7 +46,7 @@ def converted_at_once(frame: av.VideoFrame) -> list[npt.NDArray[np.uint8] | None
 
 
 def test_threads_converting_one_frame_at_once_all_finish_with_the_right_picture() -> None:
-    frame = decode_keyframe(keyframe())
+    frame = decoded()
     expected = {width: to_bgr(frame, width) for width in set(WIDTHS)}
     assert expected[None].shape == (HEIGHT, WIDTH, 3)
     assert expected[320].shape == (180, 320, 3) and expected[160].shape == (90, 160, 3)
@@ -67,7 +58,7 @@ def test_threads_converting_one_frame_at_once_all_finish_with_the_right_picture(
 
 
 def test_a_jpeg_of_a_frame_another_thread_is_converting() -> None:
-    frame = decode_keyframe(keyframe())
+    frame = decoded()
     jpegs: list[bytes] = []
     worker = threading.Thread(target=lambda: [to_bgr(frame, 320) for _ in range(ROUNDS)], daemon=True)
     worker.start()
